@@ -1,0 +1,67 @@
+"""The app factory: the only way to build the azproxy web.Application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from .config import Config
+from .keys import CONFIG, SESSION
+from .middlewares import (
+    auth_middleware,
+    cors_middleware,
+    error_middleware,
+    on_response_prepare,
+)
+from .models import get_model, list_models
+from .relay import handle
+
+__all__ = ["create_app"]
+
+# Headers aiohttp would otherwise invent. Azure must see what the client sent
+# and no more: an invented Accept-Encoding would make Azure compress answers
+# that azproxy relays untouched to a client that never asked for compression.
+NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, cors_middleware, auth_middleware],
+        client_max_size=config.max_body_bytes,
+    )
+    app[CONFIG] = config
+    app.cleanup_ctx.append(upstream_session)
+    app.on_response_prepare.append(on_response_prepare)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", get_model)
+    app.router.add_route("*", "/{path:.*}", handle)
+    return app
+
+
+async def upstream_session(app: web.Application) -> AsyncIterator[None]:
+    """The one ClientSession this process uses to reach Azure."""
+    config = app[CONFIG]
+    timeout = aiohttp.ClientTimeout(
+        total=None,  # reasoning models may stream for many minutes
+        sock_connect=config.connect_timeout_s,
+        # Until response headers arrive; the relay then switches the
+        # connection to read_timeout_s, the idle gap between chunks.
+        sock_read=config.header_timeout_s,
+    )
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,  # relay bytes and Content-Encoding exactly as sent
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=NO_AUTO_HEADERS,
+    ) as session:
+        app[SESSION] = session
+        yield
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})

@@ -1,0 +1,177 @@
+"""`azproxy serve | simulate`: flags, environment and defaults -> running server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from . import __version__
+from .app import create_app
+from .config import Config, ConfigError, settings
+from .log import configure_logging
+from .server import bound_port, run, start_site, wait_for_signal
+from .simulator import SimSettings, apply_faults, create_simulator, parse_fault
+from .simulator.app import SIM_STATE
+
+__all__ = ["build_parser", "demo_curl", "main"]
+
+log = logging.getLogger("azproxy")
+
+DEMO_TOKEN = "demo:gpt-4o:demo-key"
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="azproxy",
+        description="Let OpenAI API clients use Azure OpenAI unchanged.",
+    )
+    parser.add_argument("--version", action="version", version=f"azproxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    for s in settings():
+        serve.add_argument(
+            s.flag,
+            dest=s.name,
+            metavar=s.name.upper().split("_")[-1],
+            help=f"{s.help} [env {s.env}, default {_shown(s.default)}]",
+        )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="also run the built-in Azure OpenAI simulator and point azproxy at it",
+    )
+
+    sim = commands.add_parser("simulate", help="run the Azure OpenAI simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9000)
+    sim.add_argument("--chunks", type=int, default=8, help="content chunks per stream")
+    sim.add_argument("--chunk-delay-ms", type=float, default=20.0)
+    sim.add_argument("--first-byte-ms", type=float, default=0.0)
+    sim.add_argument(
+        "--deployments",
+        help="comma list of deployments that exist (default: any name)",
+    )
+    sim.add_argument(
+        "--async-filter",
+        action="store_true",
+        help="emit Azure's asynchronous content-filter chunks in streams",
+    )
+    sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="DEPLOYMENT=KIND[,KIND]",
+        help="inject faults on a deployment (KIND* repeats for ever)",
+    )
+    return parser
+
+
+def _shown(default: object) -> str:
+    if isinstance(default, tuple):
+        return ",".join(default) or "''"
+    return str(default)
+
+
+def main(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> int:
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    if args.command == "simulate":
+        return simulate(args, env)
+    return serve(args, env)
+
+
+def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    flags = {s.name: getattr(args, s.name) for s in settings()}
+    try:
+        config = Config.load(flags, env)
+    except ConfigError as exc:
+        print(f"azproxy: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.log_level)
+
+    async def main() -> None:
+        nonlocal config
+        runners = []
+        if args.demo:
+            sim = await start_site(create_simulator(), "127.0.0.1", 0)
+            runners.append(sim)
+            config = Config.load(
+                flags, env, upstream=f"http://127.0.0.1:{bound_port(sim)}"
+            )
+        proxy = await start_site(create_app(config), config.host, config.port)
+        runners.append(proxy)
+        port = bound_port(proxy)
+        log.info("azproxy %s listening on http://%s:%d", __version__, config.host, port)
+        if args.demo:
+            print(f"azproxy demo: Azure OpenAI simulator at {config.upstream}; try:")
+            print(demo_curl(config.host, port), flush=True)
+        try:
+            await wait_for_signal()
+        finally:
+            for runner in reversed(runners):
+                await runner.cleanup()
+
+    run(main)
+    return 0
+
+
+def demo_curl(host: str, port: int) -> str:
+    """One copy-pasteable line that streams an answer through the proxy."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    body = (
+        '{"model":"gpt-4o","stream":true,'
+        '"messages":[{"role":"user","content":"Say hello"}]}'
+    )
+    return (
+        f"curl -sN http://{host}:{port}/v1/chat/completions "
+        f"-H 'Authorization: Bearer {DEMO_TOKEN}' "
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
+
+
+def simulate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    try:
+        faults = [parse_fault(spec) for spec in args.fault]
+    except ValueError as exc:
+        print(f"azproxy simulate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    deployments = (
+        frozenset(d.strip() for d in args.deployments.split(",") if d.strip())
+        if args.deployments
+        else None
+    )
+    sim_settings = SimSettings(
+        api_key=env.get("AZPROXY_SIM_API_KEY") or None,
+        deployments=deployments,
+        chunks=args.chunks,
+        chunk_delay_ms=args.chunk_delay_ms,
+        first_byte_ms=args.first_byte_ms,
+        async_filter=args.async_filter,
+    )
+    configure_logging("info")
+    app = create_simulator(sim_settings)
+    for deployment, kinds in faults:
+        apply_faults(app[SIM_STATE], deployment, kinds)
+
+    async def main() -> None:
+        runner = await start_site(app, args.host, args.port)
+        log.info(
+            "Azure OpenAI simulator on http://%s:%d", args.host, bound_port(runner)
+        )
+        try:
+            await wait_for_signal()
+        finally:
+            await runner.cleanup()
+
+    run(main)
+    return 0

@@ -1,0 +1,131 @@
+"""Credentials a client presents, parsed without any I/O.
+
+A pass-through token (the original Azure OpenAI Proxy's format) carries
+everything needed to reach Azure: `RESOURCE:DEPLOYMENT_SPEC:AZURE_KEY[:API_VERSION]`.
+It comes in `Authorization: Bearer <token>` (or without `Bearer `, as the
+original accepted) or in an `api-key` header.
+
+Validation is strict because the resource name becomes part of the upstream
+host: only letters, digits and inner hyphens, so no host, port, path, `@`,
+`.` or `%` can reach the URL. Error messages never echo any part of the token:
+a misordered token could put the Azure key where the resource name belongs.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from multidict import CIMultiDictProxy
+
+from .config import API_VERSION_RE
+from .errors import InvalidCredentials
+
+__all__ = [
+    "DEPLOYMENT_RE",
+    "RESOURCE_RE",
+    "PassthroughToken",
+    "parse_passthrough",
+    "presented_token",
+]
+
+RESOURCE_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
+# Azure deployment names: letters, digits, '-', '_', '.'; a leading '.' could
+# make a path segment like '..', so the first character must be alphanumeric.
+DEPLOYMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MODEL_RE = re.compile(r"[^\s|,:]{1,256}")
+
+TOKEN_FORMAT = "RESOURCE:DEPLOYMENT:AZURE_KEY[:API_VERSION]"
+
+
+@dataclass(frozen=True, slots=True)
+class PassthroughToken:
+    resource: str
+    # Model name -> deployment; empty when one deployment serves every model.
+    model_map: Mapping[str, str]
+    # The deployment for models the map does not name (the map's first entry).
+    default_deployment: str
+    key: str = field(repr=False)
+    api_version: str | None
+
+    def deployment_for(self, model: str | None) -> str:
+        if model is None:
+            return self.default_deployment
+        return self.model_map.get(model, self.default_deployment)
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether the deployment depends on the request's `model`."""
+        return len(self.model_map) > 1
+
+    def model_names(self) -> list[str]:
+        return list(self.model_map) or [self.default_deployment]
+
+
+def presented_token(headers: CIMultiDictProxy[str]) -> str | None:
+    """The credential string a client sent, or None when it sent none."""
+    auth = headers.get("Authorization")
+    if auth:
+        scheme, _, rest = auth.partition(" ")
+        token = rest.strip() if scheme.lower() == "bearer" else auth.strip()
+        if token:
+            return token
+    key = headers.get("api-key")
+    return key.strip() if key and key.strip() else None
+
+
+def _bad(why: str) -> InvalidCredentials:
+    return InvalidCredentials(
+        f"Invalid azproxy credentials: {why}. Expected {TOKEN_FORMAT} "
+        "(or RESOURCE:model|deployment,model|deployment:AZURE_KEY[:API_VERSION]) "
+        "in 'Authorization: Bearer ...' or an 'api-key' header."
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_passthrough(token: str) -> PassthroughToken:
+    """Parse a pass-through token; raise InvalidCredentials saying what is wrong.
+
+    Cached: a client sends the same token on every request, and the cache
+    keeps parsing off the hot path (errors are not cached).
+    """
+    parts = token.split(":")
+    if len(parts) not in (3, 4):
+        raise _bad(f"the token has {len(parts)} ':'-separated parts, not 3 or 4")
+    resource, spec, key = parts[0], parts[1], parts[2]
+    version = parts[3] if len(parts) == 4 else None
+    if not RESOURCE_RE.fullmatch(resource):
+        raise _bad(
+            "the resource name (part 1) must be 1-64 letters, digits or inner hyphens"
+        )
+    if not key:
+        raise _bad("the Azure key (part 3) is empty")
+    if version is not None and not API_VERSION_RE.fullmatch(version):
+        raise _bad(
+            "the API version (part 4) must look like 2024-10-21, "
+            "2024-12-01-preview or v1"
+        )
+    model_map, default = _parse_deployment_spec(spec)
+    return PassthroughToken(resource, model_map, default, key, version)
+
+
+def _parse_deployment_spec(spec: str) -> tuple[dict[str, str], str]:
+    deployment_rule = (
+        "deployment names are 1-64 letters, digits, '-', '_' or '.', "
+        "starting with a letter or digit"
+    )
+    if "|" not in spec:
+        if not DEPLOYMENT_RE.fullmatch(spec):
+            raise _bad(f"the deployment (part 2) is invalid: {deployment_rule}")
+        return {}, spec
+    model_map: dict[str, str] = {}
+    for pair in spec.split(","):
+        model, sep, deployment = pair.partition("|")
+        if not sep or not MODEL_RE.fullmatch(model):
+            raise _bad("the model map (part 2) must be model|deployment,...")
+        if not DEPLOYMENT_RE.fullmatch(deployment):
+            raise _bad(f"the model map (part 2) is invalid: {deployment_rule}")
+        model_map.setdefault(model, deployment)
+    return model_map, next(iter(model_map.values()))

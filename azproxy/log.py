@@ -1,0 +1,61 @@
+"""Logging setup, with every line redacted before it is written.
+
+azproxy never logs a credential on purpose; redaction is the second line of
+defence for what a library or an exception message might carry.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable
+
+__all__ = ["RedactingFormatter", "configure_logging", "redact"]
+
+REDACTED = "[redacted]"
+_PATTERNS = (
+    # A pass-through token RESOURCE:DEPLOYMENT:KEY[...]; the key part is long.
+    re.compile(r"\b[A-Za-z0-9-]{1,64}:[^\s:'\"]+:[^\s:'\",]{8,}(?::[^\s:'\",]+)?"),
+    # Values of credential-bearing fields, in header dumps, reprs or JSON.
+    re.compile(
+        r"(?i)((?:api-key|api_key|authorization|access[-_]key|x-api-key)"
+        r"['\"]?\s*[:=]\s*['\"]?(?:bearer\s+)?)[^\s'\",}]+"
+    ),
+    re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"),
+    # Azure OpenAI keys: 32 hex digits (classic) or 84 characters (current).
+    re.compile(r"\b[0-9a-fA-F]{32}\b"),
+    re.compile(r"\b[A-Za-z0-9]{84}\b"),
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    for pattern in _PATTERNS:
+        text = pattern.sub(
+            lambda m: (m.group(1) if m.re.groups else "") + REDACTED, text
+        )
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Redacts the whole formatted line: message, arguments and traceback."""
+
+    def __init__(self, fmt: str, secrets: Iterable[str] = ()) -> None:
+        super().__init__(fmt)
+        self.secrets = tuple(s for s in secrets if s)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record), self.secrets)
+
+
+def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,155 @@
+"""Middlewares (errors, CORS preflight, credentials) and the response hook.
+
+Headers that every response carries (CORS, x-request-id) are added in the
+on_response_prepare hook, not in a middleware: a middleware runs after a
+streamed response has already sent its headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .config import Config
+from .credentials import parse_passthrough, presented_token
+from .errors import (
+    InvalidCredentials,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ProxyError,
+)
+from .keys import CONFIG, TOKEN
+from .mapping import unknown_url
+
+__all__ = [
+    "auth_middleware",
+    "cors_middleware",
+    "error_middleware",
+    "on_response_prepare",
+]
+
+log = logging.getLogger("azproxy")
+
+ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+# Response headers a browser app may read: the ones OpenAI SDKs look at.
+EXPOSE_HEADERS = ", ".join(
+    (
+        "x-request-id",
+        "x-azproxy-deployment",
+        "apim-request-id",
+        "openai-processing-ms",
+        "retry-after",
+        "retry-after-ms",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-reset-tokens",
+    )
+)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Render every error azproxy raises in OpenAI's shape; never a traceback."""
+    try:
+        return await handler(request)
+    except ProxyError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        return _from_http_exception(request, exc).response()
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return ProxyError(
+            "azproxy failed to handle this request; its log has the details."
+        ).response()
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> ProxyError:
+    if exc.status == 404:
+        return unknown_url(request.method, request.path)
+    if exc.status == 405:
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
+    if exc.status == 413:
+        return PayloadTooLarge("The request body is too large.")
+    error = ProxyError(exc.reason, code=f"http_{exc.status}")
+    error.status = exc.status
+    error.type = "invalid_request_error" if exc.status < 500 else "api_error"
+    return error
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer CORS preflight requests here: browsers send them without credentials."""
+    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in (
+        request.headers
+    ):
+        return await handler(request)
+    config = request.app[CONFIG]
+    origin = request.headers.get("Origin", "")
+    allowed = _allowed_origin(config, origin)
+    if allowed is None:
+        return await handler(request)  # CORS off or origin not allowed
+    headers = {
+        "Access-Control-Allow-Origin": allowed,
+        "Access-Control-Allow-Methods": ALLOW_METHODS,
+        # Fetch §3.2.3: echo what the browser asks for; chat UIs send
+        # Authorization, api-key, OpenAI-Beta and x-stainless-* headers.
+        "Access-Control-Allow-Headers": request.headers.get(
+            "Access-Control-Request-Headers", "*"
+        ),
+        "Access-Control-Max-Age": "86400",
+    }
+    if allowed != "*":
+        headers["Vary"] = "Origin"
+    return web.Response(status=204, headers=headers)
+
+
+def _allowed_origin(config: Config, origin: str) -> str | None:
+    """The Access-Control-Allow-Origin value for this origin, or None."""
+    origins = config.cors_origins
+    if not origins or not origin:
+        return None
+    if "*" in origins:
+        return "*"
+    return origin if origin in origins else None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Parse the client's credentials for every /v1/ request, before any I/O."""
+    if request.path.startswith("/v1/"):
+        token = presented_token(request.headers)
+        if token is None:
+            raise InvalidCredentials(
+                "No credentials: send 'Authorization: Bearer "
+                "RESOURCE:DEPLOYMENT:AZURE_KEY[:API_VERSION]' or an 'api-key' header."
+            )
+        request[TOKEN] = parse_passthrough(token)
+    return await handler(request)
+
+
+async def on_response_prepare(
+    request: web.Request, response: web.StreamResponse
+) -> None:
+    """Add the headers every response carries, streamed ones included."""
+    headers = response.headers
+    if "x-request-id" not in headers:
+        headers["x-request-id"] = headers.get("apim-request-id") or uuid.uuid4().hex
+    origin = request.headers.get("Origin")
+    if origin and "Access-Control-Allow-Origin" not in headers:
+        allowed = _allowed_origin(request.app[CONFIG], origin)
+        if allowed is not None:
+            headers["Access-Control-Allow-Origin"] = allowed
+            headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+            if allowed != "*":
+                headers.add("Vary", "Origin")

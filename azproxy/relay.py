@@ -1,0 +1,321 @@
+"""The catch-all handler: map an OpenAI request to Azure and relay the answer.
+
+The answer is relayed chunk by chunk as it arrives (DESIGN.md §4). Retries
+happen only before the first byte reaches the client; after that, an upstream
+failure ends an SSE stream with an explicit error event, and any other body
+with a closed connection, so a client never mistakes a cut answer for a whole one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .config import Config
+from .credentials import PassthroughToken
+from .errors import (
+    BadRequest,
+    PayloadTooLarge,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    error_body,
+)
+from .headers import request_headers, response_headers
+from .keys import CONFIG, SESSION, TOKEN, UpstreamSession
+from .mapping import classify, unknown_url, upstream_base, upstream_url
+
+__all__ = ["Target", "build_target", "handle", "relay"]
+
+log = logging.getLogger("azproxy.relay")
+
+# The original proxy retried when the first event said so (Azure's 200 + error).
+OVERLOADED = b"That model is currently overloaded"
+EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One request to send to Azure, fully decided."""
+
+    method: str
+    url: URL
+    headers: CIMultiDict[str]
+    body: bytes
+    deployment: str
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    path = request.path
+    if not path.startswith("/v1/"):
+        raise unknown_url(request.method, path)
+    subpath = path[4:]
+    classify(request.method, subpath)
+    body = await read_body(request)
+    target = build_target(
+        request.app[CONFIG],
+        request[TOKEN],
+        request.method,
+        subpath,
+        request.headers,
+        request.query,
+        body,
+    )
+    return await relay(request, target)
+
+
+async def read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CONFIG].max_body_mb
+        raise PayloadTooLarge(
+            f"The request body is larger than {limit:g} MB "
+            "(raise max_body_mb to accept it)."
+        ) from None
+
+
+def build_target(
+    config: Config,
+    token: PassthroughToken,
+    method: str,
+    subpath: str,
+    headers: CIMultiDictProxy[str],
+    query: Mapping[str, str],
+    body: bytes,
+) -> Target:
+    """Decide the Azure URL, headers and body for a request. Pure."""
+    api_version = token.api_version or config.api_version
+    v1 = api_version == "v1"
+    model: str | None = None
+    document: dict[str, Any] = {}
+    # Parse JSON only when the answer depends on it: most requests skip it.
+    if token.needs_model or v1:
+        document = json_object(body)
+        found = document.get("model")
+        model = found if isinstance(found, str) else None
+    deployment = token.deployment_for(model)
+    if v1 and model != deployment:
+        # Azure's v1 API takes the deployment name in the body's `model`.
+        document["model"] = deployment
+        body = json.dumps(document, ensure_ascii=False).encode()
+    url = upstream_url(
+        upstream_base(config.upstream, token.resource),
+        subpath,
+        deployment=deployment,
+        api_version=api_version,
+        client_query=query,
+    )
+    out_headers = request_headers(headers)
+    out_headers["api-key"] = token.key
+    return Target(method, url, out_headers, body, deployment)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise BadRequest(
+            "The request body must be a JSON object with a 'model' field; "
+            "azproxy picks the Azure deployment from it.",
+            param="model",
+        )
+    return document
+
+
+async def relay(request: web.Request, target: Target) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    upstream, first = await open_upstream(request.app[SESSION], config, target)
+    try:
+        response = await answer(request, upstream, first, target.deployment)
+    except BaseException:
+        # Client gone (cancelled) or writing failed: drop the upstream
+        # connection at once rather than draining it.
+        upstream.close()
+        raise
+    upstream.release()
+    return response
+
+
+async def open_upstream(
+    session: UpstreamSession, config: Config, target: Target
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    """Send the request, retrying as the original proxy did; return the
+    response with its first body chunk already read.
+
+    Retried (up to config.retries times, config.retry_delay_s apart):
+    connection errors, 5xx, and a first SSE event saying the model is
+    overloaded. Never retried: 4xx (429 included) and a timeout waiting for
+    Azure to answer, which would only double the wait.
+    """
+    host = target.url.host
+    for attempt in range(config.retries + 1):
+        retries_left = attempt < config.retries
+        try:
+            upstream = await session.request(
+                target.method,
+                target.url,
+                headers=target.headers,
+                data=target.body,
+                allow_redirects=False,
+            )
+        except aiohttp.ConnectionTimeoutError:
+            if retries_left:
+                await _pause_before_retry(config, attempt, "connect timeout", host)
+                continue
+            raise UpstreamTimeout(
+                f"Timed out connecting to Azure OpenAI at {host} "
+                f"after {attempt + 1} attempt(s)."
+            ) from None
+        except aiohttp.ServerTimeoutError:
+            raise UpstreamTimeout(
+                f"Azure OpenAI at {host} sent no response headers within "
+                f"{config.header_timeout_s:g} s (header_timeout_s)."
+            ) from None
+        except aiohttp.ClientError as exc:
+            if retries_left:
+                await _pause_before_retry(config, attempt, type(exc).__name__, host)
+                continue
+            raise UpstreamUnreachable(
+                f"Could not reach Azure OpenAI at {host} after {attempt + 1} "
+                f"attempt(s) ({type(exc).__name__})."
+            ) from None
+
+        if upstream.status >= 500 and retries_left:
+            upstream.close()
+            await _pause_before_retry(config, attempt, f"HTTP {upstream.status}", host)
+            continue
+        # Headers are in: from now on the limit is the idle gap between chunks.
+        connection = upstream.connection
+        if connection is not None and connection.protocol is not None:
+            connection.protocol.read_timeout = config.read_timeout_s
+        try:
+            first = await upstream.content.readany()
+        except aiohttp.ServerTimeoutError:
+            upstream.close()
+            raise UpstreamTimeout(
+                f"Azure OpenAI at {host} sent headers but no body within "
+                f"{config.read_timeout_s:g} s (read_timeout_s)."
+            ) from None
+        except aiohttp.ClientError as exc:
+            upstream.close()
+            if retries_left:
+                await _pause_before_retry(config, attempt, type(exc).__name__, host)
+                continue
+            raise UpstreamUnreachable(
+                f"The connection to Azure OpenAI at {host} broke before the "
+                f"answer started ({type(exc).__name__})."
+            ) from None
+        if retries_left and OVERLOADED in first and is_sse(upstream):
+            upstream.close()
+            await _pause_before_retry(config, attempt, "model overloaded", host)
+            continue
+        return upstream, first
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _pause_before_retry(
+    config: Config, attempt: int, reason: str, host: str | None
+) -> None:
+    log.warning(
+        "upstream %s failed (%s); retry %d/%d in %g s",
+        host,
+        reason,
+        attempt + 1,
+        config.retries,
+        config.retry_delay_s,
+    )
+    await asyncio.sleep(config.retry_delay_s)
+
+
+def is_sse(upstream: aiohttp.ClientResponse) -> bool:
+    return upstream.content_type == "text/event-stream"
+
+
+async def answer(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    first: bytes,
+    deployment: str,
+) -> web.StreamResponse:
+    """Relay status, headers and body; the body chunk by chunk as it arrives."""
+    headers = response_headers(upstream.headers)
+    headers["x-azproxy-deployment"] = deployment
+    sse = is_sse(upstream)
+    if not sse and upstream.content.at_eof():
+        # The whole body came in one read: send headers and body in one write.
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, body=first, headers=headers
+        )
+    if sse:
+        # Keep any proxy in front (nginx) from buffering the stream.
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"
+    response = web.StreamResponse(
+        status=upstream.status, reason=upstream.reason, headers=headers
+    )
+    if not sse and upstream.content_length is not None:
+        response.content_length = upstream.content_length
+    await response.prepare(request)
+    chunk = first
+    while chunk:
+        await response.write(chunk)
+        try:
+            next_chunk = await upstream.content.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            await end_broken_stream(request, response, sse, chunk, exc)
+            return response
+        chunk = next_chunk
+    return response
+
+
+async def end_broken_stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    sse: bool,
+    last_chunk: bytes,
+    exc: BaseException,
+) -> None:
+    """Azure failed after the answer started: make the failure explicit.
+
+    SSE gets a final `data: {"error": ...}` event, which the openai SDKs raise
+    as an APIError. Then the connection closes without the chunked
+    terminator, so even a client that ignores the event sees a broken
+    transfer, never a clean-looking truncated answer.
+    """
+    if isinstance(exc, TimeoutError):
+        timeout = request.app[CONFIG].read_timeout_s
+        message = (
+            f"Azure OpenAI sent nothing for {timeout:g} s (read_timeout_s); "
+            "the answer is incomplete."
+        )
+        code = "upstream_timeout"
+    else:
+        message = (
+            "The connection to Azure OpenAI broke mid-answer "
+            f"({type(exc).__name__}); the answer is incomplete."
+        )
+        code = "upstream_stream_error"
+    log.warning("stream to client cut: %s", message)
+    if sse:
+        # A partial event would swallow the error event's first line.
+        separator = b"" if last_chunk.endswith(EVENT_ENDINGS) else b"\n\n"
+        event = b"data: " + error_body(message, "api_error", code) + b"\n\n"
+        try:
+            await response.write(separator + event)
+        except ConnectionError:
+            return
+    if request.transport is not None:
+        # close() flushes what is buffered, then closes; the write_eof that
+        # aiohttp attempts afterwards finds the transport closing and stops.
+        request.transport.close()
