@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ from .server import bound_port, run, start_site, wait_for_signal
 from .simulator import SimSettings, apply_faults, create_simulator, parse_fault
 from .simulator.app import SIM_STATE
 
-__all__ = ["build_parser", "demo_curl", "main"]
+__all__ = ["build_parser", "config_from", "demo_curl", "main"]
 
 log = logging.getLogger("azproxy")
 
@@ -87,10 +88,14 @@ def main(
     return serve(args, env)
 
 
-def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     flags = {s.name: getattr(args, s.name) for s in settings()}
+    return Config.load(flags, env)
+
+
+def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
-        config = Config.load(flags, env)
+        config = config_from(args, env)
     except ConfigError as exc:
         print(f"azproxy: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -102,9 +107,8 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         if args.demo:
             sim = await start_site(create_simulator(), "127.0.0.1", 0)
             runners.append(sim)
-            config = Config.load(
-                flags, env, upstream=f"http://127.0.0.1:{bound_port(sim)}"
-            )
+            upstream = f"http://127.0.0.1:{bound_port(sim)}"
+            config = dataclasses.replace(config, upstream=upstream)
         proxy = await start_site(create_app(config), config.host, config.port)
         runners.append(proxy)
         port = bound_port(proxy)

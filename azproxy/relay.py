@@ -196,9 +196,16 @@ async def open_upstream(
             await _pause_before_retry(config, attempt, f"HTTP {upstream.status}", host)
             continue
         # Headers are in: from now on the limit is the idle gap between chunks.
+        # (Not when the body is already complete: a timer restarted then
+        # would outlive the response on the pooled connection.)
         connection = upstream.connection
-        if connection is not None and connection.protocol is not None:
+        if (
+            connection is not None
+            and connection.protocol is not None
+            and not upstream.content.at_eof()
+        ):
             connection.protocol.read_timeout = config.read_timeout_s
+            connection.protocol.start_timeout()
         try:
             first = await upstream.content.readany()
         except aiohttp.ServerTimeoutError:

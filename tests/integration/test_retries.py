@@ -1,0 +1,144 @@
+"""The original proxy's retry rules, kept: only before the first byte."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+from tests.conftest import BEARER, ProxyFactory
+from tests.fakes import (
+    CHAT_JSON,
+    FakeAzure,
+    close_answer,
+    json_answer,
+    sse_answer,
+    sse_event,
+)
+
+BODY = b'{"model": "gpt-4o", "messages": []}'
+SERVER_ERROR = {"error": {"code": "InternalServerError", "message": "oops"}}
+OVERLOADED = {
+    "error": {
+        "message": "That model is currently overloaded with other requests.",
+        "type": "server_error",
+    }
+}
+
+
+async def test_5xx_is_retried_until_it_succeeds(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    fake_azure.queue(
+        json_answer(SERVER_ERROR, status=500), json_answer(SERVER_ERROR, status=503)
+    )
+    response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+    assert response.status == 200
+    assert await response.json() == CHAT_JSON
+    assert len(fake_azure.requests) == 3
+    assert all(r.body == BODY for r in fake_azure.requests)
+
+
+async def test_5xx_after_all_retries_is_relayed_as_azure_sent_it(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    fake_azure.queue(*(json_answer(SERVER_ERROR, status=500) for _ in range(4)))
+    response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+    assert response.status == 500
+    assert await response.json() == SERVER_ERROR
+    assert len(fake_azure.requests) == 4  # the first try and 3 retries
+
+
+async def test_retry_count_and_delay_are_settings(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure
+) -> None:
+    proxy = await proxy_for(retries=1, retry_delay_s=0.3)
+    fake_azure.queue(*(json_answer(SERVER_ERROR, status=502) for _ in range(3)))
+    started = time.monotonic()
+    response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+    assert response.status == 502
+    assert len(fake_azure.requests) == 2
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_4xx_is_never_retried(proxy: Any, fake_azure: FakeAzure) -> None:
+    for status in (400, 401, 404, 429):
+        fake_azure.requests.clear()
+        fake_azure.queue(json_answer({"error": {"code": str(status)}}, status=status))
+        response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+        assert response.status == status
+        assert len(fake_azure.requests) == 1
+
+
+async def test_overloaded_first_event_is_retried(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    good = [sse_event({"choices": [{"delta": {"content": "ok"}}]}), sse_event("[DONE]")]
+    fake_azure.queue(sse_answer([sse_event(OVERLOADED)]), sse_answer(good))
+    response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+    assert await response.read() == b"".join(good)
+    assert len(fake_azure.requests) == 2
+
+
+async def test_overloaded_on_every_try_is_relayed(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure
+) -> None:
+    proxy = await proxy_for(retries=1)
+    fake_azure.queue(*(sse_answer([sse_event(OVERLOADED)]) for _ in range(2)))
+    response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+    assert await response.read() == sse_event(OVERLOADED)
+    assert len(fake_azure.requests) == 2
+
+
+async def test_connection_error_is_retried(proxy: Any, fake_azure: FakeAzure) -> None:
+    fake_azure.queue(close_answer(), close_answer())
+    response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+    assert response.status == 200
+    assert len(fake_azure.requests) == 3
+
+
+async def test_unreachable_upstream_is_502_after_retries(
+    proxy_for: ProxyFactory,
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proxy = await proxy_for(upstream=f"http://127.0.0.1:{port}", retries=2)
+    started = time.monotonic()
+    response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+    assert response.status == 502
+    error = (await response.json())["error"]
+    assert error["code"] == "upstream_unreachable"
+    assert "3 attempt(s)" in error["message"]
+    assert time.monotonic() - started >= 2 * 0.01
+
+
+async def test_no_retry_once_a_byte_reached_the_client(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    first = sse_event({"choices": [{"delta": {"content": "a"}}]})
+    fake_azure.queue(sse_answer([first], then="abort"), sse_answer([first]))
+    response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+    received = b""
+    try:
+        async for piece in response.content.iter_any():
+            received += piece
+    except Exception:
+        pass
+    assert received.startswith(first)
+    assert b"upstream_stream_error" in received
+    assert len(fake_azure.requests) == 1
+
+
+async def test_overloaded_text_later_in_a_stream_is_just_content(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    events = [
+        sse_event({"choices": [{"delta": {"content": "hi"}}]}),
+        sse_event({"choices": [{"delta": {"content": json.dumps(OVERLOADED)}}]}),
+    ]
+    fake_azure.queue(sse_answer(events, delay_s=0.05))
+    response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+    assert await response.read() == b"".join(events)
+    assert len(fake_azure.requests) == 1

@@ -1,0 +1,70 @@
+"""Run the real `azproxy` command as a child process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+LISTENING = re.compile(rb"listening on http://[^:]+:(\d+)")
+SIMULATOR = re.compile(rb"simulator on http://[^:]+:(\d+)")
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def running(
+    args: Sequence[str],
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    ready: re.Pattern[bytes] = LISTENING,
+    timeout_s: float = 15.0,
+) -> Iterator[Running]:
+    """Start `python -m azproxy ARGS`, wait until it logs its port, stop it after."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AZPROXY_")}
+    full_env |= dict(env or {})
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "azproxy", *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = ready.search(log_path.read_bytes())
+            if found:
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"azproxy did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
+        yield Running(process, int(found.group(1)), log_path)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

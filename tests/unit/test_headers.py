@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from azproxy.headers import request_headers, response_headers
+
+
+def proxy_of(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(pairs))
+
+
+def test_request_headers_drop_credentials_identity_and_hop_by_hop() -> None:
+    kept = request_headers(
+        proxy_of(
+            ("Host", "proxy:3000"),
+            ("Authorization", "Bearer t"),
+            ("api-key", "t"),
+            ("Cookie", "a=b"),
+            ("OpenAI-Organization", "org"),
+            ("OpenAI-Project", "p"),
+            ("Connection", "keep-alive, X-Hop"),
+            ("Connection", "X-Other"),
+            ("X-Hop", "1"),
+            ("x-other", "1"),
+            ("Keep-Alive", "5"),
+            ("Transfer-Encoding", "chunked"),
+            ("Upgrade", "h2c"),
+            ("Content-Length", "10"),
+            ("Content-Type", "application/json"),
+            ("X-Stainless-Arch", "x64"),
+            ("Accept", "*/*"),
+            ("Accept", "text/event-stream"),
+        )
+    )
+    assert list(kept.items()) == [
+        ("Content-Type", "application/json"),
+        ("X-Stainless-Arch", "x64"),
+        ("Accept", "*/*"),
+        ("Accept", "text/event-stream"),
+    ]
+
+
+def test_response_headers_keep_azure_metadata_and_drop_framing_and_cors() -> None:
+    kept = response_headers(
+        proxy_of(
+            ("Content-Type", "text/event-stream"),
+            ("Content-Length", "99"),
+            ("Transfer-Encoding", "chunked"),
+            ("Connection", "close"),
+            ("Access-Control-Allow-Origin", "*"),
+            ("Set-Cookie", "affinity=1"),
+            ("apim-request-id", "abc"),
+            ("x-ratelimit-remaining-tokens", "10"),
+            ("retry-after-ms", "50"),
+            ("Content-Encoding", "gzip"),
+        )
+    )
+    assert list(kept.items()) == [
+        ("Content-Type", "text/event-stream"),
+        ("apim-request-id", "abc"),
+        ("x-ratelimit-remaining-tokens", "10"),
+        ("retry-after-ms", "50"),
+        ("Content-Encoding", "gzip"),
+    ]

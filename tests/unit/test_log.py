@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from azproxy.log import RedactingFormatter, redact
+
+KEY = "0123456789abcdef0123456789abcdef"
+LONG_KEY = "A1b2" * 21
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"token res:dep:{KEY}:2024-10-21 rejected",
+        f"Authorization: Bearer res:dep:{KEY}",
+        f"{{'api-key': '{KEY}'}}",
+        f"api_key={LONG_KEY}",
+        f"key {KEY} leaked",
+        f"key {LONG_KEY} leaked",
+        f"headers={{'Authorization': 'some-opaque-token-{KEY}'}}",
+        f"bearer eyJhbGciOi.{KEY}.sig",
+    ],
+)
+def test_secrets_are_redacted(text: str) -> None:
+    out = redact(text)
+    assert KEY not in out
+    assert LONG_KEY not in out
+    assert "[redacted]" in out
+
+
+def test_known_secrets_are_redacted_whatever_their_shape() -> None:
+    assert redact("access key is s3cr3t!", ["s3cr3t!"]) == "access key is [redacted]"
+
+
+def test_plain_text_is_kept() -> None:
+    text = "upstream 127.0.0.1:9000 failed (HTTP 503); retry 1/3 in 1 s"
+    assert redact(text) == text
+
+
+def test_formatter_redacts_tracebacks() -> None:
+    formatter = RedactingFormatter("%(message)s")
+    try:
+        raise ValueError(f"bad token res:dep:{KEY}")
+    except ValueError:
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "failed %s", (KEY,), sys.exc_info()
+        )
+    line = formatter.format(record)
+    assert KEY not in line
+    assert "ValueError" in line
