@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import itertools
 import json
@@ -44,7 +45,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -75,7 +76,7 @@ LOOPBACK = "127.0.0.1"
 DIRECT, AZPROXY, NGINX = "direct", "azproxy", "nginx"
 TARGET_ORDER = (DIRECT, AZPROXY, NGINX)
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-MIB = 1024 * 1024
+R = TypeVar("R")
 
 
 # ---------------------------------------------------------------------------
@@ -583,7 +584,7 @@ async def run_wrk(bench: Bench, target: Target, connections: int) -> WrkResult:
     result = await run_wrk_once(bench, target, connections, options.duration_s)
     cpu_s = cpu_seconds(pids) - cpu_before
     cpu_ms = cpu_s * 1e3 / result.requests if pids and result.requests else None
-    return WrkResult(**{**asdict(result), "cpu_ms_per_request": cpu_ms})
+    return dataclasses.replace(result, cpu_ms_per_request=cpu_ms)
 
 
 async def wrk_all(bench: Bench, connections: int, key: str) -> dict[str, WrkResult]:
@@ -600,7 +601,7 @@ async def wrk_all(bench: Bench, connections: int, key: str) -> dict[str, WrkResu
 
 
 def per_target(
-    results: dict[str, Any], get: Callable[[Any], float | None]
+    results: dict[str, R], get: Callable[[R], float | None]
 ) -> dict[str, float | None]:
     return {name: get(r) for name, r in results.items()}
 
@@ -986,7 +987,7 @@ def fmt(value: float | None) -> str:
 
 
 def render_table(rows: Sequence[Row], names: Sequence[str]) -> str:
-    header = ["metric", "unit", *names, "azproxy target", ""]
+    header = ["metric", "unit", *names, "", "azproxy target"]
     lines: list[list[str] | str] = []
     section = None
     for row in rows:
@@ -1001,7 +1002,7 @@ def render_table(rows: Sequence[Row], names: Sequence[str]) -> str:
                 cell += f" ({r:.2f}x)"
             cells.append(cell)
         verdict = "" if row.verdict is None else ("PASS" if row.verdict else "MISS")
-        cells += [row.target, verdict]
+        cells += [verdict, row.target]
         lines.append(cells)
     table = [header] + [line for line in lines if isinstance(line, list)]
     widths = [max(len(cells[i]) for cells in table) for i in range(len(header))]
@@ -1009,7 +1010,7 @@ def render_table(rows: Sequence[Row], names: Sequence[str]) -> str:
     def join(cells: Sequence[str]) -> str:
         parts = [cells[0].ljust(widths[0]), cells[1].ljust(widths[1])]
         parts += [c.rjust(w) for c, w in zip(cells[2:-2], widths[2:-2], strict=True)]
-        parts += [cells[-2].ljust(widths[-2]), cells[-1]]
+        parts += [cells[-2].ljust(widths[-2]), cells[-1]]  # verdict, target
         return "  ".join(parts).rstrip()
 
     out = [join(header), "-" * len(join(header))]
@@ -1089,9 +1090,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--json", type=Path, metavar="OUT", help="also write every number to OUT"
     )
     args = parser.parse_args(argv)
-    duration = args.duration or (2 if args.quick else 5)
-    if duration < 1:
+    if args.duration is not None and args.duration < 1:
         parser.error("--duration must be at least 1 second")
+    duration = args.duration or (2 if args.quick else 5)
     return Options(
         quick=args.quick,
         duration_s=duration,
@@ -1120,8 +1121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     services = Services(tmp)
     bench = Bench(options, services, [], wrk, tmp)
     try:
-        if wrk is None:
-            bench.note("skipped: wrk not found: the non-stream sections are left out")
         sim = start_simulator(services)
         bench.targets.append(
             Target(
@@ -1180,8 +1179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(render_table(rows, names) if rows else "no measurements ran")
     print(
-        "\n(x) = ratio to direct. Targets are azproxy's; PASS/MISS is informative. "
-        "The machine is shared: absolute numbers are noisy."
+        "\n(x) = ratio to direct. In CPU and memory rows, direct is the simulator "
+        "process itself and nginx is master + worker.\nTargets are azproxy's; "
+        "PASS/MISS is informative, never asserted. Absolute numbers depend on "
+        "the machine's other load."
     )
     if bench.notes:
         print("\nnotes:")
