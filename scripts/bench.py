@@ -187,6 +187,11 @@ class Services:
         self.started.append(service)
         return service
 
+    def stop(self, service: Service) -> None:
+        """Stop one service early (a section that started its own)."""
+        self.started.remove(service)
+        stop(service)
+
     def stop_all(self) -> None:
         while self.started:
             stop(self.started.pop())
@@ -429,6 +434,37 @@ class Target:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}{self.path}"
+
+
+def direct_target(simulator: Service) -> Target:
+    return Target(
+        DIRECT,
+        simulator.port,
+        AZURE_URL_PATH,
+        {"api-key": "bench"},
+        lambda: [simulator.popen.pid],
+    )
+
+
+def azproxy_target(proxy: Service, name: str = AZPROXY) -> Target:
+    return Target(
+        name,
+        proxy.port,
+        OPENAI_PATH,
+        {"Authorization": f"Bearer {PASSTHROUGH_TOKEN}"},
+        # The serving process and any workers it forks.
+        lambda: [proxy.popen.pid, *child_pids(proxy.popen.pid)],
+    )
+
+
+def nginx_target(nginx: Service) -> Target:
+    return Target(
+        NGINX,
+        nginx.port,
+        AZURE_URL_PATH,
+        {"api-key": "bench"},
+        lambda: [nginx.popen.pid, *child_pids(nginx.popen.pid)],  # master + worker
+    )
 
 
 @dataclass(frozen=True)
@@ -974,16 +1010,14 @@ async def run_measurements(bench: Bench) -> tuple[list[Row], bool]:
 def fmt(value: float | None) -> str:
     if value is None:
         return "-"
-    if value == int(value) and abs(value) >= 1:
-        return f"{value:.0f}"
     magnitude = abs(value)
-    if magnitude >= 100:
+    if value == int(value) or magnitude >= 100:
         return f"{value:.0f}"
     if magnitude >= 10:
         return f"{value:.1f}"
     if magnitude >= 1:
         return f"{value:.2f}"
-    return f"{value:.3g}"
+    return f"{value:.3f}"
 
 
 def render_table(rows: Sequence[Row], names: Sequence[str]) -> str:
@@ -1122,25 +1156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(options, services, [], wrk, tmp)
     try:
         sim = start_simulator(services)
-        bench.targets.append(
-            Target(
-                DIRECT,
-                sim.port,
-                AZURE_URL_PATH,
-                {"api-key": "bench"},
-                lambda: [sim.popen.pid],
-            )
-        )
-        proxy = start_azproxy(services, sim.port)
-        bench.targets.append(
-            Target(
-                AZPROXY,
-                proxy.port,
-                OPENAI_PATH,
-                {"Authorization": f"Bearer {PASSTHROUGH_TOKEN}"},
-                lambda: [proxy.popen.pid],
-            )
-        )
+        bench.targets.append(direct_target(sim))
+        bench.targets.append(azproxy_target(start_azproxy(services, sim.port)))
         if nginx is None:
             bench.note("skipped: nginx not found: no nginx column")
         else:
@@ -1149,15 +1166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except StartError as exc:
                 bench.note(f"skipped: nginx did not start: {exc}")
             else:
-                bench.targets.append(
-                    Target(
-                        NGINX,
-                        ngx.port,
-                        AZURE_URL_PATH,
-                        {"api-key": "bench"},
-                        lambda: [ngx.popen.pid, *child_pids(ngx.popen.pid)],
-                    )
-                )
+                bench.targets.append(nginx_target(ngx))
         rows, failed = run_async(run_measurements(bench))
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the servers", file=sys.stderr, flush=True)
