@@ -89,9 +89,6 @@ param cpu string = '0.5'
 param memory string = '1Gi'
 
 var openAIUserRoleId = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd' // Cognitive Services OpenAI User
-var registrySecrets = empty(registryServer) ? [] : [
-  { name: 'registry-password', value: registryPassword }
-]
 var registries = empty(registryServer) ? [] : [
   { server: registryServer, username: registryUsername, passwordSecretRef: 'registry-password' }
 ]
@@ -139,7 +136,11 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
         transport: 'auto' // HTTP/1.1 and WebSocket upgrades for /v1/realtime
         allowInsecure: false
       }
-      secrets: concat([{ name: 'access-keys', value: accessKeys }], registrySecrets)
+      // Secure values stay inline: copied into a variable they would lose their protection.
+      secrets: concat(
+        [{ name: 'access-keys', value: accessKeys }],
+        empty(registryServer) ? [] : [{ name: 'registry-password', value: registryPassword }]
+      )
       registries: registries
     }
     template: {
