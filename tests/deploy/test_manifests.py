@@ -1,0 +1,510 @@
+"""The shipping files agree with the image and with each other.
+
+No network and no docker: the ARM templates, Kubernetes manifests and compose files
+are parsed and their critical fields checked (kubeconform, helm and the bicep CLI are
+not available here). `nginx -t` runs on the nginx site when nginx is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+AZURE = ROOT / "deploy" / "azure"
+K8S = ROOT / "deploy" / "kubernetes"
+NGINX_SITE = ROOT / "deploy" / "nginx" / "azproxy.conf"
+PORT = 3000
+OPENAI_USER_ROLE = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
+UIS = (
+    "chatbot-ui",
+    "chatgpt-lite",
+    "chatgpt-minimal",
+    "chatgpt-next-web",
+    "chatgpt-web",
+)
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    document = json.loads(path.read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text())
+    assert isinstance(document, dict), f"{path} is not one YAML mapping"
+    return document
+
+
+def strings(node: Any) -> list[str]:
+    """Every string value in a parsed JSON/YAML tree."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in strings(value)]
+    if isinstance(node, list):
+        return [s for item in node for s in strings(item)]
+    return []
+
+
+def resource(template: dict[str, Any], type_: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [
+        r for r in template["resources"] if r["type"] == type_
+    ]
+    assert len(found) == 1, f"expected one {type_} resource, found {len(found)}"
+    return found[0]
+
+
+def env_names(env: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in env}
+
+
+# ARM templates (both) ------------------------------------------------------------
+
+ARM_TEMPLATES = ("azure-deploy.json", "containerapp.json")
+
+
+@pytest.mark.parametrize("name", ARM_TEMPLATES)
+def test_arm_references_resolve(name: str) -> None:
+    template = load_json(AZURE / name)
+    text = json.dumps(template)
+    params = set(template["parameters"])
+    variables = set(template.get("variables", {}))
+    used_params = set(re.findall(r"parameters\('([^']+)'\)", text))
+    used_vars = set(re.findall(r"variables\('([^']+)'\)", text))
+    assert used_params <= params, f"undeclared parameters {used_params - params}"
+    assert params <= used_params, f"unused parameters {params - used_params}"
+    assert used_vars <= variables, f"undeclared variables {used_vars - variables}"
+
+
+@pytest.mark.parametrize("name", ARM_TEMPLATES)
+def test_arm_expressions_are_balanced(name: str) -> None:
+    for value in strings(load_json(AZURE / name)):
+        if value.startswith("[") and not value.startswith("[["):
+            assert value.endswith("]"), value
+            assert value.count("(") == value.count(")"), value
+            assert value.count("'") % 2 == 0, value
+
+
+@pytest.mark.parametrize("name", ARM_TEMPLATES)
+def test_arm_secrets_are_secure_and_not_defaulted(name: str) -> None:
+    template = load_json(AZURE / name)
+    params = template["parameters"]
+    secure = {k for k, v in params.items() if v["type"] == "securestring"}
+    for must_be_secure in ("accessKeys", "registryPassword"):
+        assert must_be_secure in secure
+    for key in secure:
+        assert not params[key].get("defaultValue"), f"{key} has a default secret"
+    # A secure value copied into a variable would lose its protection.
+    variables_text = json.dumps(template.get("variables", {}))
+    for key in secure:
+        assert f"parameters('{key}')" not in variables_text, key
+
+
+# App Service -----------------------------------------------------------------
+
+
+def test_app_service_template() -> None:
+    template = load_json(AZURE / "azure-deploy.json")
+    params = template["parameters"]
+    for required in (
+        "resourcePrefix",
+        "containerImage",
+        "azureOpenAIEndpoint",
+        "azureOpenAIApiKey",
+        "openAIApiVersion",
+        "modelMap",
+        "accessKeys",
+        "useEntraId",
+        "corsOrigins",
+        "logLevel",
+        "shutdownGraceSeconds",
+    ):
+        assert required in params, required
+    assert params["azureOpenAIApiKey"]["type"] == "securestring"
+    assert "defaultValue" not in params["containerImage"]
+
+    site = resource(template, "Microsoft.Web/sites")
+    config = site["properties"]["siteConfig"]
+    assert "parameters('containerImage')" in config["linuxFxVersion"]
+    assert config["linuxFxVersion"].startswith("[concat('DOCKER|'")
+    assert config["healthCheckPath"] == "/healthz"
+    assert config["webSocketsEnabled"] is True
+    assert site["properties"]["httpsOnly"] is True
+    assert site["identity"]["type"] == "SystemAssigned"
+
+    base = env_names(template["variables"]["baseAppSettings"])
+    assert base["WEBSITES_PORT"]["value"] == str(PORT)
+    settings_text = json.dumps(template["variables"]) + config["appSettings"]
+    for env in (
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_API_KEY",
+        "OPENAI_API_VERSION",
+        "AZPROXY_MODEL_MAP",
+        "AZPROXY_ACCESS_KEYS",
+        "AZPROXY_ENTRA",
+        "AZPROXY_CORS_ORIGINS",
+        "AZPROXY_LOG_LEVEL",
+        "AZPROXY_SHUTDOWN_GRACE_S",
+    ):
+        assert env in settings_text, env
+
+    role = resource(template, "Microsoft.Authorization/roleAssignments")
+    assert template["variables"]["openAIUserRoleId"] == OPENAI_USER_ROLE
+    assert "useEntraId" in role["condition"]
+
+
+# Container Apps --------------------------------------------------------------
+
+
+def container_app() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    template = load_json(AZURE / "containerapp.json")
+    app = resource(template, "Microsoft.App/containerApps")
+    (container,) = app["properties"]["template"]["containers"]
+    return template, app, container
+
+
+def test_container_app_identity_and_role() -> None:
+    template, app, _ = container_app()
+    assert app["identity"]["type"] == "SystemAssigned"
+    role = resource(template, "Microsoft.Authorization/roleAssignments")
+    assert template["variables"]["openAIUserRoleId"] == OPENAI_USER_ROLE
+    props = role["properties"]
+    assert "variables('openAIUserRoleId')" in props["roleDefinitionId"]
+    assert "Microsoft.App/containerApps" in props["principalId"]
+    assert ".identity.principalId" in props["principalId"]
+    assert props["principalType"] == "ServicePrincipal"
+    assert "Microsoft.CognitiveServices/accounts" in role["scope"]
+    assert "condition" not in role
+
+
+def test_container_app_settings() -> None:
+    template, app, container = container_app()
+    assert "defaultValue" not in template["parameters"]["containerImage"]
+    assert container["image"] == "[parameters('containerImage')]"
+    ingress = app["properties"]["configuration"]["ingress"]
+    assert ingress["targetPort"] == PORT
+    assert ingress["external"] is True
+
+    env = env_names(container["env"])
+    assert env["AZPROXY_ENTRA"]["value"] == "true"
+    assert "AZURE_OPENAI_ENDPOINT" in env
+    assert "AZPROXY_MODEL_MAP" in env
+    assert "AZURE_OPENAI_API_KEY" not in env  # Entra ID, no key
+    secret_ref = env["AZPROXY_ACCESS_KEYS"]["secretRef"]
+    assert "value" not in env["AZPROXY_ACCESS_KEYS"]
+    assert f"'{secret_ref}'" in app["properties"]["configuration"]["secrets"]
+
+
+def test_container_app_probes_and_scale() -> None:
+    template, app, container = container_app()
+    probes = {p["type"]: p["httpGet"] for p in container["probes"]}
+    assert probes["Liveness"] == {"path": "/healthz", "port": PORT}
+    assert probes["Readiness"] == {"path": "/readyz", "port": PORT}
+
+    spec = app["properties"]["template"]
+    scale = spec["scale"]
+    assert scale["minReplicas"] == "[parameters('minReplicas')]"
+    assert scale["maxReplicas"] == "[parameters('maxReplicas')]"
+    (rule,) = scale["rules"]
+    assert "concurrentRequests" in rule["http"]["metadata"]
+    grace = re.fullmatch(
+        r"\[add\(parameters\('shutdownGraceSeconds'\), (\d+)\)\]",
+        spec["terminationGracePeriodSeconds"],
+    )
+    assert grace and int(grace.group(1)) > 0
+    for name in ("minReplicas", "maxReplicas", "shutdownGraceSeconds"):
+        assert template["parameters"][name]["type"] == "int"
+
+
+def test_bicep_matches_arm() -> None:
+    bicep = (AZURE / "containerapp.bicep").read_text()
+    arm = load_json(AZURE / "containerapp.json")
+    bicep_params = set(re.findall(r"^param (\w+) ", bicep, re.MULTILINE))
+    assert bicep_params == set(arm["parameters"])
+    for name, spec in arm["parameters"].items():
+        declared = re.search(
+            rf"((?:^@.*\n|^  .*\n|^\]\)\n)*)^param {name} ", bicep, re.M
+        )
+        assert declared, name
+        is_secure = "@secure()" in declared.group(1)
+        assert is_secure == (spec["type"] == "securestring"), name
+    for needle in (
+        "type: 'SystemAssigned'",
+        f"targetPort: {PORT}",
+        "path: '/healthz'",
+        "path: '/readyz'",
+        OPENAI_USER_ROLE,
+        "{ name: 'AZPROXY_ENTRA', value: 'true' }",
+        "secretRef: 'access-keys'",
+        "concurrentRequests: concurrentRequests",
+        "minReplicas: minReplicas",
+        "maxReplicas: maxReplicas",
+        "terminationGracePeriodSeconds: shutdownGraceSeconds + 5",
+        "principalType: 'ServicePrincipal'",
+    ):
+        assert needle in bicep, needle
+
+
+# Kubernetes ------------------------------------------------------------------
+
+
+def deployment() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    deploy = load_yaml(K8S / "deployment.yaml")
+    pod = deploy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return deploy, pod, container
+
+
+def port_number(container: dict[str, Any], port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    (found,) = [p for p in container["ports"] if p["name"] == port]
+    number = found["containerPort"]
+    assert isinstance(number, int)
+    return number
+
+
+def test_deployment_probes_and_port() -> None:
+    deploy, _, container = deployment()
+    assert deploy["apiVersion"] == "apps/v1"
+    assert [p["containerPort"] for p in container["ports"]] == [PORT]
+    live = container["livenessProbe"]["httpGet"]
+    ready = container["readinessProbe"]["httpGet"]
+    assert live["path"] == "/healthz"
+    assert ready["path"] == "/readyz"
+    assert port_number(container, live["port"]) == PORT
+    assert port_number(container, ready["port"]) == PORT
+
+
+def test_deployment_security_and_resources() -> None:
+    _, pod, container = deployment()
+    pod_sec = pod.get("securityContext", {})
+    sec = container["securityContext"]
+    assert pod_sec.get("runAsNonRoot") is True or sec.get("runAsNonRoot") is True
+    assert pod_sec.get("runAsUser", sec.get("runAsUser")) not in (None, 0)
+    assert sec["readOnlyRootFilesystem"] is True
+    assert sec["allowPrivilegeEscalation"] is False
+    assert sec["capabilities"]["drop"] == ["ALL"]
+    resources = container["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert "memory" in resources["limits"]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_deployment_outlives_the_app_grace() -> None:
+    _, pod, container = deployment()
+    env = env_names(container["env"])
+    grace = float(env["AZPROXY_SHUTDOWN_GRACE_S"]["value"])
+    pre_stop = container.get("lifecycle", {}).get("preStop", {})
+    sleep = 0.0
+    if "exec" in pre_stop:
+        command = pre_stop["exec"]["command"]
+        assert command[0] == "sleep"
+        sleep = float(command[1])
+    assert pod["terminationGracePeriodSeconds"] > grace + sleep
+
+
+def test_deployment_reads_the_example_secret() -> None:
+    _, _, container = deployment()
+    secret = load_yaml(K8S / "secret.example.yaml")
+    refs = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+    assert refs == [secret["metadata"]["name"]]
+    plain = {e["name"] for e in container.get("env", [])}
+    assert not plain & set(secret["stringData"]), "secret values set in plain env"
+
+
+def test_service_selects_the_pods() -> None:
+    deploy, _, container = deployment()
+    service = load_yaml(K8S / "service.yaml")
+    labels = deploy["spec"]["template"]["metadata"]["labels"]
+    selector = service["spec"]["selector"]
+    assert selector and selector.items() <= labels.items()
+    assert deploy["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == PORT
+    assert port_number(container, port["targetPort"]) == PORT
+
+
+def test_hpa_targets_the_deployment() -> None:
+    deploy, _, _ = deployment()
+    hpa = load_yaml(K8S / "hpa.yaml")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert target == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deploy["metadata"]["name"],
+    }
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_secret_example_has_only_placeholders() -> None:
+    secret = load_yaml(K8S / "secret.example.yaml")
+    assert secret["kind"] == "Secret"
+    assert "data" not in secret  # base64 would hide what is in it
+    values = secret["stringData"]
+    assert {"AZURE_OPENAI_API_KEY", "AZPROXY_ACCESS_KEYS"} <= set(values)
+    for key, value in values.items():
+        assert "REPLACE" in value, f"{key} is not an obvious placeholder"
+        # Azure OpenAI keys: 32 hex digits, or 84 base62 characters.
+        assert not re.search(r"[0-9a-fA-F]{32}|[A-Za-z0-9]{40,}", value), key
+
+
+def test_kustomization_lists_the_manifests() -> None:
+    kustomization = load_yaml(K8S / "kustomization.yaml")
+    resources = kustomization["resources"]
+    assert {"deployment.yaml", "service.yaml", "hpa.yaml"} <= set(resources)
+    assert "secret.example.yaml" not in resources  # would overwrite a real Secret
+    for name in resources:
+        assert (K8S / name).is_file(), name
+
+
+# Compose files for the chat UIs ----------------------------------------------
+
+
+def environment(service: dict[str, Any]) -> dict[str, Any]:
+    env = service.get("environment", {})
+    assert isinstance(env, dict), "use the mapping form of environment:"
+    return env
+
+
+@pytest.mark.parametrize("ui", UIS)
+def test_compose_runs_ui_against_azproxy(ui: str) -> None:
+    path = ROOT / "e2e" / ui / "docker-compose.yml"
+    services = load_yaml(path)["services"]
+    proxy = services["azproxy"]
+    assert (path.parent / proxy["build"]["context"]).resolve() == ROOT
+    assert "profiles" not in proxy
+
+    front = services[ui]
+    assert "build" not in front and front["image"]
+    env = environment(front)
+    urls = [v for v in env.values() if isinstance(v, str) and "azproxy" in v]
+    assert urls, f"{ui} is not pointed at azproxy"
+    assert all(re.fullmatch(rf"http://azproxy:{PORT}(/v1)?", url) for url in urls)
+    assert "OPENAI_API_KEY" in env
+    assert "azproxy" in front["depends_on"]
+
+
+def test_every_ui_has_a_compose_file() -> None:
+    found = {p.parent.name for p in (ROOT / "e2e").glob("*/docker-compose.yml")}
+    assert found == set(UIS)
+    readme = (ROOT / "e2e" / "README.md").read_text()
+    for ui in UIS:
+        assert f"`{ui}/`" in readme
+
+
+# nginx -----------------------------------------------------------------------
+
+
+def nginx_directives() -> str:
+    """The site without comments, one space between words."""
+    lines = (line.split("#", 1)[0] for line in NGINX_SITE.read_text().splitlines())
+    return re.sub(r"\s+", " ", " ".join(lines))
+
+
+def seconds(value: str) -> int:
+    match = re.fullmatch(r"(\d+)([smh]?)", value)
+    assert match, f"not an nginx time: {value}"
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def test_nginx_site_is_streaming_safe() -> None:
+    text = nginx_directives()
+    for directive in (
+        "proxy_buffering off;",
+        "proxy_cache off;",
+        "proxy_request_buffering off;",
+        "proxy_http_version 1.1;",
+        "map $http_upgrade $connection_upgrade {",
+        "location /v1/realtime {",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+    ):
+        assert directive in text, directive
+    for timeout in ("proxy_read_timeout", "proxy_send_timeout", "send_timeout"):
+        match = re.search(rf"(?<!_){timeout} (\w+);", text)
+        assert match and seconds(match.group(1)) >= 3600, timeout
+    body = re.search(r"client_max_body_size (\d+)m;", text)
+    assert body and int(body.group(1)) >= 512
+    # Includable in http {}: no top-level blocks of its own.
+    assert not re.search(r"(^|[;}] )(http|events) \{", text)
+
+
+def test_nginx_accepts_the_site(tmp_path: Path) -> None:
+    nginx = shutil.which("nginx")
+    if nginx is None:
+        pytest.skip("nginx is not installed (apt-get install nginx to run `nginx -t`)")
+    (tmp_path / "nginx.conf").write_text(
+        "pid nginx.pid;\n"
+        "error_log stderr;\n"
+        "events { worker_connections 64; }\n"
+        "http {\n"
+        "    access_log off;\n"
+        "    client_body_temp_path tmp_body;\n"
+        "    proxy_temp_path tmp_proxy;\n"
+        "    fastcgi_temp_path tmp_fastcgi;\n"
+        "    uwsgi_temp_path tmp_uwsgi;\n"
+        "    scgi_temp_path tmp_scgi;\n"
+        f"    include {NGINX_SITE};\n"
+        "}\n"
+    )
+    result = subprocess.run(
+        [nginx, "-p", f"{tmp_path}/", "-c", "nginx.conf", "-e", "stderr", "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+# Dockerfile ------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    pairs = []
+    for line in joined.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, rest = line.strip().partition(" ")
+            pairs.append((keyword.upper(), re.sub(r"\s+", " ", rest.strip())))
+    return pairs
+
+
+def test_dockerfile_basics() -> None:
+    pairs = dockerfile_instructions()
+    args: dict[str, list[str]] = {}
+    for keyword, rest in pairs:
+        args.setdefault(keyword, []).append(rest)
+    assert pairs[0] == ("FROM", "python:3.11-slim")
+    assert args["EXPOSE"] == [str(PORT)]
+    assert args["STOPSIGNAL"] == ["SIGTERM"]
+    (user,) = args["USER"]
+    assert user.split(":")[0] not in ("0", "root")
+    (cmd,) = args["CMD"]
+    serve = ["azproxy", "serve", "--host", "0.0.0.0", "--port", str(PORT)]
+    assert json.loads(cmd) == serve
+    (healthcheck,) = args["HEALTHCHECK"]
+    assert "/healthz" in healthcheck and " CMD [" in healthcheck
+    assert "ARG" not in args  # nothing secret passed at build time
+    for env in args["ENV"]:
+        assert not re.search(r"KEY|SECRET|TOKEN|PASSWORD", env), env
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    rules = [line for line in ignore if line and not line.startswith("#")]
+    assert rules[0] == "*", ".dockerignore should be an allow-list"
