@@ -8,7 +8,8 @@ import aiohttp
 from aiohttp import web
 
 from .config import Config
-from .keys import CONFIG, SESSION
+from .keys import CONFIG, LIFECYCLE, SESSION
+from .lifecycle import Lifecycle, lifecycle_middleware, readyz
 from .middlewares import (
     auth_middleware,
     cors_middleware,
@@ -28,13 +29,20 @@ NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, cors_middleware, auth_middleware],
+        middlewares=[
+            error_middleware,
+            lifecycle_middleware,
+            cors_middleware,
+            auth_middleware,
+        ],
         client_max_size=config.max_body_bytes,
     )
     app[CONFIG] = config
+    app[LIFECYCLE] = Lifecycle()
     app.cleanup_ctx.append(upstream_session)
     app.on_response_prepare.append(on_response_prepare)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_route("*", "/{path:.*}", handle)
@@ -60,6 +68,7 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         skip_auto_headers=NO_AUTO_HEADERS,
     ) as session:
         app[SESSION] = session
+        app[LIFECYCLE].ready = True
         yield
 
 

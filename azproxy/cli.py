@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from . import __version__
 from .app import create_app
 from .config import Config, ConfigError, settings
+from .lifecycle import drain
 from .log import configure_logging
 from .server import bound_port, run, start_site, wait_for_signal
 from .simulator import SimSettings, apply_faults, create_simulator, parse_fault
@@ -118,6 +119,7 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             print(demo_curl(config.host, port), flush=True)
         try:
             await wait_for_signal()
+            await drain(proxy, config.shutdown_grace_s)
         finally:
             for runner in reversed(runners):
                 await runner.cleanup()

@@ -72,6 +72,9 @@ class Config:
     )
     retry_delay_s: float = setting(1.0, "Pause between two retries.")
     max_body_mb: float = setting(32.0, "Largest request body accepted (413 above).")
+    shutdown_grace_s: float = setting(
+        30.0, "On SIGTERM, how long requests in flight may take to finish."
+    )
     log_level: str = setting("info", "Log level: debug, info, warning or error.")
 
     def __post_init__(self) -> None:
@@ -101,6 +104,8 @@ class Config:
             found.append("retries: must be 0 or more")
         if self.retry_delay_s < 0:
             found.append("retry_delay_s: must be 0 or more")
+        if self.shutdown_grace_s < 0:
+            found.append("shutdown_grace_s: must be 0 or more")
         if self.max_body_mb <= 0:
             found.append("max_body_mb: must be greater than 0")
         if self.log_level not in LOG_LEVELS:

@@ -29,7 +29,11 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
     # handler_cancellation: a client that disconnects cancels its handler and
     # with it the upstream request (aiohttp's run_app defaults to False).
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    # shutdown_timeout is what remains after our own drain (lifecycle.drain)
+    # has waited out the grace period: then the last requests are cut.
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+    )
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

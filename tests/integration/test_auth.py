@@ -103,3 +103,9 @@ async def test_model_retrieve(proxy: Any) -> None:
 async def test_models_need_credentials(proxy: Any) -> None:
     response = await proxy.get("/v1/models")
     assert response.status == 401
+
+
+async def test_readyz_is_ready_once_started(proxy: Any) -> None:
+    response = await proxy.get("/readyz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ready"}

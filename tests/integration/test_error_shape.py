@@ -104,3 +104,14 @@ async def test_504_upstream_timeout(
         504,
         "upstream_timeout",
     )
+
+
+async def test_503_while_draining(proxy: Any) -> None:
+    from azproxy.keys import LIFECYCLE
+
+    proxy.app[LIFECYCLE].draining = True
+    response = await proxy.post("/v1/chat/completions", data=b"{}", headers=BEARER)
+    await expect(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert (await proxy.get("/readyz")).status == 503
+    assert (await proxy.get("/healthz")).status == 200
