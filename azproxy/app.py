@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
-from .config import Config
-from .keys import CONFIG, LIFECYCLE, SESSION
+from .access import Gate
+from .config import Config, ConfigError
+from .keys import CONFIG, GATE, LIFECYCLE, SESSION
 from .lifecycle import Lifecycle, lifecycle_middleware, readyz
 from .middlewares import (
     auth_middleware,
@@ -18,6 +19,9 @@ from .middlewares import (
 )
 from .models import get_model, list_models
 from .relay import handle
+from .routes import EndpointConfig
+from .routing import Router
+from .upstream_auth import ApiKeyAuth, BearerAuth, EntraAuth, UpstreamAuth
 
 __all__ = ["create_app"]
 
@@ -39,7 +43,11 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[LIFECYCLE] = Lifecycle()
+    entra = entra_auth(config)
+    app[GATE] = Gate(config, Router(config, lambda e: upstream_auth(e, entra)))
     app.cleanup_ctx.append(upstream_session)
+    if entra is not None:
+        app.cleanup_ctx.append(entra_tokens(entra))
     app.on_response_prepare.append(on_response_prepare)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -70,6 +78,42 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         app[SESSION] = session
         app[LIFECYCLE].ready = True
         yield
+
+
+def upstream_auth(endpoint: EndpointConfig, entra: EntraAuth | None) -> UpstreamAuth:
+    if endpoint.api_key is not None:
+        return ApiKeyAuth(endpoint.api_key)
+    if endpoint.ad_token is not None:
+        return BearerAuth(endpoint.ad_token)
+    assert entra is not None  # an endpoint with entra = true exists
+    return entra
+
+
+def entra_auth(config: Config) -> EntraAuth | None:
+    """One Entra ID token source shared by every endpoint that uses Entra ID."""
+    if not any(e.entra for e in config.endpoints):
+        return None
+    try:
+        from azure.identity.aio import DefaultAzureCredential
+    except ImportError:
+        raise ConfigError(
+            [
+                "entra: Entra ID needs the azure-identity package: "
+                "pip install 'azproxy[entra]'"
+            ]
+        ) from None
+    return EntraAuth(DefaultAzureCredential(), config.entra_scope)
+
+
+def entra_tokens(
+    entra: EntraAuth,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await entra.start()  # a failure is logged and retried in the background
+        yield
+        await entra.close()
+
+    return lifetime
 
 
 async def healthz(request: web.Request) -> web.Response:

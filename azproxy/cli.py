@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import os
@@ -11,7 +12,8 @@ from collections.abc import Mapping, Sequence
 
 from . import __version__
 from .app import create_app
-from .config import Config, ConfigError, settings
+from .config import Config, ConfigError, load_file, settings
+from .doctor import describe, probe
 from .lifecycle import drain
 from .log import configure_logging
 from .server import bound_port, run, start_site, wait_for_signal
@@ -34,18 +36,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"azproxy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the proxy")
-    for s in settings():
-        serve.add_argument(
-            s.flag,
-            dest=s.name,
-            metavar=s.name.upper().split("_")[-1],
-            help=f"{s.help} [env {s.env}, default {_shown(s.default)}]",
-        )
+    serve = commands.add_parser(
+        "serve",
+        help="run the proxy",
+        epilog=(
+            "Settings without a flag, because they are secrets: access keys "
+            "(AZPROXY_ACCESS_KEYS or access_keys in the config file) and "
+            "endpoints ([endpoints.NAME] in the config file, or "
+            "AZURE_OPENAI_ENDPOINT with AZURE_OPENAI_API_KEY, "
+            "AZURE_OPENAI_AD_TOKEN or AZPROXY_ENTRA=true)."
+        ),
+    )
+    add_settings_flags(serve)
     serve.add_argument(
         "--demo",
         action="store_true",
         help="also run the built-in Azure OpenAI simulator and point azproxy at it",
+    )
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate the settings without serving; exit 1 listing each problem",
+    )
+    add_settings_flags(check)
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also send a minimal request to each mapped deployment",
     )
 
     sim = commands.add_parser("simulate", help="run the Azure OpenAI simulator")
@@ -73,9 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config file [env AZPROXY_CONFIG]",
+    )
+    for s in settings():
+        if not s.has_flag:
+            continue
+        parser.add_argument(
+            s.flag,
+            dest=s.name,
+            metavar=s.name.upper().split("_")[-1],
+            help=f"{s.help} [env {s.env}, default {_shown(s.default)}]",
+        )
+
+
 def _shown(default: object) -> str:
-    if isinstance(default, tuple):
-        return ",".join(default) or "''"
+    if isinstance(default, tuple | dict):
+        return ",".join(default) or "none"
+    if default is None:
+        return "auto"
     return str(default)
 
 
@@ -86,31 +122,45 @@ def main(
     env = os.environ if environ is None else environ
     if args.command == "simulate":
         return simulate(args, env)
+    if args.command == "check-config":
+        return check_config(args, env)
     return serve(args, env)
 
 
 def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
-    flags = {s.name: getattr(args, s.name) for s in settings()}
-    return Config.load(flags, env)
+    """Flags, environment and config file -> Config (or ConfigError)."""
+    flags = {s.name: getattr(args, s.name) for s in settings() if s.has_flag}
+    path = args.config or env.get("AZPROXY_CONFIG")
+    file_values = load_file(path) if path else {}
+    return Config.load(flags, env, file_values)
 
 
 def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         config = config_from(args, env)
+        # The demo builds its app once the simulator's address is known.
+        app = None if args.demo else create_app(config)
     except ConfigError as exc:
-        print(f"azproxy: configuration error: {exc}", file=sys.stderr)
+        print_problems(exc.problems)
         return EXIT_CONFIG
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.secrets())
+    if config.server_side and not config.access_keys:
+        log.warning(
+            "allow_anonymous = true: anyone who can reach this port can use "
+            "the configured Azure credentials"
+        )
 
     async def main() -> None:
-        nonlocal config
+        nonlocal config, app
         runners = []
         if args.demo:
             sim = await start_site(create_simulator(), "127.0.0.1", 0)
             runners.append(sim)
             upstream = f"http://127.0.0.1:{bound_port(sim)}"
             config = dataclasses.replace(config, upstream=upstream)
-        proxy = await start_site(create_app(config), config.host, config.port)
+            app = create_app(config)
+        assert app is not None
+        proxy = await start_site(app, config.host, config.port)
         runners.append(proxy)
         port = bound_port(proxy)
         log.info("azproxy %s listening on http://%s:%d", __version__, config.host, port)
@@ -125,6 +175,28 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 await runner.cleanup()
 
     run(main)
+    return 0
+
+
+def print_problems(problems: Sequence[str]) -> None:
+    for problem in problems:
+        print(f"azproxy: configuration error: {problem}", file=sys.stderr)
+
+
+def check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Validate without serving: one line per problem; exit 1 when any."""
+    try:
+        config = config_from(args, env)
+        create_app(config)
+    except ConfigError as exc:
+        print_problems(exc.problems)
+        return 1
+    print(describe(config))
+    if args.probe:
+        results = asyncio.run(probe(config))
+        for line in results.lines:
+            print(line)
+        return 0 if results.ok else 1
     return 0
 
 

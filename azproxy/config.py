@@ -4,41 +4,84 @@ Every setting has one name across the Config field, the config file key, the
 `--flag` and the `AZPROXY_*` environment variable (`read_timeout_s`,
 `--read-timeout-s`, `AZPROXY_READ_TIMEOUT_S`); units are part of the name.
 Precedence: flag > environment > config file > default. Values from every
-source go through the same parser, so a setting means the same wherever it is set.
+source go through the same parser, so a setting means the same wherever it is
+set. Secrets (access keys, endpoint keys) have no flag: they come from the
+environment or the file, where `env:NAME` references keep them out of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from yarl import URL
 
+from .names import API_VERSION_RE
+from .routes import (
+    AccessKey,
+    ConfigProblems,
+    EndpointConfig,
+    RouteConfig,
+    check_api_version,
+    parse_access_keys,
+    parse_endpoints,
+    parse_model_map,
+    unknown_keys,
+)
+
 __all__ = [
-    "API_VERSION_RE",
     "Config",
     "ConfigError",
     "Setting",
     "env_name",
     "flag_name",
+    "load_file",
     "settings",
 ]
 
-# Dated GA or preview versions, or Azure's version-less v1 API.
-API_VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:-preview)?|v1")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_ENDPOINT = "default"
+ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+ConfigError = ConfigProblems
+Parser = Callable[[Any, str, Mapping[str, str]], Any]
 
 
-class ConfigError(ValueError):
-    """A setting is missing or wrong; the message says which and how to fix it."""
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: bool = True,
+    env: bool = True,
+    parser: Parser | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    metadata = {"help": help, "flag": flag, "env": env, "parser": parser}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-def setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _endpoints(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
+    return parse_endpoints(raw, environ)
+
+
+def _model_map(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
+    return parse_model_map(raw)
+
+
+def _access_keys(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
+    return parse_access_keys(raw, environ)
+
+
+def _api_version(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
+    return check_api_version(raw, source)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,8 +96,50 @@ class Config:
     )
     api_version: str = setting(
         "2024-10-21",
-        "api-version used when the credentials name none; `v1` selects Azure's v1 API.",
+        "api-version when credentials or endpoint name none (also read from "
+        "OPENAI_API_VERSION); `v1` selects Azure's v1 API.",
+        parser=_api_version,
     )
+    endpoints: tuple[EndpointConfig, ...] = setting(
+        (),
+        "Server-side Azure endpoints ([endpoints.NAME] in the file; "
+        "AZURE_OPENAI_ENDPOINT with AZURE_OPENAI_API_KEY in the environment).",
+        flag=False,
+        env=False,
+        parser=_endpoints,
+    )
+    model_map: Mapping[str, tuple[RouteConfig, ...]] = setting(
+        None,
+        "Model name -> [endpoint/]deployment, e.g. gpt-4o=dep1,gpt-4o-mini=dep2.",
+        parser=_model_map,
+        factory=dict,
+    )
+    model_fallback: bool = setting(
+        False,
+        "For models not in model_map, try a deployment named like the model, "
+        "then the name without dots (gpt-3.5-turbo -> gpt-35-turbo).",
+    )
+    access_keys: tuple[AccessKey, ...] = setting(
+        (),
+        "azproxy access keys clients must present when server-side credentials "
+        "exist (comma list; never a flag).",
+        flag=False,
+        parser=_access_keys,
+    )
+    allow_anonymous: bool = setting(
+        False, "Serve server-side credentials without access keys (an open relay!)."
+    )
+    passthrough: bool | None = setting(
+        None,
+        "Accept RESOURCE:DEPLOYMENT:KEY tokens; default: only when no server-side "
+        "credentials exist.",
+    )
+    entra: bool = setting(
+        False,
+        "Authenticate the AZURE_OPENAI_ENDPOINT endpoint with Entra ID "
+        "(azure-identity's DefaultAzureCredential) instead of a key.",
+    )
+    entra_scope: str = setting(ENTRA_SCOPE, "OAuth scope of Entra ID tokens.")
     cors_origins: tuple[str, ...] = setting(
         ("*",), "CORS origins: `*`, a comma list, or empty to disable CORS."
     )
@@ -80,11 +165,35 @@ class Config:
     def __post_init__(self) -> None:
         problems = self.problems()
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError(problems)
 
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def server_side(self) -> bool:
+        """Whether azproxy holds Azure credentials itself."""
+        return bool(self.endpoints)
+
+    @property
+    def passthrough_allowed(self) -> bool:
+        if self.passthrough is None:
+            return not self.server_side
+        return self.passthrough
+
+    def endpoint(self, name: str) -> EndpointConfig | None:
+        """An endpoint by name; "" names the only one, when there is one."""
+        if not name and len(self.endpoints) == 1:
+            return self.endpoints[0]
+        return next((e for e in self.endpoints if e.name == name), None)
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for redaction from logs."""
+        found = [k.key for k in self.access_keys]
+        for e in self.endpoints:
+            found.extend(s for s in (e.api_key, e.ad_token) if s is not None)
+        return [s.reveal() for s in found]
 
     def problems(self) -> list[str]:
         """Every problem with these values, each saying what to change."""
@@ -94,22 +203,70 @@ class Config:
         found.extend(_upstream_problems(self.upstream))
         if not API_VERSION_RE.fullmatch(self.api_version):
             found.append(
-                f"api_version: {self.api_version!r} is not an Azure OpenAI api-version "
-                "(use a date like 2024-10-21, optionally with -preview, or v1)"
+                f"api_version: {self.api_version!r} is not an Azure OpenAI "
+                "api-version (use a date like 2024-10-21, optionally with "
+                "-preview, or v1)"
             )
         for name in ("connect_timeout_s", "header_timeout_s", "read_timeout_s"):
             if getattr(self, name) <= 0:
                 found.append(f"{name}: must be greater than 0")
         if self.retries < 0:
             found.append("retries: must be 0 or more")
-        if self.retry_delay_s < 0:
-            found.append("retry_delay_s: must be 0 or more")
-        if self.shutdown_grace_s < 0:
-            found.append("shutdown_grace_s: must be 0 or more")
+        for name in ("retry_delay_s", "shutdown_grace_s"):
+            if getattr(self, name) < 0:
+                found.append(f"{name}: must be 0 or more")
         if self.max_body_mb <= 0:
             found.append("max_body_mb: must be greater than 0")
         if self.log_level not in LOG_LEVELS:
             found.append(f"log_level: use one of {', '.join(LOG_LEVELS)}")
+        found.extend(self._routing_problems())
+        return found
+
+    def _routing_problems(self) -> list[str]:
+        found: list[str] = []
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            found.append("endpoints: two endpoints have the same name")
+        for model, routes in self.model_map.items():
+            for route in routes:
+                endpoint = self.endpoint(route.endpoint)
+                if endpoint is None:
+                    found.append(_missing_endpoint(model, route, names))
+                elif (
+                    endpoint.deployments is not None
+                    and route.deployment not in endpoint.deployments
+                ):
+                    found.append(
+                        f"model_map.{model}: deployment {route.deployment!r} is not "
+                        f"in endpoints.{endpoint.name}.deployments "
+                        f"({', '.join(sorted(endpoint.deployments))}); fix the name "
+                        "or add it to the list"
+                    )
+        if (self.model_map or self.model_fallback) and not self.endpoints:
+            found.append(
+                "model_map: models are mapped but no endpoint is configured "
+                "(set AZURE_OPENAI_ENDPOINT or add [endpoints.NAME])"
+            )
+        if self.model_fallback and not self.model_map and len(self.endpoints) > 1:
+            found.append("model_fallback: needs a single endpoint to fall back on")
+        if self.server_side and not self.access_keys and not self.allow_anonymous:
+            found.append(
+                "access_keys: server-side Azure credentials are configured but no "
+                "access key, so anyone could spend them; set AZPROXY_ACCESS_KEYS "
+                "(or access_keys in the file), or allow_anonymous = true if this "
+                "is really wanted"
+            )
+        for key in self.access_keys:
+            for model in sorted(key.models or ()):
+                if model not in self.model_map and not self.model_fallback:
+                    found.append(
+                        f"access key {key.name!r}: model {model!r} is not in model_map"
+                    )
+        if self.passthrough is False and not self.server_side:
+            found.append(
+                "passthrough: disabled, but no server-side endpoint exists, so "
+                "nothing could be served"
+            )
         return found
 
     @classmethod
@@ -124,22 +281,101 @@ class Config:
 
         Flag values are strings keyed by setting name (None means not given);
         file values may already be typed (TOML). Overrides are typed values
-        set by code (the demo mode, tests) and win over everything.
+        set by code (the demo mode, tests) and win over everything. Raises
+        ConfigError listing every problem found, not just the first.
         """
+        environ = environ or {}
+        file_values = file_values or {}
+        problems = unknown_keys(
+            file_values, [s.name for s in settings()], "config file"
+        )
         values: dict[str, Any] = {}
         for s in settings():
-            raw: Any = None
-            source = ""
-            if flags and flags.get(s.name) is not None:
-                raw, source = flags[s.name], s.flag
-            elif environ and s.env in environ:
-                raw, source = environ[s.env], s.env
-            elif file_values and s.name in file_values:
-                raw, source = file_values[s.name], f"config key {s.name}"
-            if source:
-                values[s.name] = s.parse(raw, source)
+            raw, source = _raw_value(s, flags or {}, environ, file_values)
+            if not source:
+                continue
+            try:
+                values[s.name] = s.parse(raw, source, environ)
+            except ConfigProblems as exc:
+                problems.extend(exc.problems)
+        try:
+            endpoint = _environment_endpoint(environ, values.get("entra", False))
+        except ConfigProblems as exc:
+            problems.extend(exc.problems)
+            endpoint = None
+        if endpoint is not None and "endpoints" not in overrides:
+            others = [e for e in values.get("endpoints", ()) if e.name != endpoint.name]
+            values["endpoints"] = (endpoint, *others)
+        if problems:
+            raise ConfigError(problems)
         values.update(overrides)
         return cls(**values)
+
+
+def _raw_value(
+    s: Setting,
+    flags: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    file_values: Mapping[str, Any],
+) -> tuple[Any, str]:
+    if s.flag and flags.get(s.name) is not None:
+        return flags[s.name], s.flag
+    if s.env and s.env in environ:
+        return environ[s.env], s.env
+    # Standard Azure variable names, honoured below azproxy's own.
+    if s.name == "api_version" and "OPENAI_API_VERSION" in environ:
+        return environ["OPENAI_API_VERSION"], "OPENAI_API_VERSION"
+    if s.name in file_values:
+        return file_values[s.name], f"config key {s.name}"
+    return None, ""
+
+
+def _environment_endpoint(
+    environ: Mapping[str, str], entra: bool
+) -> EndpointConfig | None:
+    """The container-friendly endpoint from AZURE_OPENAI_* variables."""
+    url = environ.get("AZURE_OPENAI_ENDPOINT", "").strip()
+    if not url:
+        return None
+    table: dict[str, Any] = {"url": url}
+    if entra:
+        table["entra"] = True
+    elif environ.get("AZURE_OPENAI_API_KEY"):
+        table["api_key"] = "env:AZURE_OPENAI_API_KEY"
+    elif environ.get("AZURE_OPENAI_AD_TOKEN"):
+        table["ad_token"] = "env:AZURE_OPENAI_AD_TOKEN"
+    else:
+        raise ConfigProblems(
+            [
+                "AZURE_OPENAI_ENDPOINT is set but neither AZURE_OPENAI_API_KEY, "
+                "AZURE_OPENAI_AD_TOKEN nor AZPROXY_ENTRA=true says how to "
+                "authenticate to it"
+            ]
+        )
+    return parse_endpoints({DEFAULT_ENDPOINT: table}, environ)[0]
+
+
+def _missing_endpoint(model: str, route: RouteConfig, names: list[str]) -> str:
+    if not route.endpoint:
+        return (
+            f"model_map.{model}: say which endpoint serves {route.deployment!r} "
+            f"as endpoint/deployment (endpoints: {', '.join(names) or 'none'})"
+        )
+    return (
+        f"model_map.{model}: endpoint {route.endpoint!r} is not defined "
+        f"(defined: {', '.join(names) or 'none'})"
+    )
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; a missing or malformed file is a ConfigError."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError([f"config file {path}: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config file {path}: not valid TOML ({exc})"]) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,22 +386,31 @@ class Setting:
     type: Any
     default: Any
     help: str
+    has_flag: bool
+    has_env: bool
+    parser: Parser | None
 
     @property
     def flag(self) -> str:
-        return flag_name(self.name)
+        return flag_name(self.name) if self.has_flag else ""
 
     @property
     def env(self) -> str:
-        return env_name(self.name)
+        return env_name(self.name) if self.has_env else ""
 
-    def parse(self, raw: Any, source: str) -> Any:
-        """Turn a raw value (a string or a typed TOML value) into this type."""
+    def parse(self, raw: Any, source: str, environ: Mapping[str, str]) -> Any:
+        """A raw value (a string or a typed TOML value) as this setting's type."""
         try:
+            if self.parser is not None:
+                return self.parser(raw, source, environ)
             return _parse_as(self.type, raw)
-        except (TypeError, ValueError):
+        except ConfigProblems:
+            raise
+        except (TypeError, ValueError) as exc:
+            if self.parser is not None:
+                raise ConfigError([str(exc)]) from None
             expected = _TYPE_WORDS.get(self.type, "a value")
-            raise ConfigError(f"{source}: expected {expected}, got {raw!r}") from None
+            raise ConfigError([f"{source}: expected {expected}, got {raw!r}"]) from None
 
 
 def flag_name(name: str) -> str:
@@ -186,12 +431,17 @@ _TYPE_WORDS = {
     int: "a whole number",
     float: "a number",
     bool: "true or false",
+    bool | None: "true, false or auto",
     str: "a string",
     tuple[str, ...]: "a comma-separated list",
 }
 
 
 def _parse_as(type_: Any, raw: Any) -> Any:
+    if type_ == bool | None:
+        if raw is None or str(raw).strip().lower() == "auto":
+            return None
+        return _parse_as(bool, raw)
     if type_ is bool:
         if isinstance(raw, bool):
             return raw
@@ -235,10 +485,24 @@ def _upstream_problems(template: str) -> list[str]:
     return []
 
 
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def _collect_settings() -> tuple[Setting, ...]:
     hints = typing.get_type_hints(Config)
     return tuple(
-        Setting(f.name, hints[f.name], f.default, f.metadata["help"])
+        Setting(
+            f.name,
+            hints[f.name],
+            _default(f),
+            f.metadata["help"],
+            f.metadata["flag"],
+            f.metadata["env"],
+            f.metadata["parser"],
+        )
         for f in dataclasses.fields(Config)
     )
 

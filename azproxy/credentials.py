@@ -13,29 +13,15 @@ a misordered token could put the Azure key where the resource name belongs.
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from multidict import CIMultiDictProxy
 
-from .config import API_VERSION_RE
 from .errors import InvalidCredentials
+from .names import API_VERSION_RE, DEPLOYMENT_RE, MODEL_RE, RESOURCE_RE
 
-__all__ = [
-    "DEPLOYMENT_RE",
-    "RESOURCE_RE",
-    "PassthroughToken",
-    "parse_passthrough",
-    "presented_token",
-]
-
-RESOURCE_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
-# Azure deployment names: letters, digits, '-', '_', '.'; a leading '.' could
-# make a path segment like '..', so the first character must be alphanumeric.
-DEPLOYMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-MODEL_RE = re.compile(r"[^\s|,:]{1,256}")
+__all__ = ["PassthroughToken", "parse_passthrough", "presented_token"]
 
 TOKEN_FORMAT = "RESOURCE:DEPLOYMENT:AZURE_KEY[:API_VERSION]"
 
@@ -84,13 +70,8 @@ def _bad(why: str) -> InvalidCredentials:
     )
 
 
-@functools.lru_cache(maxsize=1024)
 def parse_passthrough(token: str) -> PassthroughToken:
-    """Parse a pass-through token; raise InvalidCredentials saying what is wrong.
-
-    Cached: a client sends the same token on every request, and the cache
-    keeps parsing off the hot path (errors are not cached).
-    """
+    """Parse a pass-through token; raise InvalidCredentials saying what is wrong."""
     parts = token.split(":")
     if len(parts) not in (3, 4):
         raise _bad(f"the token has {len(parts)} ':'-separated parts, not 3 or 4")

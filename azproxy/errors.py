@@ -3,6 +3,7 @@
 * ProxyError                 500 api_error
   + BadRequest               400 invalid_request_error
   + InvalidCredentials       401 invalid_request_error / invalid_api_key
+  + Forbidden                403 invalid_request_error / model_not_allowed
   + NotFound                 404 invalid_request_error / unknown_url
   + MethodNotAllowed         405 invalid_request_error
   + PayloadTooLarge          413 invalid_request_error
@@ -23,6 +24,7 @@ from aiohttp import web
 
 __all__ = [
     "BadRequest",
+    "Forbidden",
     "InvalidCredentials",
     "MethodNotAllowed",
     "NotFound",
@@ -119,3 +121,9 @@ class UpstreamTimeout(ProxyError):
     status = 504
     type = "timeout"
     code = "upstream_timeout"
+
+
+class Forbidden(ProxyError):
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_allowed"

@@ -12,17 +12,19 @@ import aiohttp
 from aiohttp import web
 
 from .config import Config
-from .credentials import PassthroughToken
 
 if TYPE_CHECKING:
+    from .access import Gate
     from .lifecycle import Lifecycle
+    from .routing import Caller
 
-__all__ = ["CONFIG", "LIFECYCLE", "SESSION", "TOKEN", "UpstreamSession"]
+__all__ = ["CALLER", "CONFIG", "GATE", "LIFECYCLE", "SESSION", "UpstreamSession"]
 
 # For annotations elsewhere; creating sessions stays banned outside app.py.
 UpstreamSession = aiohttp.ClientSession
 
 CONFIG = web.AppKey("azproxy.config", Config)
 SESSION = web.AppKey("azproxy.session", aiohttp.ClientSession)
-TOKEN = web.RequestKey("azproxy.token", PassthroughToken)
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("azproxy.lifecycle")
+GATE: web.AppKey[Gate] = web.AppKey("azproxy.gate")
+CALLER: web.RequestKey[Caller] = web.RequestKey("azproxy.caller")

@@ -15,14 +15,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .config import Config
-from .credentials import parse_passthrough, presented_token
-from .errors import (
-    InvalidCredentials,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    ProxyError,
-)
-from .keys import CONFIG, TOKEN
+from .credentials import presented_token
+from .errors import MethodNotAllowed, PayloadTooLarge, ProxyError
+from .keys import CALLER, CONFIG, GATE
 from .mapping import unknown_url
 
 __all__ = [
@@ -126,15 +121,10 @@ def _allowed_origin(config: Config, origin: str) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Parse the client's credentials for every /v1/ request, before any I/O."""
+    """Decide who calls, for every /v1/ request, before any I/O."""
     if request.path.startswith("/v1/"):
-        token = presented_token(request.headers)
-        if token is None:
-            raise InvalidCredentials(
-                "No credentials: send 'Authorization: Bearer "
-                "RESOURCE:DEPLOYMENT:AZURE_KEY[:API_VERSION]' or an 'api-key' header."
-            )
-        request[TOKEN] = parse_passthrough(token)
+        gate = request.app[GATE]
+        request[CALLER] = gate.caller(presented_token(request.headers))
     return await handler(request)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from .errors import NotFound
-from .keys import TOKEN
+from .keys import CALLER
 
 __all__ = ["get_model", "list_models"]
 
@@ -21,13 +21,13 @@ def _model(name: str) -> dict[str, Any]:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    names = request[TOKEN].model_names()
+    names = request[CALLER].model_names()
     return web.json_response({"object": "list", "data": [_model(n) for n in names]})
 
 
 async def get_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
-    if name not in request[TOKEN].model_names():
+    if name not in request[CALLER].model_names():
         raise NotFound(
             f"The model '{name}' is not in your azproxy mapping.",
             code="model_not_found",

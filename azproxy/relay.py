@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from .config import Config
-from .credentials import PassthroughToken
 from .errors import (
     BadRequest,
     PayloadTooLarge,
@@ -30,10 +29,11 @@ from .errors import (
     error_body,
 )
 from .headers import request_headers, response_headers
-from .keys import CONFIG, SESSION, TOKEN, UpstreamSession
-from .mapping import classify, unknown_url, upstream_base, upstream_url
+from .keys import CALLER, CONFIG, SESSION, UpstreamSession
+from .mapping import classify, unknown_url, upstream_url
+from .routing import Backend
 
-__all__ = ["Target", "build_target", "handle", "relay"]
+__all__ = ["Outgoing", "Target", "build_target", "handle", "relay"]
 
 log = logging.getLogger("azproxy.relay")
 
@@ -50,7 +50,7 @@ class Target:
     url: URL
     headers: CIMultiDict[str]
     body: bytes
-    deployment: str
+    backend: Backend
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -60,16 +60,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
     subpath = path[4:]
     classify(request.method, subpath)
     body = await read_body(request)
-    target = build_target(
-        request.app[CONFIG],
-        request[TOKEN],
-        request.method,
-        subpath,
-        request.headers,
-        request.query,
-        body,
-    )
-    return await relay(request, target)
+    caller = request[CALLER]
+    document: dict[str, Any] | None = None
+    model: str | None = None
+    # Parse JSON only when the answer depends on it: a pass-through token
+    # with one deployment skips it.
+    if caller.needs_model:
+        document = json_object(body)
+        found = document.get("model")
+        model = found if isinstance(found, str) else None
+    outgoing = Outgoing(request.method, subpath, body, document)
+    return await relay(request, caller.backends(model), outgoing)
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -83,40 +84,42 @@ async def read_body(request: web.Request) -> bytes:
         ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """What the client asked for, before a backend is chosen."""
+
+    method: str
+    subpath: str  # the OpenAI path after /v1/
+    body: bytes
+    document: dict[str, Any] | None  # the parsed body, when it was needed
+
+
 def build_target(
-    config: Config,
-    token: PassthroughToken,
-    method: str,
-    subpath: str,
-    headers: CIMultiDictProxy[str],
-    query: Mapping[str, str],
-    body: bytes,
+    backend: Backend, outgoing: Outgoing, request: web.BaseRequest
 ) -> Target:
-    """Decide the Azure URL, headers and body for a request. Pure."""
-    api_version = token.api_version or config.api_version
-    v1 = api_version == "v1"
-    model: str | None = None
-    document: dict[str, Any] = {}
-    # Parse JSON only when the answer depends on it: most requests skip it.
-    if token.needs_model or v1:
-        document = json_object(body)
-        found = document.get("model")
-        model = found if isinstance(found, str) else None
-    deployment = token.deployment_for(model)
-    if v1 and model != deployment:
+    """Decide the Azure URL, headers and body for one backend. No I/O."""
+    endpoint = backend.endpoint
+    body, document = outgoing.body, outgoing.document
+    if (
+        endpoint.api_version == "v1"
+        and document is not None
+        and document.get("model") != backend.deployment
+    ):
         # Azure's v1 API takes the deployment name in the body's `model`.
-        document["model"] = deployment
-        body = json.dumps(document, ensure_ascii=False).encode()
+        body = json.dumps(
+            document | {"model": backend.deployment}, ensure_ascii=False
+        ).encode()
     url = upstream_url(
-        upstream_base(config.upstream, token.resource),
-        subpath,
-        deployment=deployment,
-        api_version=api_version,
-        client_query=query,
+        endpoint.base_url,
+        outgoing.subpath,
+        deployment=backend.deployment,
+        api_version=endpoint.api_version,
+        client_query=request.query,
     )
-    out_headers = request_headers(headers)
-    out_headers["api-key"] = token.key
-    return Target(method, url, out_headers, body, deployment)
+    headers = request_headers(request.headers)
+    name, value = endpoint.auth.header()
+    headers[name] = value
+    return Target(outgoing.method, url, headers, body, backend)
 
 
 def json_object(body: bytes) -> dict[str, Any]:
@@ -133,18 +136,34 @@ def json_object(body: bytes) -> dict[str, Any]:
     return document
 
 
-async def relay(request: web.Request, target: Target) -> web.StreamResponse:
+async def relay(
+    request: web.Request, backends: Sequence[Backend], outgoing: Outgoing
+) -> web.StreamResponse:
+    """Send to the first backend; move to the next only if Azure says the
+    deployment does not exist (the model-name fallbacks)."""
     config = request.app[CONFIG]
-    upstream, first = await open_upstream(request.app[SESSION], config, target)
-    try:
-        response = await answer(request, upstream, first, target.deployment)
-    except BaseException:
-        # Client gone (cancelled) or writing failed: drop the upstream
-        # connection at once rather than draining it.
-        upstream.close()
-        raise
-    upstream.release()
-    return response
+    session = request.app[SESSION]
+    for index, backend in enumerate(backends):
+        target = build_target(backend, outgoing, request)
+        upstream, first = await open_upstream(session, config, target)
+        last = index == len(backends) - 1
+        if not last and is_deployment_not_found(upstream, first):
+            upstream.close()
+            continue
+        try:
+            response = await answer(request, upstream, first, target.backend)
+        except BaseException:
+            # Client gone (cancelled) or writing failed: drop the upstream
+            # connection at once rather than draining it.
+            upstream.close()
+            raise
+        upstream.release()
+        return response
+    raise AssertionError("unreachable: a caller always yields a backend")
+
+
+def is_deployment_not_found(upstream: aiohttp.ClientResponse, first: bytes) -> bool:
+    return upstream.status == 404 and b"DeploymentNotFound" in first
 
 
 async def open_upstream(
@@ -245,6 +264,23 @@ async def _pause_before_retry(
     await asyncio.sleep(config.retry_delay_s)
 
 
+def with_deployment_hint(body: bytes, backend: Backend) -> bytes:
+    """Azure's DeploymentNotFound, plus which deployment and endpoint azproxy
+    used: the most common misconfiguration, made easy to fix."""
+    try:
+        document = json.loads(body)
+        error = document["error"]
+        error["message"] = (
+            f"{error.get('message', '')} (azproxy sent this request to deployment "
+            f"{backend.deployment!r} on endpoint {backend.endpoint.name!r} at "
+            f"{backend.endpoint.base_url}; check the deployment name in your "
+            "model map or credentials.)"
+        ).lstrip()
+        return json.dumps(document).encode()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return body
+
+
 def is_sse(upstream: aiohttp.ClientResponse) -> bool:
     return upstream.content_type == "text/event-stream"
 
@@ -253,12 +289,14 @@ async def answer(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
     first: bytes,
-    deployment: str,
+    backend: Backend,
 ) -> web.StreamResponse:
     """Relay status, headers and body; the body chunk by chunk as it arrives."""
     headers = response_headers(upstream.headers)
-    headers["x-azproxy-deployment"] = deployment
+    headers["x-azproxy-deployment"] = backend.deployment
     sse = is_sse(upstream)
+    if is_deployment_not_found(upstream, first) and upstream.content.at_eof():
+        first = with_deployment_hint(first, backend)
     if not sse and upstream.content.at_eof():
         # The whole body came in one read: send headers and body in one write.
         return web.Response(

@@ -31,4 +31,20 @@ def test_readme_install_command_starts_the_demo() -> None:
 def test_every_setting_is_in_the_settings_table() -> None:
     table = README.split("## Settings", 1)[1]
     for s in settings():
-        assert f"| `{s.flag}` | `{s.env}` |" in table, s.name
+        flag = f"`{s.flag}`" if s.flag else "-"
+        env = f"`{s.env}`" if s.env else "-"
+        assert f"| `{s.name}` | {flag} | {env} |" in table, s.name
+
+
+def test_the_example_config_is_valid() -> None:
+    from azproxy.config import Config, load_file
+
+    env = {
+        "AZPROXY_KEY_WEB": "web-key-0123456789abcdef",
+        "AZPROXY_KEY_BATCH": "batch-key-0123456789abcdef",
+        "AZURE_OPENAI_KEY_SWEDEN": "sweden-key",
+    }
+    config = Config.load(None, env, load_file(ROOT / "deploy" / "azproxy.example.toml"))
+    assert [e.name for e in config.endpoints] == ["sweden", "eastus"]
+    assert len(config.model_map["gpt-4o"]) == 2
+    assert README.count("deploy/azproxy.example.toml") >= 1

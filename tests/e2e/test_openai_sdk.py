@@ -257,3 +257,42 @@ async def test_the_key_never_appears_in_the_servers_log(
     assert "retry 3/3" in log  # the log did record the failures
     assert AZURE_KEY not in log
     assert str(CHAT_JSON["id"]) not in log  # no answer bodies either
+
+
+async def test_environment_only_server_side_setup(
+    fake_azure: FakeAzure, tmp_path: Path
+) -> None:
+    # The container recipe: Azure credentials in the environment, clients
+    # holding only an azproxy access key.
+    access_key = "client-access-key-0123456789"
+    env = {
+        "AZURE_OPENAI_ENDPOINT": fake_azure.url,
+        "AZURE_OPENAI_API_KEY": AZURE_KEY,
+        "OPENAI_API_VERSION": "2024-06-01",
+        "AZPROXY_MODEL_MAP": "gpt-4o=prod-4o,gpt-4o-mini=prod-mini",
+        "AZPROXY_ACCESS_KEYS": access_key,
+    }
+    with running(["serve", "--port", "0"], tmp_path / "log", env=env) as server:
+        async with openai.AsyncOpenAI(
+            base_url=f"{server.url}/v1", api_key=access_key, max_retries=0
+        ) as client:
+            completion = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert completion.choices[0].message.content == "Hi from FakeAzure"
+            assert [m.id async for m in client.models.list()] == [
+                "gpt-4o",
+                "gpt-4o-mini",
+            ]
+        sent = fake_azure.last
+        assert sent.path == "/openai/deployments/prod-mini/chat/completions"
+        assert sent.query["api-version"] == "2024-06-01"
+        assert sent.headers["api-key"] == AZURE_KEY
+        async with openai.AsyncOpenAI(
+            base_url=f"{server.url}/v1", api_key="not-the-key", max_retries=0
+        ) as client:
+            with pytest.raises(openai.AuthenticationError):
+                await client.chat.completions.create(model="gpt-4o", messages=[])
+        assert len(fake_azure.requests) == 1
+        log = server.log()
+    assert AZURE_KEY not in log and access_key not in log

@@ -22,8 +22,10 @@ def test_one_name_per_setting() -> None:
     names = {s.name for s in settings()}
     assert names == {f.name for f in dataclasses.fields(Config)}
     for s in settings():
-        assert s.flag == flag_name(s.name) == "--" + s.name.replace("_", "-")
-        assert s.env == env_name(s.name) == "AZPROXY_" + s.name.upper()
+        if s.has_flag:
+            assert s.flag == flag_name(s.name) == "--" + s.name.replace("_", "-")
+        if s.has_env:
+            assert s.env == env_name(s.name) == "AZPROXY_" + s.name.upper()
     assert env_name("read_timeout_s") == "AZPROXY_READ_TIMEOUT_S"
 
 
@@ -59,7 +61,7 @@ def test_cors_origins_from_env(env: dict[str, str], value: tuple[str, ...]) -> N
             "AZPROXY_READ_TIMEOUT_S: expected a number",
         ),
         ({"AZPROXY_PORT": "70000"}, "port: 70000 is not a TCP port"),
-        ({"AZPROXY_API_VERSION": "2024"}, "api_version: '2024' is not an Azure"),
+        ({"AZPROXY_API_VERSION": "2024"}, "AZPROXY_API_VERSION: '2024' is not an"),
         ({"AZPROXY_UPSTREAM": "ftp://x"}, "must be an http:// or https:// URL"),
         ({"AZPROXY_UPSTREAM": "https://{resource}.x/{other}"}, "only placeholder"),
         ({"AZPROXY_UPSTREAM": "https://u:p@x"}, "no query, fragment or credentials"),
@@ -77,7 +79,7 @@ def test_bad_values_say_what_to_change(env: dict[str, str], message: str) -> Non
 def test_file_values_must_have_the_right_type() -> None:
     with pytest.raises(ConfigError) as caught:
         Config.load(file_values={"api_version": 2024})
-    assert "config key api_version: expected a string" in str(caught.value)
+    assert 'quote it: api_version = "2024"' in str(caught.value)
     with pytest.raises(ConfigError):
         Config.load(file_values={"port": 3.5})
 
@@ -86,3 +88,111 @@ def test_overrides_win() -> None:
     config = Config.load({"port": "1"}, {}, upstream="http://127.0.0.1:9")
     assert config.upstream == "http://127.0.0.1:9"
     assert config.port == 1
+
+
+FILE_ENV = {"SWEDEN_KEY": "sweden-secret-key", "TEAM_KEY": "team-key-0123456789"}
+
+
+def full_file() -> dict[str, object]:
+    return {
+        "port": 4000,
+        "access_keys": ["env:TEAM_KEY"],
+        "endpoints": {
+            "sweden": {"resource": "my-sweden", "api_key": "env:SWEDEN_KEY"},
+        },
+        "model_map": {"gpt-4o": "sweden/gpt-4o"},
+    }
+
+
+def test_a_full_file_loads_and_hides_its_secrets() -> None:
+    config = Config.load(None, FILE_ENV, full_file())
+    assert config.port == 4000
+    assert config.server_side
+    assert not config.passthrough_allowed  # default with server-side credentials
+    assert "sweden-secret-key" not in repr(config)
+    assert "team-key-0123456789" not in repr(config)
+    assert sorted(config.secrets()) == ["sweden-secret-key", "team-key-0123456789"]
+
+
+def test_unknown_file_keys_are_named_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load(None, FILE_ENV, full_file() | {"acess_keys": []})
+    assert "config file: unknown key 'acess_keys' (did you mean 'access_keys'?)" in (
+        caught.value.problems
+    )
+
+
+def test_server_side_credentials_without_access_keys_are_refused() -> None:
+    values = full_file()
+    del values["access_keys"]
+    with pytest.raises(ConfigError) as caught:
+        Config.load(None, FILE_ENV, values)
+    assert "anyone could spend them" in str(caught.value)
+    allowed = Config.load(None, FILE_ENV, values | {"allow_anonymous": True})
+    assert allowed.allow_anonymous
+
+
+def test_models_mapped_to_missing_endpoints_or_deployments() -> None:
+    values = full_file() | {
+        "model_map": {"a": "nowhere/x", "b": "gpt-4o", "c": "sweden/nope"},
+        "endpoints": {
+            "sweden": {
+                "resource": "s",
+                "api_key": "k",
+                "deployments": ["gpt-4o"],
+            },
+            "east": {"resource": "e", "api_key": "k"},
+        },
+    }
+    with pytest.raises(ConfigError) as caught:
+        Config.load(None, FILE_ENV, values)
+    problems = caught.value.problems
+    assert any("model_map.a: endpoint 'nowhere' is not defined" in p for p in problems)
+    assert any("model_map.b: say which endpoint" in p for p in problems)
+    assert any("'nope' is not in endpoints.sweden.deployments" in p for p in problems)
+
+
+def test_environment_only_setup() -> None:
+    env = {
+        "AZURE_OPENAI_ENDPOINT": "https://my-res.openai.azure.com/",
+        "AZURE_OPENAI_API_KEY": "azure-key",
+        "OPENAI_API_VERSION": "2024-06-01",
+        "AZPROXY_MODEL_MAP": "gpt-4o=dep1,gpt-4o-mini=dep2",
+        "AZPROXY_ACCESS_KEYS": "key-one-0123456789,key-two-0123456789",
+    }
+    config = Config.load(None, env)
+    (endpoint,) = config.endpoints
+    assert endpoint.name == "default"
+    assert endpoint.base_url(config.upstream) == "https://my-res.openai.azure.com"
+    assert endpoint.api_key is not None and endpoint.api_key.reveal() == "azure-key"
+    assert config.api_version == "2024-06-01"
+    assert set(config.model_map) == {"gpt-4o", "gpt-4o-mini"}
+    assert len(config.access_keys) == 2
+    # AZPROXY_API_VERSION wins over the standard variable.
+    assert Config.load(None, env | {"AZPROXY_API_VERSION": "v1"}).api_version == "v1"
+
+
+def test_environment_endpoint_needs_a_way_to_authenticate() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load(None, {"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"})
+    assert "says how to authenticate" in str(caught.value)
+    entra = Config.load(
+        None,
+        {
+            "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+            "AZPROXY_ENTRA": "true",
+            "AZPROXY_ALLOW_ANONYMOUS": "true",
+        },
+    )
+    assert entra.endpoints[0].entra
+
+
+def test_disabling_passthrough_without_endpoints_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load(None, {"AZPROXY_PASSTHROUGH": "false"})
+    assert "nothing could be served" in str(caught.value)
+
+
+def test_passthrough_is_tri_state() -> None:
+    assert Config.load(None, {"AZPROXY_PASSTHROUGH": "auto"}).passthrough is None
+    assert Config.load(None, {"AZPROXY_PASSTHROUGH": "on"}).passthrough is True

@@ -1,0 +1,130 @@
+"""`azproxy check-config`: say what the settings mean, and with --probe ask
+each mapped deployment whether it answers, explaining the likely cause when
+it does not. The most common failure across Azure proxies is a 404
+DeploymentNotFound from a wrong name; this finds it before a user does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from .app import create_app
+from .config import Config
+from .keys import GATE, SESSION, UpstreamSession
+from .mapping import upstream_url
+from .routing import Backend
+
+__all__ = ["ProbeResults", "describe", "explain", "probe"]
+
+PROBE_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+
+
+def describe(config: Config) -> str:
+    endpoints = ", ".join(e.name for e in config.endpoints) or "none"
+    mode = "on" if config.passthrough_allowed else "off"
+    return (
+        f"config OK: endpoints: {endpoints}; models: {len(config.model_map)}; "
+        f"access keys: {len(config.access_keys)}; pass-through tokens: {mode}"
+    )
+
+
+@dataclass
+class ProbeResults:
+    ok: bool = True
+    lines: list[str] = field(default_factory=list)
+
+
+async def probe(config: Config) -> ProbeResults:
+    """Send a one-token chat request to every mapped deployment."""
+    results = ProbeResults()
+    app = create_app(config)
+    runner = web.AppRunner(app)
+    await runner.setup()  # opens the session, fetches Entra ID tokens
+    try:
+        router = app[GATE].router
+        seen: set[str] = set()
+        for model, backends in router.routes.items():
+            for backend in backends:
+                if backend.name in seen:
+                    continue
+                seen.add(backend.name)
+                good, why = await probe_one(app[SESSION], backend)
+                results.ok &= good
+                mark = "ok  " if good else "FAIL"
+                results.lines.append(f"{mark} {model} -> {backend.name}: {why}")
+        if not seen:
+            results.lines.append("nothing to probe: no model is mapped")
+    finally:
+        await runner.cleanup()
+    return results
+
+
+async def probe_one(session: UpstreamSession, backend: Backend) -> tuple[bool, str]:
+    endpoint = backend.endpoint
+    url = upstream_url(
+        endpoint.base_url,
+        "chat/completions",
+        deployment=backend.deployment,
+        api_version=endpoint.api_version,
+    )
+    body = dict(PROBE_BODY)
+    if endpoint.api_version == "v1":
+        body["model"] = backend.deployment
+    try:
+        name, value = endpoint.auth.header()
+        async with session.post(
+            url, json=body, headers={name: value}, allow_redirects=False
+        ) as response:
+            text = await response.read()
+    except aiohttp.ClientError as exc:
+        return False, f"cannot reach {endpoint.base_url} ({type(exc).__name__})"
+    except Exception as exc:  # e.g. no Entra ID token
+        return False, str(exc)
+    return explain(response.status, text, backend)
+
+
+def explain(status: int, body: bytes, backend: Backend) -> tuple[bool, str]:
+    """What an answer to the probe means, and what to change when it fails."""
+    code = _error_code(body)
+    endpoint = backend.endpoint
+    if status < 300:
+        return True, "answers"
+    if status == 429:
+        return True, "exists, rate-limited right now (429)"
+    if status == 400:
+        return True, f"exists (400 {code}: probably not a chat model)"
+    if status == 401:
+        return False, (
+            "401: the key or token is not accepted by this resource; check the "
+            "endpoint's api_key (or its Entra ID role assignment)"
+        )
+    if status == 403:
+        return False, (
+            "403: the identity may not use this resource; assign it the "
+            "'Cognitive Services OpenAI User' role, or check network rules"
+        )
+    if status == 404 and code == "DeploymentNotFound":
+        return False, (
+            f"404 DeploymentNotFound: {endpoint.base_url} has no deployment "
+            f"named {backend.deployment!r}; use the deployment name shown in the "
+            "Azure AI Foundry portal (it is not the model name: gpt-35-turbo, "
+            "not gpt-3.5-turbo)"
+        )
+    if status == 404:
+        return False, (
+            f"404: wrong endpoint URL, or api-version {endpoint.api_version} "
+            "is not served there"
+        )
+    return False, f"{status} {code}".strip()
+
+
+def _error_code(body: bytes) -> str:
+    try:
+        error = json.loads(body).get("error") or {}
+        return str(error.get("code") or "")
+    except (ValueError, AttributeError):
+        return ""

@@ -1,0 +1,21 @@
+"""Patterns for the names that end up in upstream URLs, checked before any I/O.
+
+Strict on purpose: a resource name becomes part of the upstream host, a
+deployment name and an api-version part of the path and query.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["API_VERSION_RE", "DEPLOYMENT_RE", "MODEL_RE", "RESOURCE_RE"]
+
+# Letters, digits and inner hyphens: no host, port, path, '@', '.' or '%'.
+RESOURCE_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
+# Azure deployment names: letters, digits, '-', '_', '.'; a leading '.' could
+# make a path segment like '..', so the first character must be alphanumeric.
+DEPLOYMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Model names as clients send them; the separators of the token format excluded.
+MODEL_RE = re.compile(r"[^\s|,:]{1,256}")
+# Dated GA or preview versions, or Azure's version-less v1 API.
+API_VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:-preview)?|v1")

@@ -1,0 +1,278 @@
+"""Server-side credentials: access keys, model map, limits, no open relay."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+import pytest
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from azproxy import Config, create_app
+from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+from tests.conftest import AZURE_KEY, TOKEN
+from tests.fakes import FakeAzure, json_answer
+
+TEAM_KEY = "team-key-0123456789abcdef"
+LIMITED_KEY = "limited-key-0123456789abc"
+EAST_KEY = "east-secret-key-0000000000"
+
+
+@pytest.fixture
+async def east_azure(aiohttp_server: AiohttpServer) -> FakeAzure:
+    fake = FakeAzure()
+    server = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+def server_config(
+    fake: FakeAzure, east: FakeAzure | None = None, **overrides: Any
+) -> Config:
+    endpoints: dict[str, Any] = {"sweden": {"url": fake.url, "api_key": AZURE_KEY}}
+    model_map: dict[str, Any] = {
+        "gpt-4o": "sweden/dep-4o",
+        "gpt-4o-mini": "sweden/mini",
+    }
+    if east is not None:
+        endpoints["east"] = {"url": east.url, "api_key": EAST_KEY, "api_version": "v1"}
+        model_map["o3"] = "east/o3-deploy"
+    values: dict[str, Any] = {
+        "endpoints": parse_endpoints(endpoints, {}),
+        "model_map": parse_model_map(model_map),
+        "access_keys": parse_access_keys(
+            [
+                TEAM_KEY,
+                {"key": LIMITED_KEY, "name": "limited", "models": ["gpt-4o-mini"]},
+            ],
+            {},
+        ),
+        "retry_delay_s": 0.01,
+    }
+    return Config(**(values | overrides))
+
+
+@pytest.fixture
+async def server_proxy(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure, east_azure: FakeAzure
+) -> Any:
+    return await aiohttp_client(create_app(server_config(fake_azure, east_azure)))
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def chat(model: str) -> bytes:
+    return json.dumps({"model": model, "messages": []}).encode()
+
+
+async def test_access_key_reaches_the_mapped_deployment_with_the_servers_key(
+    server_proxy: Any, fake_azure: FakeAzure
+) -> None:
+    response = await server_proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 200
+    assert response.headers["x-azproxy-deployment"] == "dep-4o"
+    sent = fake_azure.last
+    assert sent.path == "/openai/deployments/dep-4o/chat/completions"
+    assert sent.headers["api-key"] == AZURE_KEY
+    assert TEAM_KEY not in str(dict(sent.headers))
+    assert sent.body == chat("gpt-4o")
+
+
+async def test_api_key_header_works_as_access_key(
+    server_proxy: Any, fake_azure: FakeAzure
+) -> None:
+    response = await server_proxy.post(
+        "/v1/embeddings", data=chat("gpt-4o-mini"), headers={"api-key": TEAM_KEY}
+    )
+    assert response.status == 200
+    assert fake_azure.last.path == "/openai/deployments/mini/embeddings"
+
+
+async def test_models_on_a_v1_endpoint_get_the_deployment_as_model(
+    server_proxy: Any, east_azure: FakeAzure
+) -> None:
+    response = await server_proxy.post(
+        "/v1/chat/completions", data=chat("o3"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 200
+    sent = east_azure.last
+    assert sent.path == "/openai/v1/chat/completions"
+    assert "api-version" not in sent.query
+    assert json.loads(sent.body)["model"] == "o3-deploy"
+    assert sent.headers["api-key"] == EAST_KEY
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        bearer("wrong-key-0123456789abcdef"),
+        bearer(TEAM_KEY[:-1]),
+        bearer(TOKEN),  # pass-through tokens are off with server-side credentials
+        {"api-key": ""},
+    ],
+)
+async def test_no_valid_access_key_is_401_and_never_reaches_azure(
+    server_proxy: Any, fake_azure: FakeAzure, east_azure: FakeAzure, headers: Any
+) -> None:
+    response = await server_proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=headers
+    )
+    assert response.status == 401
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_api_key"
+    assert "access key" in error["message"]
+    assert fake_azure.requests == [] and east_azure.requests == []
+
+
+async def test_access_keys_are_compared_in_constant_time_with_every_key(
+    server_proxy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    response = await server_proxy.get("/v1/models", headers=bearer(TEAM_KEY))
+    assert response.status == 200
+    # Both configured keys were compared, although the first one matched.
+    assert sorted(a for a, _ in compared) == sorted(
+        [TEAM_KEY.encode(), LIMITED_KEY.encode()]
+    )
+    assert all(b == TEAM_KEY.encode() for _, b in compared)
+
+
+async def test_a_limited_key_gets_403_outside_its_models(
+    server_proxy: Any, fake_azure: FakeAzure
+) -> None:
+    denied = await server_proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(LIMITED_KEY)
+    )
+    assert denied.status == 403
+    assert (await denied.json())["error"]["code"] == "model_not_allowed"
+    assert fake_azure.requests == []
+    allowed = await server_proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o-mini"), headers=bearer(LIMITED_KEY)
+    )
+    assert allowed.status == 200
+
+
+async def test_models_lists_what_the_key_may_use(server_proxy: Any) -> None:
+    everything = await server_proxy.get("/v1/models", headers=bearer(TEAM_KEY))
+    ids = [m["id"] for m in (await everything.json())["data"]]
+    assert ids == ["gpt-4o", "gpt-4o-mini", "o3"]
+    limited = await server_proxy.get("/v1/models", headers=bearer(LIMITED_KEY))
+    assert [m["id"] for m in (await limited.json())["data"]] == ["gpt-4o-mini"]
+
+
+async def test_unmapped_model_is_400_naming_the_mapped_ones(
+    server_proxy: Any, fake_azure: FakeAzure
+) -> None:
+    response = await server_proxy.post(
+        "/v1/chat/completions", data=chat("gpt-5"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "model_not_found"
+    assert "gpt-4o, gpt-4o-mini, o3" in error["message"]
+    assert fake_azure.requests == []
+
+
+async def test_passthrough_can_be_enabled_beside_access_keys(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure
+) -> None:
+    proxy = await aiohttp_client(
+        create_app(server_config(fake_azure, passthrough=True, upstream=fake_azure.url))
+    )
+    with_token = await proxy.post(
+        "/v1/chat/completions", data=chat("x"), headers=bearer(TOKEN)
+    )
+    assert with_token.status == 200
+    assert fake_azure.last.path == "/openai/deployments/dep1/chat/completions"
+    with_key = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert with_key.status == 200
+
+
+async def test_anonymous_only_when_allowed_explicitly(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure
+) -> None:
+    proxy = await aiohttp_client(
+        create_app(server_config(fake_azure, access_keys=(), allow_anonymous=True))
+    )
+    response = await proxy.post("/v1/chat/completions", data=chat("gpt-4o"))
+    assert response.status == 200
+    assert fake_azure.last.headers["api-key"] == AZURE_KEY
+
+
+async def test_deployment_not_found_gets_a_hint_naming_what_was_used(
+    server_proxy: Any, fake_azure: FakeAzure
+) -> None:
+    azure_message = "The API deployment for this resource does not exist."
+    fake_azure.queue(
+        json_answer(
+            {"error": {"code": "DeploymentNotFound", "message": azure_message}},
+            status=404,
+        )
+    )
+    response = await server_proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 404
+    error = (await response.json())["error"]
+    assert error["code"] == "DeploymentNotFound"
+    assert error["message"].startswith(azure_message)
+    assert "deployment 'dep-4o' on endpoint 'sweden'" in error["message"]
+    assert fake_azure.url in error["message"]
+
+
+async def test_model_fallback_tries_the_name_then_the_dotless_name(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure
+) -> None:
+    config = server_config(fake_azure, model_fallback=True)
+    proxy = await aiohttp_client(create_app(config))
+    not_found = {"error": {"code": "DeploymentNotFound", "message": "no"}}
+    fake_azure.queue(json_answer(not_found, status=404))
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-3.5-turbo"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 200
+    assert response.headers["x-azproxy-deployment"] == "gpt-35-turbo"
+    assert [r.path for r in fake_azure.requests] == [
+        "/openai/deployments/gpt-3.5-turbo/chat/completions",
+        "/openai/deployments/gpt-35-turbo/chat/completions",
+    ]
+    # The explicit map still wins over the fallback.
+    await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert fake_azure.last.path == "/openai/deployments/dep-4o/chat/completions"
+
+
+async def test_static_ad_token_is_sent_as_bearer(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure
+) -> None:
+    endpoints = parse_endpoints(
+        {"e": {"url": fake_azure.url, "ad_token": "eyJ.tok"}}, {}
+    )
+    config = server_config(
+        fake_azure,
+        endpoints=endpoints,
+        model_map=parse_model_map("gpt-4o=dep,gpt-4o-mini=mini"),
+    )
+    proxy = await aiohttp_client(create_app(config))
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 200
+    assert fake_azure.last.headers["Authorization"] == "Bearer eyJ.tok"
+    assert "api-key" not in fake_azure.last.headers
