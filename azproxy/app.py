@@ -9,8 +9,10 @@ from aiohttp import web
 
 from .access import Gate
 from .config import Config, ConfigError
-from .keys import CONFIG, GATE, LIFECYCLE, SESSION
+from .health import HealthBoard
+from .keys import CONFIG, GATE, HEALTH, LIFECYCLE, LIMITER, SESSION
 from .lifecycle import Lifecycle, lifecycle_middleware, readyz
+from .limits import Limiter
 from .middlewares import (
     auth_middleware,
     cors_middleware,
@@ -40,11 +42,22 @@ def create_app(config: Config) -> web.Application:
             auth_middleware,
         ],
         client_max_size=config.max_body_bytes,
+        handler_args={
+            "max_line_size": config.max_header_kb * 1024,
+            "max_field_size": config.max_header_kb * 1024,
+        },
     )
     app[CONFIG] = config
     app[LIFECYCLE] = Lifecycle()
     entra = entra_auth(config)
     app[GATE] = Gate(config, Router(config, lambda e: upstream_auth(e, entra)))
+    app[HEALTH] = HealthBoard(
+        rate_limit_cooldown_s=config.rate_limit_cooldown_s,
+        error_cooldown_s=config.error_cooldown_s,
+        breaker_failures=config.breaker_failures,
+        breaker_open_s=config.breaker_open_s,
+    )
+    app[LIMITER] = Limiter(config.max_upstream_requests, config.queue_timeout_s)
     app.cleanup_ctx.append(upstream_session)
     if entra is not None:
         app.cleanup_ctx.append(entra_tokens(entra))

@@ -156,6 +156,37 @@ class Config:
         3, "Retries after a connection error, a 5xx or an 'overloaded' first event."
     )
     retry_delay_s: float = setting(1.0, "Pause between two retries.")
+    rate_limit_cooldown_s: float = setting(
+        10.0,
+        "How long a deployment that answered 429 is skipped when Azure did not "
+        "say (retry-after-ms, retry-after).",
+    )
+    error_cooldown_s: float = setting(
+        2.0,
+        "How long a deployment that failed (5xx, connection error, no headers "
+        "in time) is skipped.",
+    )
+    breaker_failures: int = setting(
+        5, "Failures in a row that open a deployment's circuit breaker."
+    )
+    breaker_open_s: float = setting(
+        30.0, "How long an open breaker skips its deployment before one probe."
+    )
+    max_attempts: int = setting(
+        3, "Deployments one request may try (server-side routing)."
+    )
+    max_upstream_requests: int = setting(
+        1000, "Concurrent requests to Azure per process; more wait in line."
+    )
+    queue_timeout_s: float = setting(
+        10.0, "How long a request waits for a free upstream slot (503 after)."
+    )
+    client_write_timeout_s: float = setting(
+        60.0, "How long a client may stop reading a streamed answer."
+    )
+    max_header_kb: int = setting(
+        16, "Largest request line or header field accepted, in KiB."
+    )
     max_body_mb: float = setting(32.0, "Largest request body accepted (413 above).")
     shutdown_grace_s: float = setting(
         30.0, "On SIGTERM, how long requests in flight may take to finish."
@@ -212,9 +243,26 @@ class Config:
                 found.append(f"{name}: must be greater than 0")
         if self.retries < 0:
             found.append("retries: must be 0 or more")
-        for name in ("retry_delay_s", "shutdown_grace_s"):
+        for name in (
+            "retry_delay_s",
+            "shutdown_grace_s",
+            "rate_limit_cooldown_s",
+            "error_cooldown_s",
+            "breaker_open_s",
+            "queue_timeout_s",
+        ):
             if getattr(self, name) < 0:
                 found.append(f"{name}: must be 0 or more")
+        for name in (
+            "breaker_failures",
+            "max_attempts",
+            "max_upstream_requests",
+            "max_header_kb",
+        ):
+            if getattr(self, name) < 1:
+                found.append(f"{name}: must be 1 or more")
+        if self.client_write_timeout_s <= 0:
+            found.append("client_write_timeout_s: must be greater than 0")
         if self.max_body_mb <= 0:
             found.append("max_body_mb: must be greater than 0")
         if self.log_level not in LOG_LEVELS:

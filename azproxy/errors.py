@@ -7,6 +7,7 @@
   + NotFound                 404 invalid_request_error / unknown_url
   + MethodNotAllowed         405 invalid_request_error
   + PayloadTooLarge          413 invalid_request_error
+  + RateLimited              429 requests / rate_limit_exceeded
   + UpstreamUnreachable      502 api_error
   + ServiceUnavailable       503 api_error
   + UpstreamTimeout          504 timeout
@@ -30,6 +31,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ProxyError",
+    "RateLimited",
     "ServiceUnavailable",
     "UpstreamTimeout",
     "UpstreamUnreachable",
@@ -109,6 +111,12 @@ class UpstreamUnreachable(ProxyError):
     status = 502
     type = "api_error"
     code = "upstream_unreachable"
+
+
+class RateLimited(ProxyError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
 
 
 class ServiceUnavailable(ProxyError):

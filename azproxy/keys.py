@@ -15,10 +15,21 @@ from .config import Config
 
 if TYPE_CHECKING:
     from .access import Gate
+    from .health import HealthBoard
     from .lifecycle import Lifecycle
+    from .limits import Limiter
     from .routing import Caller
 
-__all__ = ["CALLER", "CONFIG", "GATE", "LIFECYCLE", "SESSION", "UpstreamSession"]
+__all__ = [
+    "CALLER",
+    "CONFIG",
+    "GATE",
+    "HEALTH",
+    "LIFECYCLE",
+    "LIMITER",
+    "SESSION",
+    "UpstreamSession",
+]
 
 # For annotations elsewhere; creating sessions stays banned outside app.py.
 UpstreamSession = aiohttp.ClientSession
@@ -27,4 +38,6 @@ CONFIG = web.AppKey("azproxy.config", Config)
 SESSION = web.AppKey("azproxy.session", aiohttp.ClientSession)
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("azproxy.lifecycle")
 GATE: web.AppKey[Gate] = web.AppKey("azproxy.gate")
+HEALTH: web.AppKey[HealthBoard] = web.AppKey("azproxy.health")
+LIMITER: web.AppKey[Limiter] = web.AppKey("azproxy.limiter")
 CALLER: web.RequestKey[Caller] = web.RequestKey("azproxy.caller")

@@ -11,7 +11,14 @@ import re
 import sys
 from collections.abc import Iterable
 
-__all__ = ["RedactingFormatter", "configure_logging", "redact"]
+from aiohttp.http_exceptions import HttpProcessingError
+
+__all__ = [
+    "RedactingFormatter",
+    "configure_logging",
+    "quiet_protocol_errors",
+    "redact",
+]
 
 REDACTED = "[redacted]"
 _PATTERNS = (
@@ -51,8 +58,22 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record), self.secrets)
 
 
+def quiet_protocol_errors(record: logging.LogRecord) -> bool:
+    """aiohttp logs a traceback when it rejects a malformed request (a header
+    too long, a bad request line); that is the client's mistake, worth one line."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if record.name == "aiohttp.server" and isinstance(exc, HttpProcessingError):
+        record.msg = "rejected a malformed request: %s %s"
+        record.args = (exc.code, exc.message)
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
 def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(quiet_protocol_errors)
     handler.setFormatter(
         RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
     )

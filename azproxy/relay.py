@@ -17,40 +17,20 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
 
-from .config import Config
-from .errors import (
-    BadRequest,
-    PayloadTooLarge,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-    error_body,
-)
+from .errors import BadRequest, PayloadTooLarge, ProxyError, RateLimited, error_body
 from .headers import request_headers, response_headers
-from .keys import CALLER, CONFIG, SESSION, UpstreamSession
+from .health import AllCoolingDown, retry_after_headers, retry_after_s
+from .keys import CALLER, CONFIG, HEALTH, LIMITER, SESSION
 from .mapping import classify, unknown_url, upstream_url
-from .routing import Backend
+from .routing import Backend, Caller
+from .upstream import Failure, Reply, Target, send_once, send_with_retries
 
-__all__ = ["Outgoing", "Target", "build_target", "handle", "relay"]
+__all__ = ["Outgoing", "build_target", "failover", "handle", "relay"]
 
 log = logging.getLogger("azproxy.relay")
 
-# The original proxy retried when the first event said so (Azure's 200 + error).
-OVERLOADED = b"That model is currently overloaded"
 EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One request to send to Azure, fully decided."""
-
-    method: str
-    url: URL
-    headers: CIMultiDict[str]
-    body: bytes
-    backend: Backend
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -70,7 +50,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         found = document.get("model")
         model = found if isinstance(found, str) else None
     outgoing = Outgoing(request.method, subpath, body, document)
-    return await relay(request, caller.backends(model), outgoing)
+    return await relay(request, caller, model, outgoing)
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -137,131 +117,95 @@ def json_object(body: bytes) -> dict[str, Any]:
 
 
 async def relay(
-    request: web.Request, backends: Sequence[Backend], outgoing: Outgoing
+    request: web.Request, caller: Caller, model: str | None, outgoing: Outgoing
 ) -> web.StreamResponse:
-    """Send to the first backend; move to the next only if Azure says the
-    deployment does not exist (the model-name fallbacks)."""
-    config = request.app[CONFIG]
-    session = request.app[SESSION]
-    for index, backend in enumerate(backends):
-        target = build_target(backend, outgoing, request)
-        upstream, first = await open_upstream(session, config, target)
-        last = index == len(backends) - 1
-        if not last and is_deployment_not_found(upstream, first):
-            upstream.close()
-            continue
+    backends = caller.backends(model)
+    app = request.app
+    async with app[LIMITER]:
+        if caller.failover:
+            reply, backend = await failover(request, backends, outgoing, model)
+        else:
+            backend = backends[0]
+            target = build_target(backend, outgoing, request)
+            reply = await send_with_retries(app[SESSION], app[CONFIG], target)
         try:
-            response = await answer(request, upstream, first, target.backend)
+            response = await answer(request, reply, backend)
         except BaseException:
-            # Client gone (cancelled) or writing failed: drop the upstream
-            # connection at once rather than draining it.
-            upstream.close()
+            # Client gone (cancelled): drop the upstream connection at once
+            # rather than draining it.
+            reply.close()
             raise
-        upstream.release()
+        reply.response.release()
         return response
-    raise AssertionError("unreachable: a caller always yields a backend")
 
 
-def is_deployment_not_found(upstream: aiohttp.ClientResponse, first: bytes) -> bool:
-    return upstream.status == 404 and b"DeploymentNotFound" in first
+async def failover(
+    request: web.Request,
+    backends: Sequence[Backend],
+    outgoing: Outgoing,
+    model: str | None,
+) -> tuple[Reply, Backend]:
+    """Try the model's deployments, best first, until one answers well.
 
-
-async def open_upstream(
-    session: UpstreamSession, config: Config, target: Target
-) -> tuple[aiohttp.ClientResponse, bytes]:
-    """Send the request, retrying as the original proxy did; return the
-    response with its first body chunk already read.
-
-    Retried (up to config.retries times, config.retry_delay_s apart):
-    connection errors, 5xx, and a first SSE event saying the model is
-    overloaded. Never retried: 4xx (429 included) and a timeout waiting for
-    Azure to answer, which would only double the wait.
+    A 429 or 408, a 5xx, an "overloaded" first event, a connection error or
+    no headers in time move on to the next deployment at once (no sleeping)
+    and put the failed one in cooldown. Any other answer, 4xx included, is the
+    answer. All this happens before the first byte reaches the client.
     """
-    host = target.url.host
-    for attempt in range(config.retries + 1):
-        retries_left = attempt < config.retries
+    app = request.app
+    config, board, session = app[CONFIG], app[HEALTH], app[SESSION]
+    try:
+        plan = board.plan(backends)[: config.max_attempts]
+    except AllCoolingDown as cooling:
+        raise all_cooling_down(model, cooling.wait_s) from None
+    last: tuple[Reply, Backend] | None = None
+    error: ProxyError | None = None
+    for index, backend in enumerate(plan):
+        board.started(backend)
+        target = build_target(backend, outgoing, request)
         try:
-            upstream = await session.request(
-                target.method,
-                target.url,
-                headers=target.headers,
-                data=target.body,
-                allow_redirects=False,
-            )
-        except aiohttp.ConnectionTimeoutError:
-            if retries_left:
-                await _pause_before_retry(config, attempt, "connect timeout", host)
-                continue
-            raise UpstreamTimeout(
-                f"Timed out connecting to Azure OpenAI at {host} "
-                f"after {attempt + 1} attempt(s)."
-            ) from None
-        except aiohttp.ServerTimeoutError:
-            raise UpstreamTimeout(
-                f"Azure OpenAI at {host} sent no response headers within "
-                f"{config.header_timeout_s:g} s (header_timeout_s)."
-            ) from None
-        except aiohttp.ClientError as exc:
-            if retries_left:
-                await _pause_before_retry(config, attempt, type(exc).__name__, host)
-                continue
-            raise UpstreamUnreachable(
-                f"Could not reach Azure OpenAI at {host} after {attempt + 1} "
-                f"attempt(s) ({type(exc).__name__})."
-            ) from None
-
-        if upstream.status >= 500 and retries_left:
-            upstream.close()
-            await _pause_before_retry(config, attempt, f"HTTP {upstream.status}", host)
+            reply = await send_once(session, config, target)
+        except Failure as failure:
+            board.failed(backend)
+            error = failure.error
+            log.warning("deployment %s failed: %s", backend.name, error.message)
             continue
-        # Headers are in: from now on the limit is the idle gap between chunks.
-        # (Not when the body is already complete: a timer restarted then
-        # would outlive the response on the pooled connection.)
-        connection = upstream.connection
-        if (
-            connection is not None
-            and connection.protocol is not None
-            and not upstream.content.at_eof()
-        ):
-            connection.protocol.read_timeout = config.read_timeout_s
-            connection.protocol.start_timeout()
-        try:
-            first = await upstream.content.readany()
-        except aiohttp.ServerTimeoutError:
-            upstream.close()
-            raise UpstreamTimeout(
-                f"Azure OpenAI at {host} sent headers but no body within "
-                f"{config.read_timeout_s:g} s (read_timeout_s)."
-            ) from None
-        except aiohttp.ClientError as exc:
-            upstream.close()
-            if retries_left:
-                await _pause_before_retry(config, attempt, type(exc).__name__, host)
-                continue
-            raise UpstreamUnreachable(
-                f"The connection to Azure OpenAI at {host} broke before the "
-                f"answer started ({type(exc).__name__})."
-            ) from None
-        if retries_left and OVERLOADED in first and is_sse(upstream):
-            upstream.close()
-            await _pause_before_retry(config, attempt, "model overloaded", host)
+        if backend.guess and reply.deployment_not_found and index < len(plan) - 1:
+            reply.close()  # a guessed name that does not exist: try the next
             continue
-        return upstream, first
-    raise AssertionError("unreachable: the last attempt returns or raises")
+        if reply.status in (408, 429):
+            board.rate_limited(backend, retry_after_s(reply.response.headers))
+        elif reply.status >= 500 or reply.overloaded:
+            board.failed(backend)
+        else:
+            board.succeeded(backend)
+            if last is not None:
+                last[0].close()
+            return reply, backend
+        log.warning(
+            "deployment %s answered %d; failing over", backend.name, reply.status
+        )
+        if last is not None:
+            last[0].close()
+        last = (reply, backend)
+    if last is not None:
+        if last[0].status == 429:
+            try:
+                board.plan(backends)
+            except AllCoolingDown as cooling:
+                last[0].close()
+                raise all_cooling_down(model, cooling.wait_s) from None
+        return last
+    assert error is not None
+    raise error
 
 
-async def _pause_before_retry(
-    config: Config, attempt: int, reason: str, host: str | None
-) -> None:
-    log.warning(
-        "upstream %s failed (%s); retry %d/%d in %g s",
-        host,
-        reason,
-        attempt + 1,
-        config.retries,
-        config.retry_delay_s,
+def all_cooling_down(model: str | None, wait_s: float) -> ProxyError:
+    return RateLimited(
+        f"Every Azure deployment of model {model!r} is rate-limited or failing "
+        f"right now; retry after {wait_s:.1f} s.",
+        headers=retry_after_headers(wait_s),
     )
-    await asyncio.sleep(config.retry_delay_s)
 
 
 def with_deployment_hint(body: bytes, backend: Backend) -> bytes:
@@ -281,21 +225,15 @@ def with_deployment_hint(body: bytes, backend: Backend) -> bytes:
         return body
 
 
-def is_sse(upstream: aiohttp.ClientResponse) -> bool:
-    return upstream.content_type == "text/event-stream"
-
-
 async def answer(
-    request: web.Request,
-    upstream: aiohttp.ClientResponse,
-    first: bytes,
-    backend: Backend,
+    request: web.Request, reply: Reply, backend: Backend
 ) -> web.StreamResponse:
     """Relay status, headers and body; the body chunk by chunk as it arrives."""
+    upstream, first = reply.response, reply.first
     headers = response_headers(upstream.headers)
     headers["x-azproxy-deployment"] = backend.deployment
-    sse = is_sse(upstream)
-    if is_deployment_not_found(upstream, first) and upstream.content.at_eof():
+    sse = reply.is_sse
+    if reply.deployment_not_found and upstream.content.at_eof():
         first = with_deployment_hint(first, backend)
     if not sse and upstream.content.at_eof():
         # The whole body came in one read: send headers and body in one write.
@@ -314,7 +252,9 @@ async def answer(
     await response.prepare(request)
     chunk = first
     while chunk:
-        await response.write(chunk)
+        if not await deliver(request, response, chunk):
+            upstream.close()  # the client is gone: so is the Azure request
+            return response
         try:
             next_chunk = await upstream.content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -322,6 +262,38 @@ async def answer(
             return response
         chunk = next_chunk
     return response
+
+
+async def deliver(
+    request: web.Request, response: web.StreamResponse, chunk: bytes
+) -> bool:
+    """Write a chunk to the client; False when the client is gone or stalled.
+
+    A client that stops reading makes writes block once the transport's
+    buffer is full, which also stops reading from Azure (backpressure, so
+    memory stays bounded). Such a client gets client_write_timeout_s to read
+    again; then both connections are dropped.
+    """
+    transport = request.transport
+    try:
+        if transport is None or (
+            transport.get_write_buffer_size() + len(chunk)
+            <= transport.get_write_buffer_limits()[1]
+        ):
+            # Stays under the high-water mark: the write cannot block.
+            await response.write(chunk)
+            return True
+        timeout = request.app[CONFIG].client_write_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await response.write(chunk)
+        except TimeoutError:
+            log.warning("client read nothing for %g s; dropping the stream", timeout)
+            transport.abort()
+            return False
+    except ConnectionError:
+        return False
+    return True
 
 
 async def end_broken_stream(

@@ -51,6 +51,9 @@ class Backend:
     deployment: str
     priority: int = 1
     weight: float = 1.0
+    # A name guessed from the model (model_fallback): when Azure says it does
+    # not exist, the next guess is tried.
+    guess: bool = False
 
     @property
     def name(self) -> str:
@@ -59,6 +62,9 @@ class Backend:
 
 class Caller(Protocol):
     name: str
+    # Whether to fail over between deployments (server-side routing) rather
+    # than retry one, as the original proxy did (pass-through tokens).
+    failover: bool
 
     @property
     def needs_model(self) -> bool:
@@ -74,6 +80,8 @@ class Caller(Protocol):
 
 class PassthroughCaller:
     """A pass-through token: one resource, the token's own key and map."""
+
+    failover = False
 
     def __init__(self, token: PassthroughToken, config: Config) -> None:
         self.token = token
@@ -151,10 +159,10 @@ class Router:
         if self.fallback is not None:
             # The model name itself first, then Azure's dotless habit; the
             # relay moves on when Azure answers DeploymentNotFound.
-            names = dict.fromkeys((model, dotless(model)))
+            names = list(dict.fromkeys((model, dotless(model))))
             return [
-                Backend(self.fallback, name)
-                for name in names
+                Backend(self.fallback, name, priority=order, guess=True)
+                for order, name in enumerate(names)
                 if DEPLOYMENT_RE.fullmatch(name)
             ]
         mapped = ", ".join(sorted(self.routes)) or "none"
@@ -173,6 +181,7 @@ class ServerCaller:
     """An access key (or an anonymous caller) routed by the server's map."""
 
     needs_model = True
+    failover = True
 
     def __init__(self, router: Router, key: AccessKey | None) -> None:
         self.router = router

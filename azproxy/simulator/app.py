@@ -5,7 +5,8 @@ Tests, the benchmark and `azproxy serve --demo` use it instead of Azure.
 Faults are injected per request with `x-sim-*` headers (which pass through
 azproxy) or per deployment with a plan (`SimState.plan`, `POST /_sim/faults`,
 `azproxy simulate --fault DEPLOYMENT=KIND`):
-  429 | 500 | 502 | 503      an error answer (429 with Retry-After headers)
+  400 | 429 | 500 | 502 | 503  an error answer (429 with Retry-After headers;
+                             429:MS sets its retry-after-ms)
   overloaded                 200 SSE whose first event is Azure's overload error
   abort                      stream a few events, then cut the connection
   hang                       stream a few events, then send nothing more
@@ -40,7 +41,18 @@ __all__ = [
 ]
 
 FAULTS = frozenset(
-    {"429", "500", "502", "503", "overloaded", "abort", "hang", "hang-headers", "close"}
+    {
+        "400",
+        "429",
+        "500",
+        "502",
+        "503",
+        "overloaded",
+        "abort",
+        "hang",
+        "hang-headers",
+        "close",
+    }
 )
 OVERLOADED_MESSAGE = (
     "That model is currently overloaded with other requests. You can retry your "
@@ -81,7 +93,7 @@ def check_faults(kinds: Iterable[str]) -> list[str]:
     """Validate fault kinds; `KIND*` marks the sticky one."""
     kinds = [k.strip() for k in kinds if k.strip()]
     for kind in kinds:
-        if kind.rstrip("*") not in FAULTS:
+        if kind.rstrip("*").partition(":")[0] not in FAULTS:
             raise ValueError(f"fault kind {kind!r}: use one of {sorted(FAULTS)}")
     return kinds
 
@@ -176,7 +188,11 @@ async def answer(
     knobs = _Knobs(request, settings)
     fault = request.headers.get("x-sim-fault") or state.next_fault(deployment)
     if fault:
-        early = await _early_fault(request, fault.rstrip("*"), knobs)
+        # KIND:MS sets a 429's retry-after-ms for that deployment's plan.
+        fault, _, retry_after_ms = fault.rstrip("*").partition(":")
+        if retry_after_ms:
+            knobs.retry_after_ms = int(retry_after_ms)
+        early = await _early_fault(request, fault, knobs)
         if early is not None:
             return early
     body = await _json(request)
@@ -186,7 +202,7 @@ async def answer(
     builder = OPERATIONS.get(operation)
     if builder is None:
         return azure_error(404, "404", "Resource not found")
-    return await builder(request, body, model, knobs, (fault or "").rstrip("*"))
+    return await builder(request, body, model, knobs, fault or "")
 
 
 def _authorized(request: web.Request, settings: SimSettings) -> bool:
@@ -232,6 +248,8 @@ async def _early_fault(
                 "x-ratelimit-remaining-requests": "0",
             },
         )
+    if fault == "400":
+        return azure_error(400, "BadRequest", "The simulator rejects this request.")
     if fault in ("500", "502", "503"):
         return azure_error(
             int(fault), "InternalServerError", "The server had an error."

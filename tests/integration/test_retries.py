@@ -110,7 +110,7 @@ async def test_unreachable_upstream_is_502_after_retries(
     assert response.status == 502
     error = (await response.json())["error"]
     assert error["code"] == "upstream_unreachable"
-    assert "3 attempt(s)" in error["message"]
+    assert error["message"].endswith(", after 3 attempts.")
     assert time.monotonic() - started >= 2 * 0.01
 
 

@@ -66,7 +66,7 @@ async def test_connect_timeout_is_retried_then_504(
     assert response.status == 504
     error = (await response.json())["error"]
     assert error["code"] == "upstream_timeout"
-    assert "2 attempt(s)" in error["message"]
+    assert error["message"].endswith(", after 2 attempts.")
 
 
 async def test_dns_failure_is_502(

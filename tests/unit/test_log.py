@@ -51,3 +51,21 @@ def test_formatter_redacts_tracebacks() -> None:
     line = formatter.format(record)
     assert KEY not in line
     assert "ValueError" in line
+
+
+def test_malformed_request_tracebacks_become_one_line() -> None:
+    from aiohttp.http_exceptions import LineTooLong
+
+    from azproxy.log import quiet_protocol_errors
+
+    try:
+        raise LineTooLong(b"Bearer " + KEY.encode(), "16384")
+    except LineTooLong:
+        record = logging.LogRecord(
+            "aiohttp.server", logging.ERROR, __file__, 1, "Error", (), sys.exc_info()
+        )
+    assert quiet_protocol_errors(record)
+    line = RedactingFormatter("%(levelname)s %(message)s").format(record)
+    assert line.startswith("WARNING rejected a malformed request: 400")
+    assert "Traceback" not in line
+    assert KEY not in line

@@ -1,0 +1,184 @@
+"""One request to Azure, and the original proxy's retry rules.
+
+`send_once` makes a single attempt and returns Azure's answer with its first
+body chunk already read (so an "overloaded" first event can still be retried),
+or raises Failure when there is no usable answer. What to do about a bad
+answer is policy: `send_with_retries` keeps the original proxy's rules for
+pass-through tokens; relay.failover moves to another deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from .config import Config
+from .errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
+from .keys import UpstreamSession
+from .routing import Backend
+
+__all__ = ["Failure", "Reply", "Target", "send_once", "send_with_retries"]
+
+log = logging.getLogger("azproxy.relay")
+
+# The original proxy retried when the first event said so (Azure's 200 + error).
+OVERLOADED = b"That model is currently overloaded"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One request to send to Azure, fully decided."""
+
+    method: str
+    url: URL
+    headers: CIMultiDict[str]
+    body: bytes
+    backend: Backend
+
+
+@dataclass(slots=True)
+class Reply:
+    """Azure's answer, with its first body chunk already read."""
+
+    response: aiohttp.ClientResponse
+    first: bytes
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    @property
+    def is_sse(self) -> bool:
+        return self.response.content_type == "text/event-stream"
+
+    @property
+    def overloaded(self) -> bool:
+        return OVERLOADED in self.first and self.is_sse
+
+    @property
+    def deployment_not_found(self) -> bool:
+        return self.status == 404 and b"DeploymentNotFound" in self.first
+
+    def close(self) -> None:
+        self.response.close()
+
+
+class Failure(Exception):
+    """No usable answer. `error` is what the client gets if nothing else works;
+    `retryable` says whether the original proxy would have tried again."""
+
+    def __init__(self, error: ProxyError, *, retryable: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retryable = retryable
+
+
+async def send_once(session: UpstreamSession, config: Config, target: Target) -> Reply:
+    host = target.url.host
+    try:
+        response = await session.request(
+            target.method,
+            target.url,
+            headers=target.headers,
+            data=target.body,
+            allow_redirects=False,
+        )
+    except aiohttp.ConnectionTimeoutError:
+        raise Failure(
+            UpstreamTimeout(f"Timed out connecting to Azure OpenAI at {host}."),
+            retryable=True,
+        ) from None
+    except aiohttp.ServerTimeoutError:
+        # Not retried: it would only double a long wait.
+        raise Failure(
+            UpstreamTimeout(
+                f"Azure OpenAI at {host} sent no response headers within "
+                f"{config.header_timeout_s:g} s (header_timeout_s)."
+            ),
+            retryable=False,
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise Failure(
+            UpstreamUnreachable(
+                f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
+            ),
+            retryable=True,
+        ) from None
+    # Headers are in: from now on the limit is the idle gap between chunks.
+    # (Not when the body is already complete: a timer restarted then would
+    # outlive the response on the pooled connection.)
+    connection = response.connection
+    if (
+        connection is not None
+        and connection.protocol is not None
+        and not response.content.at_eof()
+    ):
+        connection.protocol.read_timeout = config.read_timeout_s
+        connection.protocol.start_timeout()
+    try:
+        first = await response.content.readany()
+    except aiohttp.ServerTimeoutError:
+        response.close()
+        raise Failure(
+            UpstreamTimeout(
+                f"Azure OpenAI at {host} sent headers but no body within "
+                f"{config.read_timeout_s:g} s (read_timeout_s)."
+            ),
+            retryable=False,
+        ) from None
+    except aiohttp.ClientError as exc:
+        response.close()
+        raise Failure(
+            UpstreamUnreachable(
+                f"The connection to Azure OpenAI at {host} broke before the "
+                f"answer started ({type(exc).__name__})."
+            ),
+            retryable=True,
+        ) from None
+    return Reply(response, first)
+
+
+async def send_with_retries(
+    session: UpstreamSession, config: Config, target: Target
+) -> Reply:
+    """The original proxy's rules, kept for pass-through tokens.
+
+    Retried (up to config.retries times, config.retry_delay_s apart):
+    connection errors, 5xx, and a first SSE event saying the model is
+    overloaded. Never retried: 4xx (429 included) and timeouts waiting for
+    Azure to answer.
+    """
+    host = target.url.host
+    for attempt in range(config.retries + 1):
+        retries_left = attempt < config.retries
+        try:
+            reply = await send_once(session, config, target)
+        except Failure as failure:
+            if not (retries_left and failure.retryable):
+                if attempt:
+                    error = failure.error
+                    error.message = (
+                        f"{error.message.rstrip('.')}, after {attempt + 1} attempts."
+                    )
+                raise failure.error from None
+            reason = failure.error.message
+        else:
+            if not (retries_left and (reply.status >= 500 or reply.overloaded)):
+                return reply
+            reply.close()
+            reason = "model overloaded" if reply.overloaded else f"HTTP {reply.status}"
+        log.warning(
+            "upstream %s failed (%s); retry %d/%d in %g s",
+            host,
+            reason,
+            attempt + 1,
+            config.retries,
+            config.retry_delay_s,
+        )
+        await asyncio.sleep(config.retry_delay_s)
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -1,0 +1,195 @@
+"""Failover between deployments, cooldowns, the circuit breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import aiohttp
+
+from azproxy.simulator import apply_faults
+from tests.faults.conftest import AUTH, CHAT, STREAM, ProxyMaker, Sim
+
+
+async def test_a_429_storm_on_one_deployment_is_served_by_the_other(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    proxy = await proxy_with()
+    apply_faults(sim.state, "dep-a", ["429*"])
+    headers = AUTH | {"x-sim-retry-after-ms": "60000"}
+    served = []
+    for _ in range(30):
+        response = await proxy.post("/v1/chat/completions", data=CHAT, headers=headers)
+        assert response.status == 200
+        body = await response.json()
+        assert body["choices"][0]["message"]["content"].startswith("Hello!")
+        served.append(response.headers["x-azproxy-deployment"])
+    assert set(served) == {"dep-b"}
+    # dep-a answered 429 once, then cooled down for the 60 s it asked for:
+    # it got no further traffic.
+    assert sim.count("dep-a") == 1
+    assert sim.count("dep-b") == 30
+
+
+async def test_when_every_deployment_cools_down_the_client_gets_429_at_once(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    proxy = await proxy_with(rate_limit_cooldown_s=30)
+    apply_faults(sim.state, "dep-a", ["429:5000*"])
+    apply_faults(sim.state, "dep-b", ["429:2000*"])
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert response.status == 429
+    error = (await response.json())["error"]
+    assert error["code"] == "rate_limit_exceeded"
+    assert response.headers["Retry-After"] == "2"
+    assert 1900 <= int(response.headers["retry-after-ms"]) <= 2000
+    assert sim.count("dep-a") == sim.count("dep-b") == 1
+
+    started = time.monotonic()
+    again = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert again.status == 429
+    assert time.monotonic() - started < 0.5  # answered at once, nobody slept
+    assert int(again.headers["retry-after-ms"]) <= 2000
+    assert sim.count("dep-a") == sim.count("dep-b") == 1  # Azure left alone
+
+
+async def test_connection_refused_fails_over(sim: Sim, proxy_with: ProxyMaker) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    endpoints = {
+        "dead": {"url": f"http://127.0.0.1:{dead_port}", "api_key": "k"},
+        "sim": {"url": sim.url, "api_key": "k"},
+    }
+    routes = [
+        {"endpoint": "dead", "deployment": "dep-a", "priority": 1},
+        {"endpoint": "sim", "deployment": "dep-b", "priority": 2},
+    ]
+    proxy = await proxy_with(routes, endpoints, error_cooldown_s=30)
+    for _ in range(3):
+        response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+        assert response.status == 200
+        assert response.headers["x-azproxy-deployment"] == "dep-b"
+    assert sim.count("dep-b") == 3
+
+
+async def test_an_upstream_hanging_before_headers_fails_over(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    routes = [
+        {"endpoint": "sim", "deployment": "dep-a", "priority": 1},
+        {"endpoint": "sim", "deployment": "dep-b", "priority": 2},
+    ]
+    proxy = await proxy_with(routes, header_timeout_s=0.3, error_cooldown_s=30)
+    apply_faults(sim.state, "dep-a", ["hang-headers*"])
+    started = time.monotonic()
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert response.status == 200
+    assert response.headers["x-azproxy-deployment"] == "dep-b"
+    assert 0.3 <= time.monotonic() - started < 2
+    # While dep-a cools down, requests go straight to dep-b.
+    started = time.monotonic()
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert response.headers["x-azproxy-deployment"] == "dep-b"
+    assert time.monotonic() - started < 0.3
+    assert sim.count("dep-a") == 1
+
+
+async def test_5xx_bursts_trip_the_breaker_then_a_single_probe_closes_it(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    routes = [
+        {"endpoint": "sim", "deployment": "dep-a", "priority": 1},
+        {"endpoint": "sim", "deployment": "dep-b", "priority": 2},
+    ]
+    proxy = await proxy_with(
+        routes, breaker_failures=3, error_cooldown_s=0.001, breaker_open_s=0.3
+    )
+    apply_faults(sim.state, "dep-a", ["500*"])
+
+    async def served_by() -> str:
+        response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+        assert response.status == 200
+        await asyncio.sleep(0.005)  # past the 1 ms error cooldown
+        return str(response.headers["x-azproxy-deployment"])
+
+    assert [await served_by() for _ in range(3)] == ["dep-b"] * 3
+    assert sim.count("dep-a") == 3  # three failures in a row: the breaker opens
+    assert [await served_by() for _ in range(5)] == ["dep-b"] * 5
+    assert sim.count("dep-a") == 3  # skipped while open
+
+    await asyncio.sleep(0.35)
+    assert await served_by() == "dep-b"  # the half-open probe failed...
+    assert sim.count("dep-a") == 4
+    assert await served_by() == "dep-b"  # ...so it is open again
+    assert sim.count("dep-a") == 4
+
+    apply_faults(sim.state, "dep-a", [])  # dep-a recovers
+    await asyncio.sleep(0.35)
+    assert await served_by() == "dep-a"  # the probe succeeds: closed
+    assert [await served_by() for _ in range(3)] == ["dep-a"] * 3
+
+
+async def test_overloaded_first_event_fails_over(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    routes = [
+        {"endpoint": "sim", "deployment": "dep-a", "priority": 1},
+        {"endpoint": "sim", "deployment": "dep-b", "priority": 2},
+    ]
+    proxy = await proxy_with(routes)
+    apply_faults(sim.state, "dep-a", ["overloaded"])
+    response = await proxy.post("/v1/chat/completions", data=STREAM, headers=AUTH)
+    body = await response.read()
+    assert response.headers["x-azproxy-deployment"] == "dep-b"
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert b"overloaded" not in body
+
+
+async def test_client_errors_are_not_failed_over(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    routes = [
+        {"endpoint": "sim", "deployment": "dep-a", "priority": 1},
+        {"endpoint": "sim", "deployment": "dep-b", "priority": 2},
+    ]
+    proxy = await proxy_with(routes)
+    apply_faults(sim.state, "dep-a", ["400*"])
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "BadRequest"
+    assert sim.count("dep-b") == 0
+
+
+async def test_mid_stream_abort_ends_with_an_error_event_and_no_retry(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    proxy = await proxy_with(["sim/dep-a", "sim/dep-b"])
+    apply_faults(sim.state, "dep-a", ["abort*"])
+    apply_faults(sim.state, "dep-b", ["abort*"])
+    response = await proxy.post("/v1/chat/completions", data=STREAM, headers=AUTH)
+    assert response.status == 200
+    received = b""
+    try:
+        async for piece in response.content.iter_any():
+            received += piece
+    except aiohttp.ClientPayloadError:
+        pass
+    events = [e for e in received.split(b"\n\n") if e]
+    assert len(events) == 3  # two relayed events, then azproxy's error event
+    assert json.loads(events[-1][6:])["error"]["code"] == "upstream_stream_error"
+    assert sim.count("dep-a") + sim.count("dep-b") == 1
+
+
+async def test_the_attempt_budget_bounds_failovers(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    routes = [f"sim/dep-{n}" for n in range(5)]
+    proxy = await proxy_with(routes, max_attempts=2)
+    for n in range(5):
+        apply_faults(sim.state, f"dep-{n}", ["503*"])
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert response.status == 503  # the last answer, relayed as Azure sent it
+    assert sum(sim.count(f"dep-{n}") for n in range(5)) == 2

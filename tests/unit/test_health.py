@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from azproxy.health import AllCoolingDown, HealthBoard, retry_after_s
+from azproxy.routing import Backend, Endpoint
+from azproxy.secrets import Secret
+from azproxy.upstream_auth import ApiKeyAuth
+
+ENDPOINT = Endpoint("e", "https://e", "2024-10-21", ApiKeyAuth(Secret("k")))
+
+
+def backend(name: str, priority: int = 1, weight: float = 1.0) -> Backend:
+    return Backend(ENDPOINT, name, priority, weight)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def board(clock: Clock, **overrides: float) -> HealthBoard:
+    values = {
+        "rate_limit_cooldown_s": 10.0,
+        "error_cooldown_s": 2.0,
+        "breaker_failures": 3,
+        "breaker_open_s": 30.0,
+    } | overrides
+    return HealthBoard(
+        rate_limit_cooldown_s=values["rate_limit_cooldown_s"],
+        error_cooldown_s=values["error_cooldown_s"],
+        breaker_failures=int(values["breaker_failures"]),
+        breaker_open_s=values["breaker_open_s"],
+        clock=clock,
+        rng=random.Random(7),
+    )
+
+
+def test_lower_priority_numbers_come_first() -> None:
+    health = board(Clock())
+    a, b, c = backend("a", 2), backend("b", 1), backend("c", 3)
+    assert health.plan([a, b, c]) == [b, a, c]
+
+
+def test_weights_spread_the_first_choice() -> None:
+    health = board(Clock())
+    heavy, light = backend("heavy", weight=3), backend("light", weight=1)
+    firsts = Counter(health.plan([heavy, light])[0].deployment for _ in range(4000))
+    assert 0.70 < firsts["heavy"] / 4000 < 0.80  # 3:1 -> 75 %
+
+
+def test_429_cools_down_for_as_long_as_azure_asked() -> None:
+    clock = Clock()
+    health = board(clock)
+    a, b = backend("a"), backend("b")
+    health.rate_limited(a, 5.0)
+    assert health.plan([a, b]) == [b]
+    clock.now += 4.9
+    assert health.plan([a, b]) == [b]
+    clock.now += 0.2
+    assert set(health.plan([a, b])) == {a, b}
+
+
+def test_429_without_retry_after_uses_the_default() -> None:
+    clock = Clock()
+    health = board(clock)
+    a = backend("a")
+    health.rate_limited(a, None)
+    with pytest.raises(AllCoolingDown) as caught:
+        health.plan([a])
+    assert caught.value.wait_s == pytest.approx(10.0)
+
+
+def test_all_cooling_down_reports_the_shortest_wait() -> None:
+    clock = Clock()
+    health = board(clock)
+    a, b = backend("a"), backend("b")
+    health.rate_limited(a, 7.0)
+    health.rate_limited(b, 3.0)
+    clock.now += 1
+    with pytest.raises(AllCoolingDown) as caught:
+        health.plan([a, b])
+    assert caught.value.wait_s == pytest.approx(2.0)
+
+
+def test_breaker_opens_after_failures_in_a_row_then_probes_once() -> None:
+    clock = Clock()
+    health = board(clock)
+    a, b = backend("a"), backend("b")
+    for _ in range(3):
+        health.started(a)
+        health.failed(a)
+        clock.now += 2.1  # past each error cooldown
+    assert health.plan([a, b]) == [b]  # open: skipped for breaker_open_s
+    clock.now += 30
+    assert set(health.plan([a, b])) == {a, b}  # half-open
+    health.started(a)  # the single probe goes out
+    assert health.plan([a, b]) == [b]  # no second probe meanwhile
+    health.succeeded(a)
+    assert set(health.plan([a, b])) == {a, b}  # closed again
+
+
+def test_a_failed_probe_opens_the_breaker_again() -> None:
+    clock = Clock()
+    health = board(clock, breaker_failures=1)
+    a, b = backend("a"), backend("b")
+    health.started(a)
+    health.failed(a)
+    clock.now += 30.5
+    health.started(a)
+    health.failed(a)
+    clock.now += 29
+    assert health.plan([a, b]) == [b]
+
+
+def test_a_success_resets_the_failure_count() -> None:
+    clock = Clock()
+    health = board(clock)
+    a, b = backend("a"), backend("b")
+    for _ in range(2):
+        health.failed(a)
+        clock.now += 2.1
+    health.succeeded(a)
+    health.failed(a)
+    clock.now += 2.1
+    assert a in health.plan([a, b])  # 1 failure in a row, not 3
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"x-ms-retry-after-ms": "250"}, 0.25),
+        ({"retry-after": "7"}, 7.0),
+        ({"retry-after": "Wed, 25 Nov 2026 17:00:30 GMT"}, 30.0),
+        ({"retry-after-ms": "100", "retry-after": "9"}, 0.1),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after(headers: dict[str, str], seconds: float | None) -> None:
+    now = 1795626000.0  # Wed, 25 Nov 2026 17:00:00 GMT
+    found = retry_after_s(headers, now)
+    if seconds is None:
+        assert found is None
+    else:
+        assert found == pytest.approx(seconds)
