@@ -18,7 +18,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # .dockerignore lets only the package and its packaging files in.
 WORKDIR /src
 COPY . .
-RUN pip install --no-cache-dir ".[entra]" \
+RUN pip install --no-cache-dir "./[entra]" \
     && rm -rf /src
 
 WORKDIR /

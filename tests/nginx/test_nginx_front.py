@@ -1,0 +1,182 @@
+"""deploy/nginx/azproxy.conf in front of the real `azproxy serve` process.
+
+A stream must still arrive event by event through nginx: FakeAzure sends event
+i+1 only after the test has read event i through nginx, so any buffering on the
+way stalls the stream and the test times out. A WebSocket upgrade must pass
+through the same site to a realtime endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDict, MultiDict
+from pytest_aiohttp import AiohttpServer
+
+from tests.conftest import AZURE_KEY, BEARER
+from tests.fakes import FakeAzure, sse_answer, sse_event
+from tests.nginx_front import Site, fronting, shipped_site, stock_site
+from tests.processes import Running, running
+
+EVENT_TIMEOUT_S = 5.0  # far above a streaming chain's milliseconds
+BODY = {
+    "model": "gpt-4o",
+    "stream": True,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
+@pytest.fixture
+def server(fake_azure: FakeAzure, tmp_path: Path) -> Iterator[Running]:
+    env = {"AZPROXY_UPSTREAM": fake_azure.url}
+    with running(["serve", "--port", "0"], tmp_path / "azproxy.log", env=env) as proc:
+        yield proc
+
+
+async def read_event(response: aiohttp.ClientResponse) -> bytes:
+    return await asyncio.wait_for(response.content.readuntil(b"\n\n"), EVENT_TIMEOUT_S)
+
+
+async def gated_stream_through(site: Site, fake: FakeAzure, server: Running) -> None:
+    """Stream through nginx (with `site`) and azproxy, one event per gate."""
+    events = [
+        sse_event({"choices": [{"delta": {"content": f"piece {i}"}}]}) for i in range(4)
+    ] + [sse_event("[DONE]")]
+    gates = [asyncio.Event() for _ in events[1:]]
+    fake.queue(sse_answer(events, gates=gates))
+    with fronting(server.port, site) as front:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{front.url}/v1/chat/completions", json=BODY, headers=BEARER
+            ) as response,
+        ):
+            assert response.status == 200
+            assert response.content_type == "text/event-stream"
+            assert response.headers["x-azproxy-deployment"] == "dep1"
+            assert response.headers["Cache-Control"] == "no-cache"
+            assert "X-Accel-Buffering" not in response.headers  # meant for nginx
+            received = []
+            for i in range(len(events)):
+                received.append(await read_event(response))
+                if i < len(gates):
+                    gates[i].set()  # only now may FakeAzure send the next event
+            assert received == events
+            assert await response.content.read() == b""
+    sent = fake.last
+    assert sent.path == "/openai/deployments/dep1/chat/completions"
+    assert sent.query["api-version"] == "2024-10-21"
+    assert sent.headers["api-key"] == AZURE_KEY
+    assert "Authorization" not in sent.headers
+    assert json.loads(sent.body) == BODY
+
+
+async def test_stream_arrives_event_by_event_through_the_shipped_site(
+    fake_azure: FakeAzure, server: Running
+) -> None:
+    await gated_stream_through(shipped_site, fake_azure, server)
+
+
+async def test_stream_arrives_event_by_event_through_a_default_nginx(
+    fake_azure: FakeAzure, server: Running
+) -> None:
+    # nginx's defaults buffer a whole answer; azproxy's `X-Accel-Buffering: no`
+    # turns that off for its streams, whatever the operator's config says.
+    await gated_stream_through(stock_site, fake_azure, server)
+
+
+async def test_json_answer_and_error_pass_through_the_shipped_site(
+    fake_azure: FakeAzure, server: Running
+) -> None:
+    with fronting(server.port) as front:
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "gpt-4o", "messages": []}
+            async with session.post(
+                f"{front.url}/v1/chat/completions", json=body, headers=BEARER
+            ) as response:
+                assert response.status == 200
+                answer = await response.json()
+            assert answer["choices"][0]["message"]["content"] == "Hi from FakeAzure"
+            async with session.get(f"{front.url}/v1/models") as response:
+                assert response.status == 401  # azproxy's own error, relayed
+                error = await response.json()
+            assert error["error"]["code"] == "invalid_api_key"
+    sent = fake_azure.last
+    assert sent.path == "/openai/deployments/dep1/chat/completions"
+    assert sent.headers["api-key"] == AZURE_KEY
+    assert json.loads(sent.body) == body
+    assert len(fake_azure.requests) == 1
+
+
+class RealtimeEcho:
+    """A WebSocket endpoint at /v1/realtime that greets, echoes and records.
+
+    azproxy's own /v1/realtime relay is not part of this branch; this stands in
+    for it behind the same nginx site, so the test checks what nginx must do.
+    """
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.queries: list[MultiDict[str]] = []
+        self.headers: list[CIMultiDict[str]] = []
+        self.closed = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/realtime", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        self.paths.append(request.path)
+        self.queries.append(MultiDict(request.query))
+        self.headers.append(CIMultiDict(request.headers))
+        ws = web.WebSocketResponse(protocols=("realtime",))
+        await ws.prepare(request)
+        await ws.send_json({"type": "session.created"})
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                await ws.send_str(f"echo {message.data}")
+            elif message.type == WSMsgType.BINARY:
+                await ws.send_bytes(message.data[::-1])
+        self.closed.set()
+        return ws
+
+
+async def test_websocket_upgrade_passes_through_the_shipped_site(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    echo = RealtimeEcho()
+    upstream = await aiohttp_server(echo.app())
+    assert upstream.port is not None
+    audio = bytes(range(256)) * 1024  # 256 KiB, like a chunk of realtime audio
+    with fronting(upstream.port) as front:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
+                f"{front.url}/v1/realtime?model=gpt-4o",
+                headers={"Authorization": "Bearer access-key"},
+                protocols=("realtime", "openai-beta.realtime-v1"),
+                timeout=aiohttp.ClientWSTimeout(ws_receive=EVENT_TIMEOUT_S),
+            ) as ws,
+        ):
+            assert ws.protocol == "realtime"
+            assert await ws.receive_json() == {"type": "session.created"}
+            await ws.send_str("hello")
+            assert await ws.receive_str() == "echo hello"
+            await ws.send_bytes(audio)
+            assert await ws.receive_bytes() == audio[::-1]
+            await ws.close()
+        await asyncio.wait_for(echo.closed.wait(), EVENT_TIMEOUT_S)
+    assert echo.paths == ["/v1/realtime"]
+    assert echo.queries[0]["model"] == "gpt-4o"
+    seen = echo.headers[0]
+    assert seen["Upgrade"].lower() == "websocket"
+    assert "upgrade" in seen["Connection"].lower()
+    assert seen["Authorization"] == "Bearer access-key"
+    assert seen["X-Forwarded-For"] == "127.0.0.1"
