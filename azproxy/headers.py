@@ -28,8 +28,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# Never sent to Azure: the client's own credentials and identity, and fields
-# the upstream request sets itself (Host, Content-Length).
+# Never sent to Azure: the client's own credentials and identity, fields the
+# upstream request sets itself (Host, Content-Length), and what a reverse proxy
+# in front says about the client (its address is nobody's business at Azure).
 REQUEST_DROP = HOP_BY_HOP | {
     "host",
     "content-length",
@@ -39,6 +40,12 @@ REQUEST_DROP = HOP_BY_HOP | {
     "openai-organization",
     "openai-project",
     "expect",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
 }
 
 # Never relayed to the client: framing is redone by azproxy, CORS is azproxy's

@@ -28,6 +28,9 @@ def test_request_headers_drop_credentials_identity_and_hop_by_hop() -> None:
             ("Content-Length", "10"),
             ("Content-Type", "application/json"),
             ("X-Stainless-Arch", "x64"),
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Real-IP", "203.0.113.9"),
+            ("Forwarded", "for=203.0.113.9"),
             ("Accept", "*/*"),
             ("Accept", "text/event-stream"),
         )
