@@ -11,14 +11,9 @@ from .access import Gate
 from .config import Config, ConfigError
 from .health import HealthBoard
 from .keys import CONFIG, GATE, HEALTH, LIFECYCLE, LIMITER, SESSION
-from .lifecycle import Lifecycle, lifecycle_middleware, readyz
+from .lifecycle import Lifecycle, readyz
 from .limits import Limiter
-from .middlewares import (
-    auth_middleware,
-    cors_middleware,
-    error_middleware,
-    on_response_prepare,
-)
+from .middlewares import admission_middleware, error_middleware, on_response_prepare
 from .models import get_model, list_models
 from .relay import handle
 from .routes import EndpointConfig
@@ -35,12 +30,7 @@ NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[
-            error_middleware,
-            lifecycle_middleware,
-            cors_middleware,
-            auth_middleware,
-        ],
+        middlewares=[error_middleware, admission_middleware],
         client_max_size=config.max_body_bytes,
         handler_args={
             "max_line_size": config.max_header_kb * 1024,

@@ -13,12 +13,10 @@ import logging
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-from .errors import ServiceUnavailable
 from .keys import LIFECYCLE
 
-__all__ = ["Lifecycle", "drain", "lifecycle_middleware", "readyz"]
+__all__ = ["Lifecycle", "drain", "readyz"]
 
 log = logging.getLogger("azproxy")
 
@@ -33,25 +31,14 @@ class Lifecycle:
     def __post_init__(self) -> None:
         self.idle.set()
 
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
 
-@web.middleware
-async def lifecycle_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
-    state = request.app[LIFECYCLE]
-    if state.draining and request.path != "/healthz":
-        raise ServiceUnavailable(
-            "azproxy is shutting down; retry on another instance.",
-            headers={"Connection": "close", "Retry-After": "1"},
-        )
-    state.in_flight += 1
-    state.idle.clear()
-    try:
-        return await handler(request)
-    finally:
-        state.in_flight -= 1
-        if not state.in_flight:
-            state.idle.set()
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.idle.set()
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""Middlewares (errors, CORS preflight, credentials) and the response hook.
+"""Middlewares (errors; admission: shutdown, CORS preflight, credentials) and
+the response hook.
 
 Headers that every response carries (CORS, x-request-id) are added in the
 on_response_prepare hook, not in a middleware: a middleware runs after a
@@ -16,13 +17,13 @@ from aiohttp.typedefs import Handler
 
 from .config import Config
 from .credentials import presented_token
-from .errors import MethodNotAllowed, PayloadTooLarge, ProxyError
-from .keys import CALLER, CONFIG, GATE
+from .errors import MethodNotAllowed, PayloadTooLarge, ProxyError, ServiceUnavailable
+from .keys import CALLER, CONFIG, GATE, LIFECYCLE
 from .mapping import unknown_url
 
 __all__ = [
-    "auth_middleware",
-    "cors_middleware",
+    "admission_middleware",
+    "cors_preflight",
     "error_middleware",
     "on_response_prepare",
 ]
@@ -83,17 +84,44 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> ProxyE
 
 
 @web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer CORS preflight requests here: browsers send them without credentials."""
-    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in (
-        request.headers
-    ):
+async def admission_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Admit a request, before any I/O: refuse it while shutting down, answer
+    a CORS preflight (browsers send those without credentials), and decide who
+    calls /v1/ from the credentials presented. Counts requests in flight so
+    that a graceful shutdown can wait for them.
+
+    One middleware rather than three: each layer costs a coroutine call on
+    every request, and these three checks are cheapest side by side.
+    """
+    app = request.app
+    lifecycle = app[LIFECYCLE]
+    if lifecycle.draining and request.path != "/healthz":
+        raise ServiceUnavailable(
+            "azproxy is shutting down; retry on another instance.",
+            headers={"Connection": "close", "Retry-After": "1"},
+        )
+    if request.method == "OPTIONS":
+        preflight = cors_preflight(request, app[CONFIG])
+        if preflight is not None:
+            return preflight
+    if request.path.startswith("/v1/"):
+        request[CALLER] = app[GATE].caller(presented_token(request.headers))
+    lifecycle.enter()
+    try:
         return await handler(request)
-    config = request.app[CONFIG]
-    origin = request.headers.get("Origin", "")
-    allowed = _allowed_origin(config, origin)
+    finally:
+        lifecycle.leave()
+
+
+def cors_preflight(request: web.Request, config: Config) -> web.Response | None:
+    """The answer to a CORS preflight, or None when this is none (or CORS is off)."""
+    if "Access-Control-Request-Method" not in request.headers:
+        return None
+    allowed = _allowed_origin(config, request.headers.get("Origin", ""))
     if allowed is None:
-        return await handler(request)  # CORS off or origin not allowed
+        return None  # CORS off or origin not allowed: no CORS headers
     headers = {
         "Access-Control-Allow-Origin": allowed,
         "Access-Control-Allow-Methods": ALLOW_METHODS,
@@ -117,15 +145,6 @@ def _allowed_origin(config: Config, origin: str) -> str | None:
     if "*" in origins:
         return "*"
     return origin if origin in origins else None
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Decide who calls, for every /v1/ request, before any I/O."""
-    if request.path.startswith("/v1/"):
-        gate = request.app[GATE]
-        request[CALLER] = gate.caller(presented_token(request.headers))
-    return await handler(request)
 
 
 async def on_response_prepare(

@@ -110,13 +110,13 @@ async def send_once(session: UpstreamSession, config: Config, target: Target) ->
             retryable=True,
         ) from None
     # Headers are in: from now on the limit is the idle gap between chunks.
-    # (Not when the body is already complete: a timer restarted then would
-    # outlive the response on the pooled connection.)
+    # (Not when the whole body has arrived already: a timer restarted then
+    # would outlive the response on the pooled connection.)
     connection = response.connection
     if (
         connection is not None
         and connection.protocol is not None
-        and not response.content.at_eof()
+        and not response.content.is_eof()
     ):
         connection.protocol.read_timeout = config.read_timeout_s
         connection.protocol.start_timeout()
