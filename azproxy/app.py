@@ -18,9 +18,9 @@ from .middlewares import (
     on_response_prepare,
 )
 from .models import get_model, list_models
-from .relay import handle
 from .routes import EndpointConfig
 from .routing import Router
+from .surface import handle
 from .upstream_auth import ApiKeyAuth, BearerAuth, EntraAuth, UpstreamAuth
 
 __all__ = ["create_app"]

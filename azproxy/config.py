@@ -157,6 +157,11 @@ class Config:
     )
     retry_delay_s: float = setting(1.0, "Pause between two retries.")
     max_body_mb: float = setting(32.0, "Largest request body accepted (413 above).")
+    max_upload_mb: float = setting(
+        512.0,
+        "Largest multipart upload accepted (audio, image edits, files; 413 above). "
+        "Uploads are streamed, never held in memory.",
+    )
     shutdown_grace_s: float = setting(
         30.0, "On SIGTERM, how long requests in flight may take to finish."
     )
@@ -170,6 +175,10 @@ class Config:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
 
     @property
     def server_side(self) -> bool:
@@ -215,8 +224,9 @@ class Config:
         for name in ("retry_delay_s", "shutdown_grace_s"):
             if getattr(self, name) < 0:
                 found.append(f"{name}: must be 0 or more")
-        if self.max_body_mb <= 0:
-            found.append("max_body_mb: must be greater than 0")
+        for name in ("max_body_mb", "max_upload_mb"):
+            if getattr(self, name) <= 0:
+                found.append(f"{name}: must be greater than 0")
         if self.log_level not in LOG_LEVELS:
             found.append(f"log_level: use one of {', '.join(LOG_LEVELS)}")
         found.extend(self._routing_problems())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -30,8 +30,9 @@ from .errors import (
 )
 from .headers import request_headers, response_headers
 from .keys import CALLER, CONFIG, SESSION, UpstreamSession
-from .mapping import classify, unknown_url, upstream_url
+from .mapping import Scope, classify, unknown_url, upstream_url
 from .routing import Backend
+from .uploads import StreamBody
 
 __all__ = ["Outgoing", "Target", "build_target", "handle", "relay"]
 
@@ -49,7 +50,7 @@ class Target:
     method: str
     url: URL
     headers: CIMultiDict[str]
-    body: bytes
+    body: bytes | StreamBody
     backend: Backend
 
 
@@ -90,8 +91,9 @@ class Outgoing:
 
     method: str
     subpath: str  # the OpenAI path after /v1/
-    body: bytes
+    body: bytes | StreamBody
     document: dict[str, Any] | None  # the parsed body, when it was needed
+    scope: Scope = Scope.DEPLOYMENT
 
 
 def build_target(
@@ -100,25 +102,31 @@ def build_target(
     """Decide the Azure URL, headers and body for one backend. No I/O."""
     endpoint = backend.endpoint
     body, document = outgoing.body, outgoing.document
+    resource = outgoing.scope is Scope.RESOURCE
     if (
-        endpoint.api_version == "v1"
+        (endpoint.api_version == "v1" or resource)
         and document is not None
         and document.get("model") != backend.deployment
     ):
-        # Azure's v1 API takes the deployment name in the body's `model`.
+        # Azure's v1 API takes the deployment name in the body's `model`;
+        # so do the resource calls that carry a document (responses, ...).
         body = json.dumps(
             document | {"model": backend.deployment}, ensure_ascii=False
         ).encode()
+    if isinstance(body, StreamBody) and endpoint.api_version == "v1":
+        body = body.with_model(backend.deployment)  # the form's model field
     url = upstream_url(
         endpoint.base_url,
         outgoing.subpath,
-        deployment=backend.deployment,
+        deployment=None if resource else backend.deployment,
         api_version=endpoint.api_version,
         client_query=request.query,
     )
     headers = request_headers(request.headers)
     name, value = endpoint.auth.header()
     headers[name] = value
+    if isinstance(body, StreamBody) and body.length is not None:
+        headers[hdrs.CONTENT_LENGTH] = str(body.length)
     return Target(outgoing.method, url, headers, body, backend)
 
 
@@ -178,14 +186,19 @@ async def open_upstream(
     Azure to answer, which would only double the wait.
     """
     host = target.url.host
-    for attempt in range(config.retries + 1):
-        retries_left = attempt < config.retries
+    body = target.body
+    # A body streamed from the client (an upload) is consumed by the first
+    # attempt: it cannot be sent again, so it is never retried.
+    replayable = not isinstance(body, StreamBody) or body.replayable
+    retries = config.retries if replayable else 0
+    for attempt in range(retries + 1):
+        retries_left = attempt < retries
         try:
             upstream = await session.request(
                 target.method,
                 target.url,
                 headers=target.headers,
-                data=target.body,
+                data=body.chunks() if isinstance(body, StreamBody) else body,
                 allow_redirects=False,
             )
         except aiohttp.ConnectionTimeoutError:
@@ -293,7 +306,8 @@ async def answer(
 ) -> web.StreamResponse:
     """Relay status, headers and body; the body chunk by chunk as it arrives."""
     headers = response_headers(upstream.headers)
-    headers["x-azproxy-deployment"] = backend.deployment
+    if backend.deployment:  # resource calls (files, ...) use none
+        headers["x-azproxy-deployment"] = backend.deployment
     sse = is_sse(upstream)
     if is_deployment_not_found(upstream, first) and upstream.content.at_eof():
         first = with_deployment_hint(first, backend)
