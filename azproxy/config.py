@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SSE_COMPAT = ("openai", "raw")
 DEFAULT_ENDPOINT = "default"
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 
@@ -162,6 +163,12 @@ class Config:
         "Largest multipart upload accepted (audio, image edits, files; 413 above). "
         "Uploads are streamed, never held in memory.",
     )
+    sse_compat: str = setting(
+        "openai",
+        "Chat and completion streams: `openai` drops Azure's prompt-filter and "
+        "delta-less annotation chunks that strict OpenAI clients choke on; "
+        "`raw` relays Azure's bytes untouched.",
+    )
     shutdown_grace_s: float = setting(
         30.0, "On SIGTERM, how long requests in flight may take to finish."
     )
@@ -227,6 +234,8 @@ class Config:
         for name in ("max_body_mb", "max_upload_mb"):
             if getattr(self, name) <= 0:
                 found.append(f"{name}: must be greater than 0")
+        if self.sse_compat not in SSE_COMPAT:
+            found.append(f"sse_compat: use one of {', '.join(SSE_COMPAT)}")
         if self.log_level not in LOG_LEVELS:
             found.append(f"log_level: use one of {', '.join(LOG_LEVELS)}")
         found.extend(self._routing_problems())

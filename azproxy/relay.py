@@ -32,6 +32,7 @@ from .headers import request_headers, response_headers
 from .keys import CALLER, CONFIG, SESSION, UpstreamSession
 from .mapping import Scope, classify, unknown_url, upstream_url
 from .routing import Backend
+from .sse import normaliser_for
 from .uploads import StreamBody
 
 __all__ = ["Outgoing", "Target", "build_target", "handle", "relay"]
@@ -326,15 +327,24 @@ async def answer(
     if not sse and upstream.content_length is not None:
         response.content_length = upstream.content_length
     await response.prepare(request)
+    # sse_compat=openai: whole events, minus Azure's extra chunks.
+    tidy = normaliser_for(request, sse)
     chunk = first
     while chunk:
-        await response.write(chunk)
+        out = chunk if tidy is None else tidy.feed(chunk)
+        if out:
+            await response.write(out)
         try:
             next_chunk = await upstream.content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            await end_broken_stream(request, response, sse, chunk, exc)
+            # The normaliser writes whole events only (a partial one it holds
+            # is dropped): the error event needs no separator then.
+            last = chunk if tidy is None else b"\n\n"
+            await end_broken_stream(request, response, sse, last, exc)
             return response
         chunk = next_chunk
+    if tidy is not None and (rest := tidy.flush()):
+        await response.write(rest)
     return response
 
 
