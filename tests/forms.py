@@ -38,3 +38,21 @@ def form(*parts: bytes) -> bytes:
 
 def closing() -> bytes:
     return f"--{BOUNDARY}--\r\n".encode()
+
+
+def parse_form(content_type: str, body: bytes) -> list[tuple[str, str | None, bytes]]:
+    """The parts of a multipart/form-data body: (name, filename, bytes), in order."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    parts = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        payload = part.get_payload(decode=True)
+        assert isinstance(name, str) and isinstance(payload, bytes)
+        parts.append((name, filename, payload))
+    return parts
