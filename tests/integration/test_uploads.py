@@ -237,3 +237,41 @@ async def test_sending_starts_before_the_file_has_arrived(
     )
     assert response.status == 200
     assert bytes(received) == head + tail
+
+
+async def test_v1_splices_the_model_while_the_rest_still_streams(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    body = form(field("model", "whisper"), file_part())
+    head = len(field("model", "whisper")) + 50  # the model's part has ended
+
+    async def slowly() -> AsyncIterator[bytes]:
+        yield body[:head]
+        await asyncio.sleep(0.05)
+        yield body[head:]
+
+    response = await proxy.post(
+        "/v1/audio/transcriptions",
+        data=slowly(),
+        headers=multipart(V1) | {"Content-Length": str(len(body))},
+    )
+    assert response.status == 200
+    expected = form(field("model", "dep-w"), file_part())
+    assert fake_azure.last.body == expected
+    assert fake_azure.last.headers["Content-Length"] == str(len(expected))
+
+
+async def test_a_chunked_upload_goes_upstream_chunked(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    async def chunked() -> AsyncIterator[bytes]:
+        yield FIELDS_FIRST[:100]
+        yield FIELDS_FIRST[100:]
+
+    response = await proxy.post(
+        "/v1/audio/transcriptions", data=chunked(), headers=multipart(MAPPED)
+    )
+    assert response.status == 200
+    assert fake_azure.last.body == FIELDS_FIRST
+    assert "Content-Length" not in fake_azure.last.headers
+    assert fake_azure.last.headers["Transfer-Encoding"] == "chunked"
