@@ -199,7 +199,8 @@ async def open_upstream(
                 target.method,
                 target.url,
                 headers=target.headers,
-                data=body.chunks() if isinstance(body, StreamBody) else body,
+                # No body at all (not an empty one) for a GET: RFC 9110 §8.6.
+                data=body.chunks() if isinstance(body, StreamBody) else body or None,
                 allow_redirects=False,
             )
         except aiohttp.ConnectionTimeoutError:
