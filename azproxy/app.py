@@ -15,9 +15,9 @@ from .lifecycle import Lifecycle, readyz
 from .limits import Limiter
 from .middlewares import admission_middleware, error_middleware, on_response_prepare
 from .models import get_model, list_models
-from .relay import handle
 from .routes import EndpointConfig
 from .routing import Router
+from .surface import handle
 from .upstream_auth import ApiKeyAuth, BearerAuth, EntraAuth, UpstreamAuth
 
 __all__ = ["create_app"]

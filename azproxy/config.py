@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SSE_COMPAT = ("openai", "raw")
 DEFAULT_ENDPOINT = "default"
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 
@@ -188,6 +189,17 @@ class Config:
         16, "Largest request line or header field accepted, in KiB."
     )
     max_body_mb: float = setting(32.0, "Largest request body accepted (413 above).")
+    max_upload_mb: float = setting(
+        512.0,
+        "Largest multipart upload accepted (audio, image edits, files; 413 above). "
+        "Uploads are streamed, never held in memory.",
+    )
+    sse_compat: str = setting(
+        "openai",
+        "Chat and completion streams: `openai` drops Azure's prompt-filter and "
+        "delta-less annotation chunks that strict OpenAI clients choke on; "
+        "`raw` relays Azure's bytes untouched.",
+    )
     shutdown_grace_s: float = setting(
         30.0, "On SIGTERM, how long requests in flight may take to finish."
     )
@@ -201,6 +213,10 @@ class Config:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
 
     @property
     def server_side(self) -> bool:
@@ -263,8 +279,11 @@ class Config:
                 found.append(f"{name}: must be 1 or more")
         if self.client_write_timeout_s <= 0:
             found.append("client_write_timeout_s: must be greater than 0")
-        if self.max_body_mb <= 0:
-            found.append("max_body_mb: must be greater than 0")
+        for name in ("max_body_mb", "max_upload_mb"):
+            if getattr(self, name) <= 0:
+                found.append(f"{name}: must be greater than 0")
+        if self.sse_compat not in SSE_COMPAT:
+            found.append(f"sse_compat: use one of {', '.join(SSE_COMPAT)}")
         if self.log_level not in LOG_LEVELS:
             found.append(f"log_level: use one of {', '.join(LOG_LEVELS)}")
         found.extend(self._routing_problems())

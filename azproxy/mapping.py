@@ -2,12 +2,17 @@
 
 Classic API (every call carries `api-version`):
   deployment-scoped  /v1/chat/completions -> /openai/deployments/{dep}/chat/completions
-Azure's v1 API (api version `v1`): /v1/{path} -> /openai/v1/{path}, no api-version,
-and the body's `model` names the deployment.
+  uploads            /v1/audio/transcriptions (multipart) -> the same, deployment
+                     from the `model` form field
+  resource-scoped    /v1/files/{id} -> /openai/files/{id}
+Azure's v1 API (api version `v1`): /v1/{path} -> /openai/v1/{path}, no
+api-version (unless the client asks for `preview`), and the body's `model`
+names the deployment.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import Enum
 
@@ -17,15 +22,24 @@ from .errors import MethodNotAllowed, NotFound
 
 __all__ = [
     "DEPLOYMENT_PATHS",
+    "NO_AZURE_EQUIVALENT",
+    "RESOURCE_METHODS",
+    "RESOURCE_ROOTS",
+    "UPLOAD_PATHS",
+    "V1_CLIENT_VERSIONS",
     "Scope",
     "classify",
+    "model_names_deployment",
+    "unknown_url",
     "upstream_base",
     "upstream_url",
 ]
 
 
 class Scope(Enum):
-    DEPLOYMENT = "deployment"  # the deployment comes from the body's model
+    DEPLOYMENT = "deployment"  # JSON body; the deployment comes from its model
+    UPLOAD = "upload"  # multipart body; the deployment comes from its model field
+    RESOURCE = "resource"  # /openai/{path}: files, batches, responses, ...
 
 
 # OpenAI paths (after /v1/) that Azure serves under /openai/deployments/{dep}/.
@@ -38,6 +52,41 @@ DEPLOYMENT_PATHS = frozenset(
         "audio/speech",
     }
 )
+# The same, with a multipart/form-data body (a file and form fields).
+UPLOAD_PATHS = frozenset({"audio/transcriptions", "audio/translations", "images/edits"})
+
+# First segments of the paths Azure serves per resource, not per deployment:
+# stateful objects (files, batches, assistants, responses...) live on the
+# resource, and their ids come back in later calls.
+RESOURCE_ROOTS = frozenset(
+    {
+        "assistants",
+        "batches",
+        "files",
+        "fine_tuning",
+        "responses",
+        "threads",
+        "uploads",
+        "vector_stores",
+    }
+)
+RESOURCE_METHODS = frozenset({"GET", "POST", "DELETE"})
+# Object ids and path words: no '/', '%', '..' or anything to encode, so a
+# path segment can never climb out of /openai/ on the upstream.
+SEGMENT_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,255}")
+
+# Resource calls whose body's `model` names an Azure deployment (Azure reads
+# it as one), so azproxy maps it like a chat request's. Fine-tuning jobs are
+# not here on purpose: their `model` is a base model name, not a deployment.
+_MODEL_IS_DEPLOYMENT = (
+    re.compile(r"responses"),
+    re.compile(r"assistants(?:/[^/]+)?"),
+    re.compile(r"threads(?:/[^/]+)?/runs"),
+)
+
+# api-version values a client may ask for on Azure's v1 API; any other
+# (dated) value is dropped, since v1 rejects dated versions.
+V1_CLIENT_VERSIONS = frozenset({"preview", "latest"})
 
 # OpenAI endpoints Azure OpenAI does not offer: say so instead of a bare 404.
 NO_AZURE_EQUIVALENT = {
@@ -49,13 +98,25 @@ NO_AZURE_EQUIVALENT = {
 
 def classify(method: str, subpath: str) -> Scope:
     """Decide how an OpenAI path (after `/v1/`) maps to Azure, or raise."""
-    if subpath in DEPLOYMENT_PATHS:
+    if subpath in DEPLOYMENT_PATHS or subpath in UPLOAD_PATHS:
         if method != "POST":
             raise MethodNotAllowed(f"Use POST for /v1/{subpath}, not {method}.")
-        return Scope.DEPLOYMENT
+        return Scope.DEPLOYMENT if subpath in DEPLOYMENT_PATHS else Scope.UPLOAD
     if subpath in NO_AZURE_EQUIVALENT:
         raise NotFound(NO_AZURE_EQUIVALENT[subpath], code="unsupported_endpoint")
+    segments = subpath.split("/")
+    if segments[0] in RESOURCE_ROOTS and all(SEGMENT_RE.fullmatch(s) for s in segments):
+        if method not in RESOURCE_METHODS:
+            raise MethodNotAllowed(
+                f"/v1/{subpath} takes GET, POST or DELETE, not {method}."
+            )
+        return Scope.RESOURCE
     raise unknown_url(method, "/v1/" + subpath)
+
+
+def model_names_deployment(method: str, subpath: str) -> bool:
+    """Whether a resource call's JSON `model` is a deployment name to map."""
+    return method == "POST" and any(p.fullmatch(subpath) for p in _MODEL_IS_DEPLOYMENT)
 
 
 def unknown_url(method: str, path: str) -> NotFound:
@@ -73,17 +134,25 @@ def upstream_url(
     base: str,
     subpath: str,
     *,
-    deployment: str,
+    deployment: str | None,
     api_version: str,
     client_query: Mapping[str, str] | None = None,
 ) -> URL:
     """Build the Azure URL. Every part was validated, so no re-encoding is needed.
 
-    The client's own query parameters are kept, except `api-version`, which
-    azproxy always decides.
+    `deployment` None means a resource-scoped path (/openai/{subpath}). The
+    client's own query parameters are kept, except `api-version`, which
+    azproxy decides: the endpoint's, or on the v1 API none, unless the
+    client asked for `preview` (or `latest`), the v1 way to reach preview
+    features.
     """
     if api_version == "v1":
         path, version = f"/openai/v1/{subpath}", None
+        asked = client_query.get("api-version") if client_query else None
+        if asked in V1_CLIENT_VERSIONS:
+            version = asked
+    elif deployment is None:
+        path, version = f"/openai/{subpath}", api_version
     else:
         path, version = f"/openai/deployments/{deployment}/{subpath}", api_version
     if not client_query:

@@ -16,17 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .errors import BadRequest, PayloadTooLarge, ProxyError, RateLimited, error_body
 from .headers import request_headers, response_headers
 from .health import AllCoolingDown, retry_after_headers, retry_after_s
 from .keys import CALLER, CONFIG, HEALTH, LIMITER, SESSION
-from .mapping import classify, unknown_url, upstream_url
-from .routing import Backend, Caller
+from .mapping import Scope, classify, unknown_url, upstream_url
+from .routing import Backend
+from .sse import normaliser_for
+from .uploads import StreamBody
 from .upstream import Failure, Reply, Target, send_once, send_with_retries
 
-__all__ = ["Outgoing", "build_target", "failover", "handle", "relay"]
+__all__ = ["Outgoing", "build_target", "fail_over", "handle", "relay"]
 
 log = logging.getLogger("azproxy.relay")
 
@@ -50,7 +52,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         found = document.get("model")
         model = found if isinstance(found, str) else None
     outgoing = Outgoing(request.method, subpath, body, document)
-    return await relay(request, caller, model, outgoing)
+    backends = caller.backends(model)
+    return await relay(
+        request, backends, outgoing, failover=caller.failover, model=model
+    )
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -70,8 +75,14 @@ class Outgoing:
 
     method: str
     subpath: str  # the OpenAI path after /v1/
-    body: bytes
+    body: bytes | StreamBody
     document: dict[str, Any] | None  # the parsed body, when it was needed
+    scope: Scope = Scope.DEPLOYMENT
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the body can be sent again (a streamed upload cannot)."""
+        return not isinstance(self.body, StreamBody) or self.body.replayable
 
 
 def build_target(
@@ -80,25 +91,31 @@ def build_target(
     """Decide the Azure URL, headers and body for one backend. No I/O."""
     endpoint = backend.endpoint
     body, document = outgoing.body, outgoing.document
+    resource = outgoing.scope is Scope.RESOURCE
     if (
-        endpoint.api_version == "v1"
+        (endpoint.api_version == "v1" or resource)
         and document is not None
         and document.get("model") != backend.deployment
     ):
-        # Azure's v1 API takes the deployment name in the body's `model`.
+        # Azure's v1 API takes the deployment name in the body's `model`;
+        # so do the resource calls that carry a document (responses, ...).
         body = json.dumps(
             document | {"model": backend.deployment}, ensure_ascii=False
         ).encode()
+    if isinstance(body, StreamBody) and endpoint.api_version == "v1":
+        body = body.with_model(backend.deployment)  # the form's model field
     url = upstream_url(
         endpoint.base_url,
         outgoing.subpath,
-        deployment=backend.deployment,
+        deployment=None if resource else backend.deployment,
         api_version=endpoint.api_version,
         client_query=request.query,
     )
     headers = request_headers(request.headers)
     name, value = endpoint.auth.header()
     headers[name] = value
+    if isinstance(body, StreamBody) and body.length is not None:
+        headers[hdrs.CONTENT_LENGTH] = str(body.length)
     return Target(outgoing.method, url, headers, body, backend)
 
 
@@ -117,13 +134,20 @@ def json_object(body: bytes) -> dict[str, Any]:
 
 
 async def relay(
-    request: web.Request, caller: Caller, model: str | None, outgoing: Outgoing
+    request: web.Request,
+    backends: Sequence[Backend],
+    outgoing: Outgoing,
+    *,
+    failover: bool = False,
+    model: str | None = None,
 ) -> web.StreamResponse:
-    backends = caller.backends(model)
+    """Send the request to Azure (failing over between backends for
+    server-side routing, else with the original retry rules) and relay the
+    answer."""
     app = request.app
     async with app[LIMITER]:
-        if caller.failover:
-            reply, backend = await failover(request, backends, outgoing, model)
+        if failover:
+            reply, backend = await fail_over(request, backends, outgoing, model)
         else:
             backend = backends[0]
             target = build_target(backend, outgoing, request)
@@ -139,7 +163,7 @@ async def relay(
         return response
 
 
-async def failover(
+async def fail_over(
     request: web.Request,
     backends: Sequence[Backend],
     outgoing: Outgoing,
@@ -158,6 +182,8 @@ async def failover(
         plan = board.plan(backends)[: config.max_attempts]
     except AllCoolingDown as cooling:
         raise all_cooling_down(model, cooling.wait_s) from None
+    if not outgoing.replayable:
+        plan = plan[:1]  # a body streamed once cannot go to another
     last: tuple[Reply, Backend] | None = None
     error: ProxyError | None = None
     for index, backend in enumerate(plan):
@@ -231,7 +257,8 @@ async def answer(
     """Relay status, headers and body; the body chunk by chunk as it arrives."""
     upstream, first = reply.response, reply.first
     headers = response_headers(upstream.headers)
-    headers["x-azproxy-deployment"] = backend.deployment
+    if backend.deployment:  # resource calls (files, ...) use none
+        headers["x-azproxy-deployment"] = backend.deployment
     sse = reply.is_sse
     if reply.deployment_not_found and upstream.content.at_eof():
         first = with_deployment_hint(first, backend)
@@ -250,17 +277,25 @@ async def answer(
     if not sse and upstream.content_length is not None:
         response.content_length = upstream.content_length
     await response.prepare(request)
+    # sse_compat=openai: whole events, minus Azure's extra chunks.
+    tidy = normaliser_for(request, sse)
     chunk = first
     while chunk:
-        if not await deliver(request, response, chunk):
+        out = chunk if tidy is None else tidy.feed(chunk)
+        if out and not await deliver(request, response, out):
             upstream.close()  # the client is gone: so is the Azure request
             return response
         try:
             next_chunk = await upstream.content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            await end_broken_stream(request, response, sse, chunk, exc)
+            # The normaliser writes whole events only (a partial one it holds
+            # is dropped): the error event needs no separator then.
+            last = chunk if tidy is None else b"\n\n"
+            await end_broken_stream(request, response, sse, last, exc)
             return response
         chunk = next_chunk
+    if tidy is not None and (rest := tidy.flush()):
+        await deliver(request, response, rest)
     return response
 
 

@@ -77,6 +77,12 @@ class Caller(Protocol):
 
     def model_names(self) -> list[str]: ...
 
+    def resource_endpoint(self) -> Endpoint:
+        """The endpoint that serves resource-scoped calls (files, batches,
+        assistants, responses...): their objects live on one Azure resource,
+        and later calls name them by id, so they all go to the same one."""
+        ...
+
 
 class PassthroughCaller:
     """A pass-through token: one resource, the token's own key and map."""
@@ -106,6 +112,9 @@ class PassthroughCaller:
 
     def model_names(self) -> list[str]:
         return self.token.model_names()
+
+    def resource_endpoint(self) -> Endpoint:
+        return self.endpoint
 
 
 def dotless(model: str) -> str:
@@ -139,6 +148,9 @@ class Router:
                     Backend(endpoint, route.deployment, route.priority, route.weight)
                 )
             self.routes[model] = tuple(backends)
+        # Resource-scoped calls (files, responses, ...) go to the first
+        # configured endpoint: stateful objects must stay on one resource.
+        self.resource_endpoint = next(iter(self.endpoints.values()), None)
         self.fallback = (
             next(iter(self.endpoints.values()))
             if config.model_fallback and len(self.endpoints) == 1
@@ -202,3 +214,13 @@ class ServerCaller:
         names = self.router.model_names()
         allowed = self.key.models if self.key is not None else None
         return [n for n in names if allowed is None or n in allowed]
+
+    def resource_endpoint(self) -> Endpoint:
+        endpoint = self.router.resource_endpoint
+        if endpoint is None:
+            raise BadRequest(
+                "No Azure endpoint is configured for files, batches, assistants "
+                "or responses (set AZURE_OPENAI_ENDPOINT or add [endpoints.NAME]).",
+                code="no_endpoint",
+            )
+        return endpoint

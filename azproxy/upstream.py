@@ -21,6 +21,7 @@ from .config import Config
 from .errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
 from .keys import UpstreamSession
 from .routing import Backend
+from .uploads import StreamBody
 
 __all__ = ["Failure", "Reply", "Target", "send_once", "send_with_retries"]
 
@@ -37,8 +38,12 @@ class Target:
     method: str
     url: URL
     headers: CIMultiDict[str]
-    body: bytes
+    body: bytes | StreamBody
     backend: Backend
+
+    @property
+    def replayable(self) -> bool:
+        return not isinstance(self.body, StreamBody) or self.body.replayable
 
 
 @dataclass(slots=True)
@@ -80,12 +85,14 @@ class Failure(Exception):
 
 async def send_once(session: UpstreamSession, config: Config, target: Target) -> Reply:
     host = target.url.host
+    body = target.body
     try:
         response = await session.request(
             target.method,
             target.url,
             headers=target.headers,
-            data=target.body,
+            # No body at all (not an empty one) for a GET: RFC 9110 §8.6.
+            data=body.chunks() if isinstance(body, StreamBody) else body or None,
             allow_redirects=False,
         )
     except aiohttp.ConnectionTimeoutError:
@@ -154,8 +161,11 @@ async def send_with_retries(
     Azure to answer.
     """
     host = target.url.host
-    for attempt in range(config.retries + 1):
-        retries_left = attempt < config.retries
+    # A body streamed from the client (an upload) is consumed by the first
+    # attempt: it cannot be sent again, so it is never retried.
+    retries = config.retries if target.replayable else 0
+    for attempt in range(retries + 1):
+        retries_left = attempt < retries
         try:
             reply = await send_once(session, config, target)
         except Failure as failure:

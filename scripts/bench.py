@@ -6,7 +6,7 @@ as a plain reverse proxy in front of the simulator, each on a free loopback
 port, runs the same bounded load against all three and prints a table with
 ratios to direct access. Everything it starts, it stops.
 
-    python scripts/bench.py [--quick] [--duration S] [--json OUT]
+    python scripts/bench.py [--quick] [--duration S] [--json OUT] [--only SECTIONS]
 
 Targets (the columns):
   direct    the simulator itself
@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import importlib.metadata
 import itertools
 import json
@@ -41,7 +42,14 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Sequence,
+)
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -474,6 +482,7 @@ class Options:
     warmup_s: int
     stream_rounds: int
     json_out: Path | None
+    only: tuple[str, ...] = ()  # section names to run; empty: all
 
 
 @dataclass
@@ -945,6 +954,261 @@ async def streams_200_rss(bench: Bench) -> list[Row]:
     ]
 
 
+# ---------------------------------------------------------------------------
+# Uploads: a 500 MiB file streamed through azproxy, and azproxy's memory
+
+UPLOAD_MIB = 500
+UPLOAD_BLOCK = bytes(range(256)) * 4096  # 1 MiB
+UPLOAD_BOUNDARY = "azproxy-bench-upload"
+
+
+async def upload_rss(bench: Bench) -> list[Row]:
+    """RSS of azproxy before and at its peak while a 500 MiB file upload
+    streams through it to the simulator (which hashes it, keeping nothing)."""
+    bench.require_proc()
+    proxy, sim = bench.target(AZPROXY), bench.target(DIRECT)
+    if proxy is None or sim is None:
+        raise Skip("needs the azproxy and direct targets")
+    section = f"{UPLOAD_MIB} MiB file upload through azproxy (POST /v1/files)"
+    progress(section)
+    head = (
+        f"--{UPLOAD_BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f"--{UPLOAD_BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{UPLOAD_BOUNDARY}--\r\n".encode()
+    size = UPLOAD_MIB * len(UPLOAD_BLOCK)
+    digest = hashlib.sha256()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(UPLOAD_MIB):
+            digest.update(UPLOAD_BLOCK)
+            yield UPLOAD_BLOCK
+        yield tail
+
+    pids, sim_pids = proxy.pids(), sim.pids()
+    if not reset_peak_rss(pids + sim_pids):
+        bench.note("note: could not reset peak RSS; upload peaks are since start")
+    before = status_kib(pids, "VmRSS") / 1024
+    sim_before = status_kib(sim_pids, "VmRSS") / 1024
+    headers = {
+        **proxy.headers,
+        "Content-Type": f"multipart/form-data; boundary={UPLOAD_BOUNDARY}",
+        "Content-Length": str(len(head) + size + len(tail)),
+    }
+    url = f"http://{LOOPBACK}:{proxy.port}/v1/files"
+    started = time.perf_counter()
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session,
+        session.post(url, data=body(), headers=headers) as resp,
+    ):
+        answer = await resp.json(content_type=None)
+        received_hash = resp.headers.get("x-sim-sha256")
+    seconds = time.perf_counter() - started
+    peak = status_kib(pids, "VmHWM") / 1024
+    sim_peak = status_kib(sim_pids, "VmHWM") / 1024
+    intact = (
+        resp.status == 200
+        and answer.get("bytes") == size
+        and received_hash == digest.hexdigest()
+    )
+    if not intact:
+        bench.note(f"warning: upload_rss: HTTP {resp.status}, answer {answer}")
+    growth = peak - before
+    bench.raw["upload_rss"] = {
+        "bytes": size,
+        "seconds": seconds,
+        "rss_before_mib": before,
+        "peak_rss_mib": peak,
+        "simulator_rss_before_mib": sim_before,
+        "simulator_peak_rss_mib": sim_peak,
+        "intact": intact,
+    }
+    return [
+        Row(section, "azproxy RSS before", "MiB", {AZPROXY: before}, ratio=False),
+        Row(section, "azproxy peak RSS (VmHWM)", "MiB", {AZPROXY: peak}, ratio=False),
+        Row(
+            section,
+            "azproxy RSS growth (peak - before)",
+            "MiB",
+            {AZPROXY: growth},
+            target="<= 50 MiB",
+            verdict=check(growth, lambda v: v <= 50),
+            ratio=False,
+        ),
+        Row(
+            section,
+            "simulator RSS growth (it hashes the stream)",
+            "MiB",
+            {DIRECT: sim_peak - sim_before},
+            ratio=False,
+        ),
+        Row(
+            section,
+            "upload throughput",
+            "MiB/s",
+            {AZPROXY: UPLOAD_MIB / seconds},
+            ratio=False,
+        ),
+        Row(
+            section,
+            "bytes and SHA-256 intact at the simulator",
+            "1=yes",
+            {AZPROXY: float(intact)},
+            target="1",
+            verdict=intact,
+            ratio=False,
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# sse_compat: what tidying Azure's streams costs (openai) against raw bytes
+
+SSE_STREAMS = 50
+SSE_CHUNKS = 100
+SSE_DELAY_MS = 1.0
+SSE_ROUNDS_QUICK = 6
+SSE_ROUNDS = 20
+
+
+async def count_events(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> tuple[int, bool]:
+    """Events in one streamed answer, and whether any was Azure-only."""
+    async with session.post(url, data=STREAM_BODY, headers=headers) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"stream got HTTP {resp.status}")
+        body = await resp.read()
+    events = [e for e in body.split(b"\n\n") if e.strip()]
+    azure_only = b'"prompt_filter_results"' in body or b"content_filter_offsets" in body
+    return len(events), azure_only
+
+
+async def sse_round(
+    session: aiohttp.ClientSession, target: Target, async_filter: bool
+) -> tuple[float, int, int, bool]:
+    """One round of concurrent streams: (CPU seconds of the target, streams,
+    events received, whether any Azure-only event was received)."""
+    headers = {
+        "Content-Type": "application/json",
+        "x-sim-chunks": str(SSE_CHUNKS),
+        "x-sim-chunk-delay-ms": str(SSE_DELAY_MS),
+        **target.headers,
+    }
+    if async_filter:
+        headers["x-sim-async-filter"] = "1"
+    pids = target.pids()
+    cpu_before = cpu_seconds(pids)
+    results = await asyncio.gather(
+        *(count_events(session, target.url, headers) for _ in range(SSE_STREAMS))
+    )
+    cpu = cpu_seconds(pids) - cpu_before
+    return cpu, len(results), sum(n for n, _ in results), any(a for _, a in results)
+
+
+async def sse_compat_cost(bench: Bench) -> list[Row]:
+    """Server CPU per stream and per event with sse_compat=openai and raw, on
+    the same load: Azure's default stream (one prompt-filter chunk) and with
+    the asynchronous filter (an annotation chunk after every content chunk).
+    The two modes run in alternating rounds, so both see the same noise."""
+    bench.require_proc()
+    openai_target, sim = bench.target(AZPROXY), bench.target(DIRECT)
+    if openai_target is None or sim is None:
+        raise Skip("needs the azproxy and direct targets")
+    raw_service = start_azproxy(bench.services, sim.port, ["--sse-compat", "raw"])
+    modes = {"raw": azproxy_target(raw_service, "azproxy-raw"), "openai": openai_target}
+    rounds = SSE_ROUNDS_QUICK if bench.options.quick else SSE_ROUNDS
+    rows: list[Row] = []
+    try:
+        for async_filter in (False, True):
+            kind = "asynchronous filter" if async_filter else "default filter"
+            section = (
+                f"sse_compat cost, {kind}: {rounds} x {SSE_STREAMS} streams "
+                f"of {SSE_CHUNKS} chunks"
+            )
+            progress(section)
+            totals = {mode: (0.0, 0, 0, False) for mode in modes}
+            async with client_session() as session:
+                for target in modes.values():  # warm-up: connections, caches
+                    await sse_round(session, target, async_filter)
+                for _ in range(rounds):
+                    for mode, target in modes.items():
+                        cpu, streams, events, leaked = await sse_round(
+                            session, target, async_filter
+                        )
+                        c, s, e, lk = totals[mode]
+                        totals[mode] = (c + cpu, s + streams, e + events, lk or leaked)
+            rows += sse_rows(bench, section, kind, totals)
+    finally:
+        bench.services.stop(raw_service)
+    return rows
+
+
+def sse_rows(
+    bench: Bench,
+    section: str,
+    kind: str,
+    measured: dict[str, tuple[float, int, int, bool]],
+) -> list[Row]:
+    raw_cpu, streams, raw_events, _ = measured["raw"]
+    openai_cpu, _, openai_events, leaked = measured["openai"]
+    per_stream = {m: cpu * 1e3 / streams for m, (cpu, *_) in measured.items()}
+    bench.raw[f"sse_compat_{kind.split()[0]}"] = {
+        m: {"cpu_s": c, "streams": s, "events": e}
+        for m, (c, s, e, _) in measured.items()
+    }
+    if leaked:
+        bench.note(f"warning: {section}: Azure-only events reached an openai client")
+    return [
+        Row(
+            section,
+            "azproxy CPU per stream, raw",
+            "ms",
+            {AZPROXY: per_stream["raw"]},
+            ratio=False,
+        ),
+        Row(
+            section,
+            "azproxy CPU per stream, openai",
+            "ms",
+            {AZPROXY: per_stream["openai"]},
+            ratio=False,
+        ),
+        Row(
+            section,
+            "openai CPU / raw CPU",
+            "x",
+            {AZPROXY: ratio(openai_cpu, raw_cpu)},
+            ratio=False,
+        ),
+        Row(
+            section,
+            "added CPU per upstream event (openai - raw)",
+            "us",
+            {AZPROXY: (openai_cpu - raw_cpu) * 1e6 / raw_events},
+            ratio=False,
+        ),
+        Row(
+            section,
+            "events per stream reaching the client, raw",
+            "events",
+            {AZPROXY: raw_events / streams},
+            ratio=False,
+        ),
+        Row(
+            section,
+            "events per stream reaching the client, openai",
+            "events",
+            {AZPROXY: openai_events / streams},
+            ratio=False,
+        ),
+    ]
+
+
 Measurement = Callable[[Bench], Coroutine[Any, Any, list[Row]]]
 
 # The sections, in order. Each returns its rows; add one by appending here.
@@ -953,6 +1217,8 @@ MEASUREMENTS: list[Measurement] = [
     nonstream_c50,
     streams_c50,
     streams_200_rss,
+    upload_rss,
+    sse_compat_cost,
 ]
 
 
@@ -997,6 +1263,8 @@ async def run_measurements(bench: Bench) -> tuple[list[Row], bool]:
     failed = False
     for measure in MEASUREMENTS:
         name = measure.__name__
+        if bench.options.only and name not in bench.options.only:
+            continue
         try:
             rows += await measure(bench)
         except Skip as exc:
@@ -1123,9 +1391,19 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--json", type=Path, metavar="OUT", help="also write every number to OUT"
     )
+    parser.add_argument(
+        "--only",
+        metavar="SECTIONS",
+        help="comma list of sections to run: "
+        + ", ".join(m.__name__ for m in MEASUREMENTS),
+    )
     args = parser.parse_args(argv)
     if args.duration is not None and args.duration < 1:
         parser.error("--duration must be at least 1 second")
+    only = tuple(n.strip() for n in (args.only or "").split(",") if n.strip())
+    unknown = set(only) - {m.__name__ for m in MEASUREMENTS}
+    if unknown:
+        parser.error(f"--only: no section named {', '.join(sorted(unknown))}")
     duration = args.duration or (2 if args.quick else 5)
     return Options(
         quick=args.quick,
@@ -1133,6 +1411,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         warmup_s=1 if args.quick else 2,
         stream_rounds=2,
         json_out=args.json,
+        only=only,
     )
 
 

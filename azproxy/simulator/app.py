@@ -13,22 +13,33 @@ azproxy) or per deployment with a plan (`SimState.plan`, `POST /_sim/faults`,
   hang-headers               never send response headers
   close                      close the connection without answering
 Per-request knobs: x-sim-fault, x-sim-chunks, x-sim-chunk-delay-ms,
-x-sim-first-byte-ms, x-sim-retry-after-ms, x-sim-abort-after.
+x-sim-first-byte-ms, x-sim-retry-after-ms, x-sim-abort-after, x-sim-async-filter.
+
+Besides the JSON operations (operations.py) it serves multipart uploads
+(forms.py) and the resource-scoped APIs: files and batches (files.py),
+responses (responses.py), assistants, threads and vector stores (threads.py),
+on classic paths (`/openai/...?api-version=V`) and v1 paths (`/openai/v1/...`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import uuid
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
-
 from aiohttp import web
 
-from . import answers
+from . import files, forms, resources, responses, threads
+from .common import (
+    FAULTS,
+    SIM_STATE,
+    SimSettings,
+    SimState,
+    apply_faults,
+    authorized,
+    azure_error,
+    check_faults,
+    parse_fault,
+    read_json,
+    unauthorized,
+)
+from .operations import OPERATIONS, Knobs, early_fault
 
 __all__ = [
     "FAULTS",
@@ -40,101 +51,18 @@ __all__ = [
     "parse_fault",
 ]
 
-FAULTS = frozenset(
-    {
-        "400",
-        "429",
-        "500",
-        "502",
-        "503",
-        "overloaded",
-        "abort",
-        "hang",
-        "hang-headers",
-        "close",
-    }
-)
-OVERLOADED_MESSAGE = (
-    "That model is currently overloaded with other requests. You can retry your "
-    "request, or contact us through an Azure support request if the error persists."
-)
-
-
-@dataclass(frozen=True, slots=True)
-class SimSettings:
-    api_key: str | None = None  # None: any non-empty api-key or bearer token
-    deployments: frozenset[str] | None = None  # None: every name exists
-    chunks: int = 8
-    chunk_delay_ms: float = 20.0
-    first_byte_ms: float = 0.0
-    async_filter: bool = False  # emit Azure's asynchronous-filter chunks
-
-
-@dataclass
-class SimState:
-    settings: SimSettings
-    # deployment -> faults to inject, one per request, in order
-    plan: dict[str, deque[str]] = field(default_factory=dict)
-    # deployment -> fault injected on every request until changed
-    sticky: dict[str, str] = field(default_factory=dict)
-    requests: Counter[str] = field(default_factory=Counter)
-
-    def next_fault(self, deployment: str) -> str | None:
-        queue = self.plan.get(deployment)
-        if queue:
-            return queue.popleft()
-        return self.sticky.get(deployment)
-
-
-SIM_STATE = web.AppKey("azproxy.sim_state", SimState)
-
-
-def check_faults(kinds: Iterable[str]) -> list[str]:
-    """Validate fault kinds; `KIND*` marks the sticky one."""
-    kinds = [k.strip() for k in kinds if k.strip()]
-    for kind in kinds:
-        if kind.rstrip("*").partition(":")[0] not in FAULTS:
-            raise ValueError(f"fault kind {kind!r}: use one of {sorted(FAULTS)}")
-    return kinds
-
-
-def parse_fault(spec: str) -> tuple[str, list[str]]:
-    """`DEPLOYMENT=KIND[,KIND...]` (the CLI form) -> (deployment, kinds)."""
-    deployment, sep, kinds = spec.partition("=")
-    if not sep or not deployment or not kinds:
-        raise ValueError(f"fault {spec!r}: use DEPLOYMENT=KIND[,KIND...]")
-    return deployment, check_faults(kinds.split(","))
-
 
 def create_simulator(settings: SimSettings | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[SIM_STATE] = SimState(settings or SimSettings())
+    # Resource paths first: the v1 route below would catch /openai/v1/files.
+    resources.setup(app, [*files.ROUTES, *responses.ROUTES, *threads.ROUTES])
     app.router.add_post("/openai/deployments/{deployment}/{operation:.+}", classic)
     app.router.add_post("/openai/v1/{operation:.+}", v1)
     app.router.add_get("/_sim/stats", stats)
     app.router.add_post("/_sim/faults", set_faults)
     app.router.add_route("*", "/{path:.*}", not_found)
     return app
-
-
-def _dumps(document: Any) -> str:
-    return json.dumps(document, separators=(",", ":"))  # compact, as Azure sends
-
-
-def azure_error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    body = {"error": {"code": code, "message": message}}
-    return web.json_response(
-        body, status=status, headers=_common_headers() | headers, dumps=_dumps
-    )
-
-
-def _common_headers() -> dict[str, str]:
-    return {
-        "apim-request-id": str(uuid.uuid4()),
-        "x-ms-region": "Sweden Central",
-        "x-ratelimit-remaining-requests": "99",
-        "x-ratelimit-remaining-tokens": "99000",
-    }
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -149,18 +77,16 @@ async def classic(request: web.Request) -> web.StreamResponse:
 
 
 async def v1(request: web.Request) -> web.StreamResponse:
-    body = await _json(request)
-    deployment = body.get("model") if isinstance(body, dict) else None
+    if not resources.v1_version_ok(request):
+        return resources.bad_v1_version()
+    if request.content_type == "multipart/form-data":
+        deployment = (await request.post()).get("model")  # aiohttp caches it
+    else:
+        body = await read_json(request)
+        deployment = body.get("model") if isinstance(body, dict) else None
     if not isinstance(deployment, str):
         return azure_error(400, "missing_model", "The 'model' field is required.")
     return await answer(request, deployment, request.match_info["operation"])
-
-
-async def _json(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        return None
 
 
 async def answer(
@@ -168,14 +94,8 @@ async def answer(
 ) -> web.StreamResponse:
     state = request.app[SIM_STATE]
     settings = state.settings
-    if not _authorized(request, settings):
-        return azure_error(
-            401,
-            "401",
-            "Access denied due to invalid subscription key or wrong API endpoint. "
-            "Make sure to provide a valid key for an active subscription and use a "
-            "correct regional API endpoint for your resource.",
-        )
+    if not authorized(request):
+        return unauthorized()
     if settings.deployments is not None and deployment not in settings.deployments:
         return azure_error(
             404,
@@ -185,17 +105,20 @@ async def answer(
             "try again.",
         )
     state.requests[deployment] += 1
-    knobs = _Knobs(request, settings)
+    knobs = Knobs(request, settings)
     fault = request.headers.get("x-sim-fault") or state.next_fault(deployment)
     if fault:
         # KIND:MS sets a 429's retry-after-ms for that deployment's plan.
         fault, _, retry_after_ms = fault.rstrip("*").partition(":")
         if retry_after_ms:
             knobs.retry_after_ms = int(retry_after_ms)
-        early = await _early_fault(request, fault, knobs)
+        early = await early_fault(request, fault, knobs)
         if early is not None:
             return early
-    body = await _json(request)
+    upload = forms.OPERATIONS.get(operation)
+    if upload is not None:
+        return await upload(request, deployment)
+    body = await read_json(request)
     if not isinstance(body, dict):
         return azure_error(400, "BadRequest", "The request body must be JSON.")
     model = str(body.get("model") or deployment)
@@ -205,174 +128,13 @@ async def answer(
     return await builder(request, body, model, knobs, fault or "")
 
 
-def _authorized(request: web.Request, settings: SimSettings) -> bool:
-    key = request.headers.get("api-key")
-    auth = request.headers.get("Authorization", "")
-    bearer = auth[7:] if auth.lower().startswith("bearer ") else ""
-    if settings.api_key is None:
-        return bool(key or bearer)
-    return key == settings.api_key
-
-
-class _Knobs:
-    """Per-request stream shape, from x-sim-* headers or the settings."""
-
-    def __init__(self, request: web.Request, settings: SimSettings) -> None:
-        h = request.headers
-        self.chunks = int(h.get("x-sim-chunks", settings.chunks))
-        self.delay_s = (
-            float(h.get("x-sim-chunk-delay-ms", settings.chunk_delay_ms)) / 1e3
-        )
-        first_ms = float(h.get("x-sim-first-byte-ms", settings.first_byte_ms))
-        self.first_byte_s = first_ms / 1e3
-        self.retry_after_ms = int(h.get("x-sim-retry-after-ms", "1000"))
-        self.abort_after = int(h.get("x-sim-abort-after", "2"))
-        self.async_filter = settings.async_filter
-
-
-async def _early_fault(
-    request: web.Request, fault: str, knobs: _Knobs
-) -> web.StreamResponse | None:
-    """Faults that happen before any answer is built; None for the rest."""
-    if fault == "429":
-        seconds = max(1, -(-knobs.retry_after_ms // 1000))
-        return azure_error(
-            429,
-            "429",
-            "Requests to the ChatCompletions_Create Operation under Azure OpenAI API "
-            "have exceeded call rate limit of your current pricing tier. Please "
-            f"retry after {seconds} second(s).",
-            **{
-                "retry-after": str(seconds),
-                "retry-after-ms": str(knobs.retry_after_ms),
-                "x-ratelimit-remaining-requests": "0",
-            },
-        )
-    if fault == "400":
-        return azure_error(400, "BadRequest", "The simulator rejects this request.")
-    if fault in ("500", "502", "503"):
-        return azure_error(
-            int(fault), "InternalServerError", "The server had an error."
-        )
-    if fault == "hang-headers":
-        await asyncio.Event().wait()  # until the client gives up
-    if fault == "close":
-        if request.transport is not None:
-            request.transport.abort()
-        return web.Response()  # never reaches the client: the transport is gone
-    return None
-
-
-def _sse(event: Any) -> bytes:
-    data = event if isinstance(event, str) else _dumps(event)
-    return f"data: {data}\n\n".encode()
-
-
-async def _stream(
-    request: web.Request, events: Iterable[Any], knobs: _Knobs, fault: str
-) -> web.StreamResponse:
-    if knobs.first_byte_s:
-        await asyncio.sleep(knobs.first_byte_s)
-    response = web.StreamResponse(headers=_common_headers())
-    response.content_type = "text/event-stream"
-    response.headers["Cache-Control"] = "no-cache"
-    await response.prepare(request)
-    if fault == "overloaded":
-        error = {"message": OVERLOADED_MESSAGE, "type": "server_error"}
-        await response.write(_sse({"error": error}))
-        return response
-    for sent, event in enumerate([*events, "[DONE]"]):
-        if sent and knobs.delay_s:
-            await asyncio.sleep(knobs.delay_s)
-        if fault in ("abort", "hang") and sent == knobs.abort_after:
-            if fault == "hang":
-                await asyncio.Event().wait()
-            assert request.transport is not None
-            request.transport.abort()
-            return response
-        await response.write(_sse(event))
-    return response
-
-
-async def _json_answer(
-    request: web.Request, document: dict[str, Any], knobs: _Knobs
-) -> web.Response:
-    if knobs.first_byte_s:
-        await asyncio.sleep(knobs.first_byte_s)
-    return web.json_response(document, headers=_common_headers(), dumps=_dumps)
-
-
-async def chat(
-    request: web.Request, body: dict[str, Any], model: str, knobs: _Knobs, fault: str
-) -> web.StreamResponse:
-    if body.get("stream") or fault in ("overloaded", "abort", "hang"):
-        events = answers.chat_chunks(
-            body, model, knobs.chunks, async_filter=knobs.async_filter
-        )
-        return await _stream(request, events, knobs, fault)
-    return await _json_answer(
-        request, answers.chat_completion(body, model, knobs.chunks), knobs
-    )
-
-
-async def completions(
-    request: web.Request, body: dict[str, Any], model: str, knobs: _Knobs, fault: str
-) -> web.StreamResponse:
-    if body.get("stream") or fault in ("overloaded", "abort", "hang"):
-        events = answers.completion_chunks(body, model, knobs.chunks)
-        return await _stream(request, events, knobs, fault)
-    return await _json_answer(
-        request, answers.completion(body, model, knobs.chunks), knobs
-    )
-
-
-async def embeddings(
-    request: web.Request, body: dict[str, Any], model: str, knobs: _Knobs, fault: str
-) -> web.StreamResponse:
-    return await _json_answer(request, answers.embeddings(body, model), knobs)
-
-
-async def images(
-    request: web.Request, body: dict[str, Any], model: str, knobs: _Knobs, fault: str
-) -> web.StreamResponse:
-    return await _json_answer(request, answers.images(body), knobs)
-
-
-async def speech(
-    request: web.Request, body: dict[str, Any], model: str, knobs: _Knobs, fault: str
-) -> web.StreamResponse:
-    """Binary audio, sent in `chunks` pieces like Azure's chunked answer."""
-    audio = answers.speech_bytes(str(body.get("input", "")), 4096 * knobs.chunks)
-    kind = answers.SPEECH_TYPES.get(str(body.get("response_format", "mp3")))
-    response = web.StreamResponse(headers=_common_headers())
-    response.content_type = kind or "audio/mpeg"
-    await response.prepare(request)
-    for start in range(0, len(audio), 4096):
-        if start and knobs.delay_s:
-            await asyncio.sleep(knobs.delay_s)
-        await response.write(audio[start : start + 4096])
-    return response
-
-
-Operation = Callable[
-    [web.Request, dict[str, Any], str, _Knobs, str], Awaitable[web.StreamResponse]
-]
-OPERATIONS: dict[str, Operation] = {
-    "chat/completions": chat,
-    "completions": completions,
-    "embeddings": embeddings,
-    "images/generations": images,
-    "audio/speech": speech,
-}
-
-
 async def stats(request: web.Request) -> web.Response:
     return web.json_response({"requests": dict(request.app[SIM_STATE].requests)})
 
 
 async def set_faults(request: web.Request) -> web.Response:
     """`{"deployment": D, "faults": ["500", "429*"]}`; an empty list clears."""
-    body = await _json(request)
+    body = await read_json(request)
     if not isinstance(body, dict):
         body = {}
     deployment, faults = body.get("deployment"), body.get("faults", [])
@@ -384,13 +146,3 @@ async def set_faults(request: web.Request) -> web.Response:
         return azure_error(400, "BadRequest", str(exc))
     apply_faults(request.app[SIM_STATE], deployment, kinds)
     return web.json_response({"ok": True})
-
-
-def apply_faults(state: SimState, deployment: str, faults: list[str]) -> None:
-    """Queue one-shot faults; a `KIND*` entry becomes the sticky fault."""
-    state.plan[deployment] = deque(f for f in faults if not f.endswith("*"))
-    sticky = [f.rstrip("*") for f in faults if f.endswith("*")]
-    if sticky:
-        state.sticky[deployment] = sticky[-1]
-    else:
-        state.sticky.pop(deployment, None)

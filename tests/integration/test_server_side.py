@@ -276,3 +276,51 @@ async def test_static_ad_token_is_sent_as_bearer(
     assert response.status == 200
     assert fake_azure.last.headers["Authorization"] == "Bearer eyJ.tok"
     assert "api-key" not in fake_azure.last.headers
+
+
+async def test_resource_calls_go_to_the_first_endpoint_with_its_key(
+    server_proxy: Any, fake_azure: FakeAzure, east_azure: FakeAzure
+) -> None:
+    response = await server_proxy.get("/v1/files?limit=3", headers=bearer(TEAM_KEY))
+    assert response.status == 200
+    sent = fake_azure.last
+    assert sent.path == "/openai/files"
+    assert list(sent.query.items()) == [("limit", "3"), ("api-version", "2024-10-21")]
+    assert sent.headers["api-key"] == AZURE_KEY
+    assert TEAM_KEY not in str(dict(sent.headers))
+    response = await server_proxy.post(
+        "/v1/responses",
+        json={"model": "gpt-4o", "input": "hi"},
+        headers=bearer(TEAM_KEY),
+    )
+    assert response.status == 200
+    assert response.headers["x-azproxy-deployment"] == "dep-4o"
+    assert json.loads(fake_azure.last.body) == {"model": "dep-4o", "input": "hi"}
+    assert east_azure.requests == []
+
+
+async def test_a_limited_key_cannot_reach_other_models_through_responses(
+    server_proxy: Any, fake_azure: FakeAzure
+) -> None:
+    response = await server_proxy.post(
+        "/v1/responses",
+        json={"model": "gpt-4o", "input": "hi"},
+        headers=bearer(LIMITED_KEY),
+    )
+    assert response.status == 403
+    assert fake_azure.requests == []
+
+
+async def test_resource_calls_without_an_endpoint_say_so(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure
+) -> None:
+    config = Config(
+        upstream=fake_azure.url,
+        access_keys=parse_access_keys([TEAM_KEY], {}),
+        passthrough=True,
+    )
+    proxy = await aiohttp_client(create_app(config))
+    response = await proxy.get("/v1/files", headers=bearer(TEAM_KEY))
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "no_endpoint"
+    assert fake_azure.requests == []

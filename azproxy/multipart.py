@@ -1,0 +1,183 @@
+"""Find the `model` field of a multipart/form-data body as it streams past.
+
+Pure and incremental: `MultipartScanner.feed()` takes the body in whatever
+pieces the network delivers and keeps only a small window of it (the last
+few bytes, where a delimiter may be split, plus the current part's headers
+or the model's value). The body itself is never changed or re-encoded: the
+relay forwards the client's bytes, and at most splices a new model value in
+at the offsets the scanner reports (RFC 7578, RFC 2046 §5.1.1 for the syntax).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp.multipart import parse_content_disposition
+
+from .errors import BadRequest
+
+__all__ = ["MultipartScanner", "Splice", "boundary_of", "model_part"]
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_MODEL_BYTES = 1024
+MAX_PADDING_BYTES = 256  # transport padding after a delimiter (RFC 2046)
+
+_PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _DONE = range(5)
+
+
+def boundary_of(content_type: str) -> bytes | None:
+    """The boundary of a multipart/form-data Content-Type, or None."""
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        return None
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "boundary":
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            # RFC 2046: 1-70 characters, no control characters.
+            if 0 < len(value) <= 70 and value.isprintable():
+                return value.encode("latin-1", "replace")
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Splice:
+    """Replace body bytes [start, end) with `data` (start == end: insert)."""
+
+    start: int
+    end: int
+    data: bytes
+
+    @property
+    def growth(self) -> int:
+        return len(self.data) - (self.end - self.start)
+
+
+def model_part(boundary: bytes, value: str) -> bytes:
+    """A whole `model` form field, for a body that has none."""
+    return (
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="model"'
+        b"\r\n\r\n" + value.encode() + b"\r\n"
+    )
+
+
+class MultipartScanner:
+    """Reads a multipart body in pieces until it finds the `model` field.
+
+    After each feed(), `model` is the field's value once its part has ended,
+    `model_at` its (start, end) offsets in the body, and `finished` says
+    the closing delimiter went past without one. `first_part_at` is where
+    the first part's delimiter starts, where a missing field can be added.
+    """
+
+    def __init__(self, boundary: bytes) -> None:
+        self.delimiter = b"\r\n--" + boundary
+        # A virtual CRLF lets the first delimiter, at the very start of the
+        # body, match like every other one.
+        self._buf = bytearray(b"\r\n")
+        self._base = -2  # the body offset of _buf[0]
+        self._state = _PREAMBLE
+        self._in_model = False
+        self.model: str | None = None
+        self.model_at: tuple[int, int] | None = None
+        self.first_part_at: int | None = None
+        self.finished = False
+
+    @property
+    def done(self) -> bool:
+        return self.model is not None or self.finished
+
+    def feed(self, data: bytes) -> None:
+        if self.done:
+            return
+        self._buf += data
+        while self._step():
+            pass
+
+    def _drop(self, count: int) -> None:
+        del self._buf[:count]
+        self._base += count
+
+    def _step(self) -> bool:
+        """Advance by one syntactic element; False when more bytes are needed."""
+        buf = self._buf
+        if self._state in (_PREAMBLE, _BODY):
+            found = buf.find(self.delimiter)
+            if found < 0:
+                if self._in_model:
+                    if len(buf) > MAX_MODEL_BYTES + len(self.delimiter):
+                        raise BadRequest(
+                            "The 'model' form field is too long.", param="model"
+                        )
+                else:  # keep only what could be the start of a split delimiter
+                    self._drop(max(0, len(buf) - len(self.delimiter) + 1))
+                return False
+            if self._in_model:
+                self._found_model(bytes(buf[:found]))
+                return False
+            if self._state == _PREAMBLE:
+                self.first_part_at = self._base + found + 2  # after the CRLF
+            self._drop(found + len(self.delimiter))
+            self._state = _AFTER_DELIMITER
+            return True
+        if self._state == _AFTER_DELIMITER:
+            if len(buf) < 2:
+                return False
+            if buf.startswith(b"--"):
+                self.finished = True
+                self._state = _DONE
+                return False
+            end = buf.find(b"\r\n")
+            if end < 0 and len(buf) <= MAX_PADDING_BYTES:
+                return False
+            if end < 0 or buf[:end].strip(b" \t"):
+                raise BadRequest("The multipart body is malformed.")
+            self._drop(end + 2)
+            self._state = _HEADERS
+            return True
+        if self._state == _HEADERS:
+            if buf.startswith(b"\r\n"):
+                headers, size = b"", 2
+            else:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEADER_BYTES:
+                        raise BadRequest("A multipart part has too large headers.")
+                    return False
+                headers, size = bytes(buf[:end]), end + 4
+            self._in_model = _is_model_field(headers)
+            self._drop(size)
+            self._state = _BODY
+            return True
+        return False
+
+    def _found_model(self, value: bytes) -> None:
+        if len(value) > MAX_MODEL_BYTES:
+            raise BadRequest("The 'model' form field is too long.", param="model")
+        try:
+            self.model = value.decode()
+        except UnicodeDecodeError:
+            raise BadRequest(
+                "The 'model' form field is not UTF-8 text.", param="model"
+            ) from None
+        self.model_at = (self._base, self._base + len(value))
+        self._state = _DONE
+        self._buf.clear()
+
+
+def _is_model_field(headers: bytes) -> bool:
+    """Whether a part's headers say it is the plain `model` field (no file)."""
+    for line in headers.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() != b"content-disposition":
+            continue
+        kind, params = parse_content_disposition(value.decode("latin-1").strip())
+        return (
+            kind == "form-data"
+            and params.get("name") == "model"
+            and "filename" not in params
+            and "filename*" not in params
+        )
+    return False

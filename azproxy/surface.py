@@ -1,0 +1,110 @@
+"""The catch-all handler: which kind of OpenAI call is this, and how to relay it.
+
+- deployment-scoped JSON (chat, embeddings, ...): relay.handle;
+- multipart uploads (audio transcriptions and translations, image edits):
+  the deployment comes from the `model` form field, the body streams through;
+- resource-scoped calls (files, batches, fine_tuning, assistants, threads,
+  vector_stores, responses, uploads): /openai/{path} on the caller's
+  resource endpoint, with the client's method and query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import hdrs, web
+
+from .errors import ProxyError
+from .keys import CALLER, CONFIG
+from .mapping import Scope, classify, model_names_deployment, unknown_url
+from .relay import Outgoing, json_object, read_body, relay
+from .relay import handle as handle_json
+from .routing import Backend, Caller, Endpoint
+from .uploads import StreamBody, read_upload, stream_through
+
+__all__ = ["handle"]
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    path = request.path
+    # Ids and path words never need percent-encoding: an encoded '/' or '.'
+    # can only be an attempt to reach another upstream path.
+    if not path.startswith("/v1/") or "%" in request.raw_path.partition("?")[0]:
+        raise unknown_url(request.method, path)
+    subpath = path[4:]
+    scope = classify(request.method, subpath)
+    if scope is Scope.DEPLOYMENT:
+        return await handle_json(request)
+    caller = request[CALLER]
+    if scope is Scope.UPLOAD:
+        return await handle_upload(request, subpath, caller)
+    return await handle_resource(request, subpath, caller)
+
+
+async def handle_upload(
+    request: web.Request, subpath: str, caller: Caller
+) -> web.StreamResponse:
+    limit = request.app[CONFIG].max_upload_bytes
+    body, model = await read_upload(request, limit, need_model=caller.needs_model)
+    outgoing = Outgoing(request.method, subpath, body, None, scope=Scope.UPLOAD)
+    # relay sends a body that cannot be replayed to one backend only.
+    return await relay_streamed(
+        request,
+        caller.backends(model),
+        outgoing,
+        body,
+        failover=caller.failover,
+        model=model,
+    )
+
+
+async def handle_resource(
+    request: web.Request, subpath: str, caller: Caller
+) -> web.StreamResponse:
+    endpoint = caller.resource_endpoint()
+    method = request.method
+    content_type = request.headers.get(hdrs.CONTENT_TYPE, "")
+    if method == "POST" and content_type.lower().startswith("multipart/"):
+        # File uploads: streamed through, up to max_upload_mb.
+        body = stream_through(request, request.app[CONFIG].max_upload_bytes)
+        outgoing = Outgoing(method, subpath, body, None, scope=Scope.RESOURCE)
+        return await relay_streamed(request, [Backend(endpoint, "")], outgoing, body)
+    raw = await read_body(request)
+    deployment, document = "", None
+    if raw and model_names_deployment(method, subpath):
+        found = json_object(raw)
+        model = found.get("model")
+        if isinstance(model, str):
+            deployment = deployment_on(endpoint, caller.backends(model))
+            document = found
+    outgoing = Outgoing(method, subpath, raw, document, scope=Scope.RESOURCE)
+    return await relay(request, [Backend(endpoint, deployment)], outgoing)
+
+
+def deployment_on(endpoint: Endpoint, backends: Sequence[Backend]) -> str:
+    """The model's deployment on the resource endpoint, else its first one."""
+    for backend in backends:
+        if backend.endpoint.name == endpoint.name:
+            return backend.deployment
+    return backends[0].deployment
+
+
+async def relay_streamed(
+    request: web.Request,
+    backends: Sequence[Backend],
+    outgoing: Outgoing,
+    body: StreamBody,
+    *,
+    failover: bool = False,
+    model: str | None = None,
+) -> web.StreamResponse:
+    """Relay, then free the spool; a failure caused by the body (too large)
+    is reported as such, not as the broken upstream connection it caused."""
+    try:
+        return await relay(request, backends, outgoing, failover=failover, model=model)
+    except ProxyError:
+        if body.error is not None:
+            raise body.error from None
+        raise
+    finally:
+        body.close()

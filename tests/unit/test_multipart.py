@@ -1,0 +1,152 @@
+"""The multipart scanner finds the model field in any part order and at any
+split of the body, keeping the offsets exact for a splice."""
+
+from __future__ import annotations
+
+import pytest
+
+from azproxy.errors import BadRequest
+from azproxy.multipart import MultipartScanner, Splice, boundary_of, model_part
+
+BOUNDARY = b"b0undary-XyZ"
+AUDIO = bytes(range(256)) * 40 + b"\r\n--b0undar" + b"\r\n-" + b"end"
+
+
+def field(name: str, value: bytes) -> bytes:
+    return (
+        b"--" + BOUNDARY + b"\r\n"
+        b'Content-Disposition: form-data; name="'
+        + name.encode()
+        + b'"\r\n\r\n'
+        + value
+        + b"\r\n"
+    )
+
+
+def file_part(name: str = "file", data: bytes = AUDIO) -> bytes:
+    return (
+        b"--" + BOUNDARY + b"\r\n"
+        b'Content-Disposition: form-data; name="' + name.encode() + b'"; '
+        b'filename="model.wav"\r\nContent-Type: audio/wav\r\n\r\n' + data + b"\r\n"
+    )
+
+
+def body(*parts: bytes, preamble: bytes = b"") -> bytes:
+    return preamble + b"".join(parts) + b"--" + BOUNDARY + b"--\r\n"
+
+
+FIELDS_FIRST = body(field("model", b"whisper-1"), field("language", b"en"), file_part())
+FILE_FIRST = body(file_part(), field("language", b"en"), field("model", b"whisper-1"))
+WITH_PREAMBLE = body(
+    file_part(), field("model", b"whisper-1"), preamble=b"ignored preamble\r\n"
+)
+
+
+def scan(data: bytes, *pieces: int) -> MultipartScanner:
+    scanner = MultipartScanner(BOUNDARY)
+    start = 0
+    for end in [*pieces, len(data)]:
+        scanner.feed(data[start:end])
+        start = end
+    return scanner
+
+
+@pytest.mark.parametrize("data", [FIELDS_FIRST, FILE_FIRST, WITH_PREAMBLE])
+def test_model_found_at_every_split_point(data: bytes) -> None:
+    for split in range(len(data) + 1):
+        scanner = scan(data, split)
+        assert scanner.model == "whisper-1", split
+        assert scanner.model_at is not None
+        start, end = scanner.model_at
+        assert data[start:end] == b"whisper-1"
+        assert data[scanner.first_part_at or 0 :].startswith(b"--" + BOUNDARY)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1000])
+def test_model_found_when_fed_in_small_pieces(size: int) -> None:
+    for data in (FIELDS_FIRST, FILE_FIRST, WITH_PREAMBLE):
+        scanner = scan(data, *range(size, len(data), size))
+        assert scanner.model == "whisper-1"
+
+
+def test_the_scan_stops_at_the_model_and_keeps_little() -> None:
+    scanner = MultipartScanner(BOUNDARY)
+    head = FIELDS_FIRST.index(b"whisper-1") + len(b"whisper-1\r\n--") + len(BOUNDARY)
+    scanner.feed(FIELDS_FIRST[:head])
+    assert scanner.done and scanner.model == "whisper-1"
+    scanner.feed(b"anything at all, not parsed")
+    assert scanner.model == "whisper-1"
+
+
+def test_file_bytes_are_not_kept_while_scanning() -> None:
+    scanner = MultipartScanner(BOUNDARY)
+    scanner.feed(file_part(data=b"x" * 1_000_000)[:-2])
+    assert len(scanner._buf) < 100
+    assert scanner.model is None and not scanner.done
+
+
+def test_a_file_named_model_is_not_the_model_field() -> None:
+    data = body(file_part(name="model"), field("prompt", b"p"))
+    scanner = scan(data)
+    assert scanner.model is None
+    assert scanner.finished
+
+
+def test_no_model_field_reports_where_to_add_one() -> None:
+    data = body(file_part(), preamble=b"pre\r\n")
+    scanner = scan(data)
+    assert scanner.model is None and scanner.finished
+    at = scanner.first_part_at
+    assert at == len(b"pre\r\n")
+    splice = Splice(at, at, model_part(BOUNDARY, "dep"))
+    spliced = data[:at] + splice.data + data[at:]
+    assert spliced == body(field("model", b"dep"), file_part(), preamble=b"pre\r\n")
+    assert len(spliced) == len(data) + splice.growth
+
+
+def test_splicing_a_new_model_value_gives_a_valid_body() -> None:
+    scanner = scan(FILE_FIRST)
+    assert scanner.model_at is not None
+    start, end = scanner.model_at
+    splice = Splice(start, end, b"my-whisper")
+    spliced = FILE_FIRST[:start] + splice.data + FILE_FIRST[end:]
+    assert spliced == body(
+        file_part(), field("language", b"en"), field("model", b"my-whisper")
+    )
+    assert len(spliced) == len(FILE_FIRST) + splice.growth
+
+
+def test_empty_model_value() -> None:
+    scanner = scan(body(field("model", b""), file_part()))
+    assert scanner.model == ""
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        body(field("model", b"m" * 2000)),
+        body(field("model", b"\xff\xfe")),
+        b"--" + BOUNDARY + b"garbage\r\n",
+        b"--" + BOUNDARY + b"\r\n" + b"X-Header: y" * 2000,
+    ],
+)
+def test_malformed_bodies_are_400(data: bytes) -> None:
+    with pytest.raises(BadRequest):
+        scan(data)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "boundary"),
+    [
+        ("multipart/form-data; boundary=abc", b"abc"),
+        ('multipart/form-data; boundary="a b:c"', b"a b:c"),
+        ("Multipart/Form-Data;charset=utf-8; BOUNDARY=x-1", b"x-1"),
+        ("multipart/form-data", None),
+        ("multipart/form-data; boundary=", None),
+        ("multipart/mixed; boundary=abc", None),
+        ("application/json", None),
+        ("multipart/form-data; boundary=" + "a" * 71, None),
+    ],
+)
+def test_boundary_of(content_type: str, boundary: bytes | None) -> None:
+    assert boundary_of(content_type) == boundary
