@@ -18,6 +18,7 @@ from .middlewares import (
     on_response_prepare,
 )
 from .models import get_model, list_models
+from .realtime import setup_realtime
 from .relay import handle
 from .routes import EndpointConfig
 from .routing import Router
@@ -53,6 +54,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
+    setup_realtime(app)  # GET /v1/realtime (WebSocket), before the catch-all
     app.router.add_route("*", "/{path:.*}", handle)
     return app
 

@@ -15,10 +15,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .config import Config
-from .credentials import presented_token
+from .credentials import presented_token, protocol_token
 from .errors import MethodNotAllowed, PayloadTooLarge, ProxyError
 from .keys import CALLER, CONFIG, GATE
 from .mapping import unknown_url
+from .realtime import REALTIME_PATH
 
 __all__ = [
     "auth_middleware",
@@ -124,7 +125,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Decide who calls, for every /v1/ request, before any I/O."""
     if request.path.startswith("/v1/"):
         gate = request.app[GATE]
-        request[CALLER] = gate.caller(presented_token(request.headers))
+        presented = presented_token(request.headers)
+        if presented is None and request.path == REALTIME_PATH:
+            # Browsers cannot set headers on a WebSocket: they offer the key
+            # as a subprotocol, which the realtime relay never forwards.
+            presented = protocol_token(request.headers)
+        request[CALLER] = gate.caller(presented)
     return await handler(request)
 
 
