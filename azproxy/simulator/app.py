@@ -99,6 +99,9 @@ def create_simulator(settings: SimSettings | None = None) -> web.Application:
     app[SIM_STATE] = SimState(settings or SimSettings())
     app.router.add_post("/openai/deployments/{deployment}/{operation:.+}", classic)
     app.router.add_post("/openai/v1/{operation:.+}", v1)
+    from .realtime import add_realtime_routes  # it builds on this module's helpers
+
+    add_realtime_routes(app)
     app.router.add_get("/_sim/stats", stats)
     app.router.add_post("/_sim/faults", set_faults)
     app.router.add_route("*", "/{path:.*}", not_found)
