@@ -15,6 +15,7 @@ from .lifecycle import Lifecycle, readyz
 from .limits import Limiter
 from .middlewares import admission_middleware, error_middleware, on_response_prepare
 from .models import get_model, list_models
+from .realtime import setup_realtime
 from .routes import EndpointConfig
 from .routing import Router
 from .surface import handle
@@ -56,6 +57,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
+    setup_realtime(app)  # GET /v1/realtime (WebSocket), before the catch-all
     app.router.add_route("*", "/{path:.*}", handle)
     return app
 

@@ -3,7 +3,9 @@
 A pass-through token (the original Azure OpenAI Proxy's format) carries
 everything needed to reach Azure: `RESOURCE:DEPLOYMENT_SPEC:AZURE_KEY[:API_VERSION]`.
 It comes in `Authorization: Bearer <token>` (or without `Bearer `, as the
-original accepted) or in an `api-key` header.
+original accepted) or in an `api-key` header. A browser, which cannot set
+headers on a WebSocket, offers it as the `openai-insecure-api-key.<token>`
+subprotocol instead (accepted on the realtime route only).
 
 Validation is strict because the resource name becomes part of the upstream
 host: only letters, digits and inner hyphens, so no host, port, path, `@`,
@@ -15,15 +17,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from multidict import CIMultiDictProxy
 
 from .errors import InvalidCredentials
 from .names import API_VERSION_RE, DEPLOYMENT_RE, MODEL_RE, RESOURCE_RE
 
-__all__ = ["PassthroughToken", "parse_passthrough", "presented_token"]
+__all__ = [
+    "KEY_PROTOCOL",
+    "PassthroughToken",
+    "offered_protocols",
+    "parse_passthrough",
+    "presented_token",
+    "protocol_token",
+]
 
 TOKEN_FORMAT = "RESOURCE:DEPLOYMENT:AZURE_KEY[:API_VERSION]"
+# The subprotocol OpenAI's browser clients carry their key in.
+KEY_PROTOCOL = "openai-insecure-api-key."
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,30 @@ def presented_token(headers: CIMultiDictProxy[str]) -> str | None:
             return token
     key = headers.get("api-key")
     return key.strip() if key and key.strip() else None
+
+
+def offered_protocols(headers: CIMultiDictProxy[str]) -> list[str]:
+    """The WebSocket subprotocols a client offers, in its order (RFC 6455 §4.1)."""
+    return [
+        name.strip()
+        for value in headers.getall("Sec-WebSocket-Protocol", ())
+        for name in value.split(",")
+        if name.strip()
+    ]
+
+
+def protocol_token(headers: CIMultiDictProxy[str]) -> str | None:
+    """The credential a browser offers as `openai-insecure-api-key.<token>`.
+
+    The token is percent-decoded: a subprotocol must be an HTTP token
+    (RFC 6455 §4.1), so browsers refuse the `:` and `,` of a pass-through
+    token; `encodeURIComponent(token)` makes it acceptable.
+    """
+    for name in offered_protocols(headers):
+        if name.startswith(KEY_PROTOCOL):
+            token = unquote(name[len(KEY_PROTOCOL) :]).strip()
+            return token or None
+    return None
 
 
 def _bad(why: str) -> InvalidCredentials:

@@ -8,6 +8,7 @@
   + MethodNotAllowed         405 invalid_request_error
   + PayloadTooLarge          413 invalid_request_error
   + RateLimited              429 requests / rate_limit_exceeded
+  + UpgradeRequired          426 invalid_request_error / websocket_required
   + UpstreamUnreachable      502 api_error
   + ServiceUnavailable       503 api_error
   + UpstreamTimeout          504 timeout
@@ -33,6 +34,7 @@ __all__ = [
     "ProxyError",
     "RateLimited",
     "ServiceUnavailable",
+    "UpgradeRequired",
     "UpstreamTimeout",
     "UpstreamUnreachable",
     "error_body",
@@ -135,3 +137,11 @@ class Forbidden(ProxyError):
     status = 403
     type = "invalid_request_error"
     code = "model_not_allowed"
+
+
+class UpgradeRequired(ProxyError):
+    """A WebSocket-only endpoint called without the upgrade (RFC 9110 §15.5.22)."""
+
+    status = 426
+    type = "invalid_request_error"
+    code = "websocket_required"

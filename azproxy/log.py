@@ -30,6 +30,9 @@ _PATTERNS = (
         r"['\"]?\s*[:=]\s*['\"]?(?:bearer\s+)?)[^\s'\",}]+"
     ),
     re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"),
+    # The WebSocket subprotocol browsers carry their key in (aiohttp logs
+    # offered subprotocols when none is accepted).
+    re.compile(r"(openai-insecure-api-key\.)[^\s'\",]+"),
     # Azure OpenAI keys: 32 hex digits (classic) or 84 characters (current).
     re.compile(r"\b[0-9a-fA-F]{32}\b"),
     re.compile(r"\b[A-Za-z0-9]{84}\b"),

@@ -16,10 +16,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .config import Config
-from .credentials import presented_token
+from .credentials import presented_token, protocol_token
 from .errors import MethodNotAllowed, PayloadTooLarge, ProxyError, ServiceUnavailable
 from .keys import CALLER, CONFIG, GATE, LIFECYCLE
 from .mapping import unknown_url
+from .realtime import REALTIME_PATH
 
 __all__ = [
     "admission_middleware",
@@ -107,7 +108,12 @@ async def admission_middleware(
         if preflight is not None:
             return preflight
     if request.path.startswith("/v1/"):
-        request[CALLER] = app[GATE].caller(presented_token(request.headers))
+        presented = presented_token(request.headers)
+        if presented is None and request.path == REALTIME_PATH:
+            # Browsers cannot set headers on a WebSocket: they offer the key
+            # as a subprotocol, which the realtime relay never forwards.
+            presented = protocol_token(request.headers)
+        request[CALLER] = app[GATE].caller(presented)
     lifecycle.enter()
     try:
         return await handler(request)

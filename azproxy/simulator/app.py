@@ -40,6 +40,7 @@ from .common import (
     unauthorized,
 )
 from .operations import OPERATIONS, Knobs, early_fault
+from .realtime import add_realtime_routes
 
 __all__ = [
     "FAULTS",
@@ -59,6 +60,7 @@ def create_simulator(settings: SimSettings | None = None) -> web.Application:
     resources.setup(app, [*files.ROUTES, *responses.ROUTES, *threads.ROUTES])
     app.router.add_post("/openai/deployments/{deployment}/{operation:.+}", classic)
     app.router.add_post("/openai/v1/{operation:.+}", v1)
+    add_realtime_routes(app)
     app.router.add_get("/_sim/stats", stats)
     app.router.add_post("/_sim/faults", set_faults)
     app.router.add_route("*", "/{path:.*}", not_found)

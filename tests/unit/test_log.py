@@ -22,6 +22,8 @@ LONG_KEY = "A1b2" * 21
         f"key {LONG_KEY} leaked",
         f"headers={{'Authorization': 'some-opaque-token-{KEY}'}}",
         f"bearer eyJhbGciOi.{KEY}.sig",
+        f"protocols ['realtime', 'openai-insecure-api-key.res%3Adep%3A{KEY}']",
+        f"protocols ['openai-insecure-api-key.{LONG_KEY}x']",
     ],
 )
 def test_secrets_are_redacted(text: str) -> None:

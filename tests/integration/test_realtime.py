@@ -1,0 +1,351 @@
+"""Realtime WebSocket relay: handshake mapping, credentials, frames, close
+codes and teardown, asserted at both ends (client and a WebSocket fake Azure)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from azproxy import Config, create_app
+from azproxy.realtime import PREVIEW_API_VERSION
+from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+from tests.conftest import AZURE_KEY, BEARER, TOKEN
+from tests.realtime_fake import (
+    UPGRADE,
+    FakeRealtime,
+    key_protocol,
+    raw_handshake,
+    start_fake_realtime,
+)
+
+PATH = "/v1/realtime?model=gpt-4o-realtime-preview"
+ACCESS_KEY = "team-key-0123456789abcdef"
+
+
+@pytest.fixture
+async def fake(aiohttp_server: AiohttpServer) -> FakeRealtime:
+    return await start_fake_realtime(aiohttp_server)
+
+
+@pytest.fixture
+def proxy_to(aiohttp_client: AiohttpClient, fake: FakeRealtime) -> Any:
+    async def start(**overrides: Any) -> Any:
+        values: dict[str, Any] = {"upstream": fake.url, "retry_delay_s": 0.01}
+        return await aiohttp_client(create_app(Config(**(values | overrides))))
+
+    return start
+
+
+@pytest.fixture
+async def rt(proxy_to: Any) -> Any:
+    return await proxy_to()
+
+
+def all_header_text(fake: FakeRealtime) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in fake.last.headers.items())
+
+
+async def test_classic_handshake(rt: Any, fake: FakeRealtime) -> None:
+    headers = BEARER | {
+        "OpenAI-Beta": "realtime=v1",
+        "OpenAI-Organization": "org-should-not-leak",
+        "Cookie": "session=should-not-leak",
+    }
+    target = PATH + "&intent=transcription&api-key=leaked&api-version=1999-01-01"
+    async with rt.ws_connect(target, headers=headers) as ws:
+        await ws.send_str("ping")
+        assert await ws.receive_str() == "ping"
+    hs = fake.last
+    assert hs.path == "/openai/realtime"
+    assert list(hs.query.items()) == [
+        ("api-version", PREVIEW_API_VERSION),
+        ("deployment", "dep1"),
+        ("intent", "transcription"),
+    ]
+    assert hs.headers["api-key"] == AZURE_KEY
+    assert hs.headers["OpenAI-Beta"] == "realtime=v1"
+    for name in ("Authorization", "OpenAI-Organization", "Cookie"):
+        assert name not in hs.headers
+    assert TOKEN not in all_header_text(fake)
+
+
+@pytest.mark.parametrize(
+    ("version", "path", "query"),
+    [
+        (
+            "2024-12-01-preview",
+            "/openai/realtime",
+            [("api-version", "2024-12-01-preview"), ("deployment", "dep1")],
+        ),
+        ("2024-10-21", "/openai/realtime", [("api-version", PREVIEW_API_VERSION)]),
+        ("v1", "/openai/v1/realtime", [("model", "dep1")]),
+    ],
+)
+async def test_api_version_picks_the_url(
+    rt: Any, fake: FakeRealtime, version: str, path: str, query: list[Any]
+) -> None:
+    token = f"{TOKEN}:{version}"
+    async with rt.ws_connect(PATH, headers={"Authorization": f"Bearer {token}"}):
+        pass
+    assert fake.last.path == path
+    assert list(fake.last.query.items())[: len(query)] == query
+    if version == "v1":
+        assert "api-version" not in fake.last.query
+
+
+async def test_subprotocol_credentials_are_used_and_never_forwarded(
+    rt: Any, fake: FakeRealtime
+) -> None:
+    protocols = ("realtime", key_protocol(TOKEN), "openai-beta.realtime-v1")
+    async with rt.ws_connect(PATH, protocols=protocols) as ws:
+        assert ws.protocol == "realtime"
+        await ws.send_str('{"type":"session.update"}')
+        assert await ws.receive_str() == '{"type":"session.update"}'
+    assert fake.last.protocols == ["realtime", "openai-beta.realtime-v1"]
+    assert fake.last.headers["api-key"] == AZURE_KEY
+    assert "Authorization" not in fake.last.headers
+    text = all_header_text(fake)
+    assert "insecure" not in text
+    assert quote(TOKEN, safe="") not in text
+
+
+async def test_101_names_the_deployment_and_never_echoes_the_key(
+    rt: Any, fake: FakeRealtime
+) -> None:
+    offered = f"{key_protocol(TOKEN)}, realtime"
+    head, _, writer = await raw_handshake(
+        rt.port, PATH, {"Sec-WebSocket-Protocol": offered}
+    )
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 101")
+    assert b"x-azproxy-deployment: dep1" in head
+    assert b"Sec-WebSocket-Protocol: realtime\r\n" in head
+    assert b"insecure" not in head
+
+
+async def test_client_gets_a_protocol_even_when_azure_selects_none(
+    rt: Any, fake: FakeRealtime
+) -> None:
+    fake.protocol = None
+    protocols = ("realtime", key_protocol(TOKEN))
+    async with rt.ws_connect(PATH, protocols=protocols) as ws:
+        assert ws.protocol == "realtime"  # browsers fail a handshake without one
+
+
+async def test_access_key_in_the_subprotocol(
+    aiohttp_client: AiohttpClient, fake: FakeRealtime
+) -> None:
+    config = Config(
+        endpoints=parse_endpoints(
+            {"sweden": {"url": fake.url, "api_key": AZURE_KEY, "api_version": "v1"}},
+            {},
+        ),
+        model_map=parse_model_map({"gpt-realtime": "sweden/rt-deploy"}),
+        access_keys=parse_access_keys([ACCESS_KEY], {}),
+    )
+    proxy = await aiohttp_client(create_app(config))
+    protocols = ("realtime", key_protocol(ACCESS_KEY))
+    async with proxy.ws_connect("/v1/realtime?model=gpt-realtime", protocols=protocols):
+        pass
+    assert fake.last.path == "/openai/v1/realtime"
+    assert list(fake.last.query.items()) == [("model", "rt-deploy")]
+    assert fake.last.headers["api-key"] == AZURE_KEY
+    assert ACCESS_KEY not in all_header_text(fake)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Sec-WebSocket-Protocol": "realtime"},
+        {"Sec-WebSocket-Protocol": "realtime, openai-insecure-api-key.wrong"},
+        {"Sec-WebSocket-Protocol": "realtime, openai-insecure-api-key."},
+    ],
+)
+async def test_no_or_bad_credentials_are_401_before_upgrading(
+    rt: Any, fake: FakeRealtime, headers: dict[str, str]
+) -> None:
+    response = await rt.get(PATH, headers=UPGRADE | headers)
+    assert response.status == 401
+    body = await response.json()
+    assert body["error"]["code"] == "invalid_api_key"
+    assert fake.handshakes == []
+
+
+async def test_plain_get_is_426(rt: Any, fake: FakeRealtime) -> None:
+    response = await rt.get(PATH, headers=BEARER)
+    assert response.status == 426
+    assert response.headers["Upgrade"] == "websocket"
+    assert (await response.json())["error"]["code"] == "websocket_required"
+    assert fake.handshakes == []
+
+
+async def test_text_and_binary_frames_both_ways_byte_for_byte(
+    rt: Any, fake: FakeRealtime
+) -> None:
+    text = '{"type":"conversation.item.create","text":"héllo 🎧 \\u00e9"}'
+    binary = bytes(range(256)) * 64
+    async with rt.ws_connect(PATH, headers=BEARER) as ws:
+        await fake.connected.wait()
+        assert fake.socket is not None
+        await fake.socket.send_str('{"type":"session.created"}')
+        await fake.socket.send_bytes(b"\x00\xffaudio")
+        assert await ws.receive_str() == '{"type":"session.created"}'
+        assert await ws.receive_bytes() == b"\x00\xffaudio"
+        await ws.send_str(text)
+        await ws.send_bytes(binary)
+        assert await ws.receive_str() == text  # echoed by the fake
+        assert await ws.receive_bytes() == binary
+    assert fake.received == [
+        (WSMsgType.TEXT, text.encode()),
+        (WSMsgType.BINARY, binary),
+    ]
+
+
+async def test_client_close_code_reaches_azure(rt: Any, fake: FakeRealtime) -> None:
+    ws = await rt.ws_connect(PATH, headers=BEARER)
+    await fake.connected.wait()
+    await ws.close(code=4000, message=b"bye now")
+    await asyncio.wait_for(fake.closed.wait(), 5)
+    assert fake.close == (4000, "bye now")
+    assert ws.close_code == 4000
+
+
+@pytest.mark.parametrize("code", [1011, 4001])
+async def test_azure_close_code_reaches_the_client(
+    rt: Any, fake: FakeRealtime, code: int
+) -> None:
+    async with rt.ws_connect(PATH, headers=BEARER) as ws:
+        await fake.connected.wait()
+        assert fake.socket is not None
+        await fake.socket.close(code=code, message=b"server says no")
+        message = await ws.receive()
+        assert message.type is WSMsgType.CLOSE
+        assert (message.data, message.extra) == (code, "server says no")
+
+
+async def test_client_that_vanishes_closes_azure_at_once(
+    rt: Any, fake: FakeRealtime
+) -> None:
+    head, _, writer = await raw_handshake(rt.port, PATH, BEARER)
+    assert head.startswith(b"HTTP/1.1 101")
+    await asyncio.wait_for(fake.connected.wait(), 5)
+    writer.transport.abort()  # no close frame, no FIN handshake
+    await asyncio.wait_for(fake.closed.wait(), 1.0)
+    assert fake.close == (1001, "client went away")
+
+
+async def test_azure_connection_lost_closes_the_client_with_1014(
+    rt: Any, fake: FakeRealtime
+) -> None:
+    async with rt.ws_connect(PATH, headers=BEARER) as ws:
+        await fake.connected.wait()
+        assert fake.socket is not None
+        # Drop Azure's side without a close frame.
+        writer = fake.socket._payload_writer
+        assert writer is not None and writer.transport is not None
+        writer.transport.abort()
+        message = await ws.receive()
+        assert message.type is WSMsgType.CLOSE
+        assert (message.data, message.extra) == (1014, "Azure OpenAI connection lost")
+
+
+async def test_message_over_the_limit_closes_both(
+    proxy_to: Any, fake: FakeRealtime
+) -> None:
+    rt = await proxy_to(max_body_mb=0.01)
+    async with rt.ws_connect(PATH, headers=BEARER) as ws:
+        await fake.connected.wait()
+        await ws.send_bytes(b"x" * 20_000)
+        message = await ws.receive()
+        assert message.type is WSMsgType.CLOSE
+        assert message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    await asyncio.wait_for(fake.closed.wait(), 5)
+    assert fake.close == (1001, "client went away")
+    assert fake.received == []
+
+
+async def test_pings_are_answered_by_the_proxy(rt: Any, fake: FakeRealtime) -> None:
+    async with rt.ws_connect(PATH, headers=BEARER, autoping=False) as ws:
+        await ws.ping(b"are you there")
+        message = await ws.receive()
+        assert (message.type, message.data) == (WSMsgType.PONG, b"are you there")
+    assert fake.received == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "headers"),
+    [
+        (401, "upstream_unauthorized", {}),
+        (403, "upstream_unauthorized", {}),
+        (404, "deployment_not_found", {}),
+        (429, "rate_limit_exceeded", {"retry-after": "7", "apim-request-id": "a1"}),
+    ],
+)
+async def test_refused_handshake_is_an_openai_error_with_azures_status(
+    rt: Any, fake: FakeRealtime, status: int, code: str, headers: dict[str, str]
+) -> None:
+    fake.refuse(status, headers=headers)
+    response = await rt.get(PATH, headers=UPGRADE | BEARER)
+    assert response.status == status
+    body = await response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["code"] == code
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "dep1" in body["error"]["message"]
+    assert AZURE_KEY not in json.dumps(body)
+    for name, value in headers.items():
+        assert response.headers[name] == value
+    assert len(fake.handshakes) == 1  # 4xx is never retried
+
+
+async def test_5xx_handshake_is_retried(rt: Any, fake: FakeRealtime) -> None:
+    fake.refuse(503, times=2)
+    async with rt.ws_connect(PATH, headers=BEARER) as ws:
+        await ws.send_str("hi")
+        assert await ws.receive_str() == "hi"
+    assert len(fake.handshakes) == 3
+
+
+async def test_5xx_after_the_last_retry_keeps_its_status(
+    proxy_to: Any, fake: FakeRealtime
+) -> None:
+    rt = await proxy_to(retries=1)
+    fake.refuse(502, times=2)
+    response = await rt.get(PATH, headers=UPGRADE | BEARER)
+    assert response.status == 502
+    body = await response.json()
+    assert body["error"]["type"] == "api_error"
+    assert body["error"]["code"] == "upstream_error"
+    assert len(fake.handshakes) == 2
+
+
+async def test_unreachable_azure_is_502(aiohttp_client: AiohttpClient) -> None:
+    config = Config(upstream="http://127.0.0.1:1", retries=0)
+    proxy = await aiohttp_client(create_app(config))
+    response = await proxy.get(PATH, headers=UPGRADE | BEARER)
+    assert response.status == 502
+    assert (await response.json())["error"]["code"] == "upstream_unreachable"
+
+
+async def test_closing_the_app_closes_sessions_with_going_away(
+    aiohttp_client: AiohttpClient, fake: FakeRealtime
+) -> None:
+    config = Config(upstream=fake.url)
+    proxy = await aiohttp_client(create_app(config))
+    ws = await proxy.ws_connect(PATH, headers=BEARER)
+    await fake.connected.wait()
+    closing = asyncio.get_running_loop().create_task(proxy.server.close())
+    message = await ws.receive()
+    assert message.type is WSMsgType.CLOSE
+    assert (message.data, message.extra) == (1001, "azproxy is shutting down")
+    await ws.close()
+    await closing
+    assert fake.close == (1001, "azproxy is shutting down")
