@@ -19,6 +19,7 @@ from .log import configure_logging
 from .server import bound_port, run, start_site, wait_for_signal
 from .simulator import SimSettings, apply_faults, create_simulator, parse_fault
 from .simulator.app import SIM_STATE
+from .workers import serve_workers
 
 __all__ = ["build_parser", "config_from", "demo_curl", "main"]
 
@@ -143,12 +144,17 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except ConfigError as exc:
         print_problems(exc.problems)
         return EXIT_CONFIG
+    if args.demo and config.workers > 1:
+        print_problems(["--demo runs in one process: leave out --workers"])
+        return EXIT_CONFIG
     configure_logging(config.log_level, config.secrets())
     if config.server_side and not config.access_keys:
         log.warning(
             "allow_anonymous = true: anyone who can reach this port can use "
             "the configured Azure credentials"
         )
+    if config.workers > 1:
+        return serve_workers(config)
 
     async def main() -> None:
         nonlocal config, app

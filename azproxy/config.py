@@ -91,6 +91,11 @@ class Config:
         "127.0.0.1", "Address to listen on (the container uses 0.0.0.0)."
     )
     port: int = setting(3000, "TCP port to listen on.")
+    workers: int = setting(
+        1,
+        "Processes serving the port (Linux: each with its own SO_REUSEPORT "
+        "socket); each has its own connection pool, cooldowns and breakers.",
+    )
     upstream: str = setting(
         "https://{resource}.openai.azure.com",
         "Azure OpenAI base URL template; `{resource}` becomes the resource name.",
@@ -270,6 +275,7 @@ class Config:
             if getattr(self, name) < 0:
                 found.append(f"{name}: must be 0 or more")
         for name in (
+            "workers",
             "breaker_failures",
             "max_attempts",
             "max_upstream_requests",

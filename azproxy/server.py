@@ -9,7 +9,14 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["bound_port", "new_event_loop", "run", "start_site", "wait_for_signal"]
+__all__ = [
+    "app_runner",
+    "bound_port",
+    "new_event_loop",
+    "run",
+    "start_site",
+    "wait_for_signal",
+]
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -26,14 +33,18 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
-async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+def app_runner(app: web.Application) -> web.AppRunner:
     # handler_cancellation: a client that disconnects cancels its handler and
     # with it the upstream request (aiohttp's run_app defaults to False).
     # shutdown_timeout is what remains after our own drain (lifecycle.drain)
     # has waited out the grace period: then the last requests are cut.
-    runner = web.AppRunner(
+    return web.AppRunner(
         app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
     )
+
+
+async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = app_runner(app)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -45,6 +45,7 @@ class Recorded:
     query: MultiDict[str]
     headers: CIMultiDict[str]
     body: bytes
+    peer_port: int = 0  # the proxy's end of the connection, to tell processes apart
 
 
 @dataclass
@@ -72,6 +73,7 @@ class FakeAzure:
                 MultiDict(request.query),
                 CIMultiDict(request.headers),
                 await request.read(),
+                peer_port(request),
             )
         )
         answer = self.answers.popleft() if self.answers else json_answer(CHAT_JSON)
@@ -85,6 +87,11 @@ class FakeAzure:
     @property
     def last(self) -> Recorded:
         return self.requests[-1]
+
+
+def peer_port(request: web.Request) -> int:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return int(peer[1]) if peer else 0
 
 
 def json_answer(

@@ -56,6 +56,19 @@ def test_bad_settings_exit_with_one_clear_line(
     assert err.count("\n") == 1
 
 
+def test_workers_come_from_flag_or_environment() -> None:
+    args = build_parser().parse_args(["serve"])
+    assert config_from(args, {"AZPROXY_WORKERS": "4"}).workers == 4
+    args = build_parser().parse_args(["serve", "--workers", "2"])
+    assert config_from(args, {"AZPROXY_WORKERS": "4"}).workers == 2
+
+
+def test_demo_with_workers_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--demo", "--workers", "2"], {}) == 2
+    err = capsys.readouterr().err
+    assert "--demo runs in one process: leave out --workers" in err
+
+
 def test_demo_curl_is_one_runnable_line() -> None:
     line = demo_curl("0.0.0.0", 3000)
     assert "\n" not in line and "\\" not in line

@@ -11,6 +11,7 @@ def test_defaults() -> None:
     config = Config()
     assert config.host == "127.0.0.1"
     assert config.port == 3000
+    assert config.workers == 1
     assert config.upstream == "https://{resource}.openai.azure.com"
     assert config.api_version == "2024-10-21"
     assert config.cors_origins == ("*",)
@@ -66,6 +67,7 @@ def test_cors_origins_from_env(env: dict[str, str], value: tuple[str, ...]) -> N
         ({"AZPROXY_UPSTREAM": "https://{resource}.x/{other}"}, "only placeholder"),
         ({"AZPROXY_UPSTREAM": "https://u:p@x"}, "no query, fragment or credentials"),
         ({"AZPROXY_RETRIES": "-1"}, "retries: must be 0 or more"),
+        ({"AZPROXY_WORKERS": "0"}, "workers: must be 1 or more"),
         ({"AZPROXY_HEADER_TIMEOUT_S": "0"}, "header_timeout_s: must be greater"),
         ({"AZPROXY_LOG_LEVEL": "loud"}, "log_level: use one of"),
     ],
