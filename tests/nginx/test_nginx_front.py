@@ -3,7 +3,8 @@
 A stream must still arrive event by event through nginx: FakeAzure sends event
 i+1 only after the test has read event i through nginx, so any buffering on the
 way stalls the stream and the test times out. A WebSocket upgrade must pass
-through the same site to a realtime endpoint.
+through the same site, to a stand-in endpoint and to azproxy's own realtime
+relay in front of a recording WebSocket fake of Azure.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, MultiDict
 from pytest_aiohttp import AiohttpServer
 
-from tests.conftest import AZURE_KEY, BEARER
+from azproxy.realtime import PREVIEW_API_VERSION
+from tests.conftest import AZURE_KEY, BEARER, TOKEN
 from tests.fakes import FakeAzure, sse_answer, sse_event
 from tests.nginx_front import Site, fronting, shipped_site, stock_site
 from tests.processes import Running, running
+from tests.realtime_fake import start_fake_realtime
 
 EVENT_TIMEOUT_S = 5.0  # far above a streaming chain's milliseconds
 BODY = {
@@ -117,8 +120,9 @@ async def test_json_answer_and_error_pass_through_the_shipped_site(
 class RealtimeEcho:
     """A WebSocket endpoint at /v1/realtime that greets, echoes and records.
 
-    azproxy's own /v1/realtime relay is not part of this branch; this stands in
-    for it behind the same nginx site, so the test checks what nginx must do.
+    Standing directly behind the nginx site, it shows what nginx itself sends
+    on (Upgrade, Connection, X-Forwarded-For), which azproxy would not pass to
+    Azure; test_realtime_through_nginx_and_azproxy covers the whole chain.
     """
 
     def __init__(self) -> None:
@@ -180,3 +184,67 @@ async def test_websocket_upgrade_passes_through_the_shipped_site(
     assert "upgrade" in seen["Connection"].lower()
     assert seen["Authorization"] == "Bearer access-key"
     assert seen["X-Forwarded-For"] == "127.0.0.1"
+
+
+async def test_realtime_through_nginx_and_azproxy(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """client -> nginx (shipped site) -> `azproxy serve` -> WebSocket fake Azure:
+    frames both ways byte for byte, close codes both ways."""
+    fake = await start_fake_realtime(aiohttp_server)
+    env = {"AZPROXY_UPSTREAM": fake.url}
+    text = '{"type":"conversation.item.create","text":"h\u00e9llo"}'
+    audio = bytes(range(256)) * 1024  # 256 KiB, like a chunk of realtime audio
+    with (
+        running(["serve", "--port", "0"], tmp_path / "azproxy.log", env=env) as proxy,
+        fronting(proxy.port) as front,
+    ):
+        url = f"{front.url}/v1/realtime?model=gpt-4o-realtime-preview"
+        headers = BEARER | {"OpenAI-Beta": "realtime=v1"}
+        timeout = aiohttp.ClientWSTimeout(ws_receive=EVENT_TIMEOUT_S)
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(
+                url, headers=headers, protocols=("realtime",), timeout=timeout
+            )
+            assert ws.protocol == "realtime"
+            await asyncio.wait_for(fake.connected.wait(), EVENT_TIMEOUT_S)
+            assert fake.socket is not None
+            await fake.socket.send_str('{"type":"session.created"}')
+            await fake.socket.send_bytes(b"\x00\xffaudio")
+            assert await ws.receive_str() == '{"type":"session.created"}'
+            assert await ws.receive_bytes() == b"\x00\xffaudio"
+            await ws.send_str(text)
+            await ws.send_bytes(audio)
+            assert await ws.receive_str() == text  # echoed by the fake
+            assert await ws.receive_bytes() == audio
+            await ws.close(code=4000, message=b"bye from the client")
+            await asyncio.wait_for(fake.closed.wait(), EVENT_TIMEOUT_S)
+            assert fake.close == (4000, "bye from the client")
+
+            # And the other way: Azure's close code reaches the client.
+            fake.connected.clear()
+            ws = await session.ws_connect(url, headers=headers, timeout=timeout)
+            await asyncio.wait_for(fake.connected.wait(), EVENT_TIMEOUT_S)
+            assert fake.socket is not None
+            await fake.socket.close(code=4001, message=b"server says no")
+            message = await ws.receive()
+            assert message.type is WSMsgType.CLOSE
+            assert (message.data, message.extra) == (4001, "server says no")
+            await ws.close()
+    assert fake.received == [
+        (WSMsgType.TEXT, text.encode()),
+        (WSMsgType.BINARY, audio),
+    ]
+    assert len(fake.handshakes) == 2
+    for handshake in fake.handshakes:
+        assert handshake.path == "/openai/realtime"
+        assert list(handshake.query.items()) == [
+            ("api-version", PREVIEW_API_VERSION),
+            ("deployment", "dep1"),
+        ]
+        assert handshake.headers["api-key"] == AZURE_KEY
+        assert handshake.headers["OpenAI-Beta"] == "realtime=v1"
+        # nginx added X-Forwarded-For for azproxy; azproxy keeps it from Azure.
+        for name in ("Authorization", "X-Forwarded-For", "X-Real-IP"):
+            assert name not in handshake.headers
+        assert TOKEN not in str(handshake.headers)
