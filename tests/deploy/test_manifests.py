@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from azproxy import Config, create_app
+from azproxy.config import settings
+
 ROOT = Path(__file__).resolve().parents[2]
 AZURE = ROOT / "deploy" / "azure"
 K8S = ROOT / "deploy" / "kubernetes"
@@ -300,6 +303,25 @@ def test_deployment_security_and_resources() -> None:
     assert pod["automountServiceAccountToken"] is False
 
 
+def quantity_bytes(value: str) -> int:
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)?", value)
+    assert match, f"not a Kubernetes quantity this test reads: {value}"
+    power = ["", "Ki", "Mi", "Gi", "Ti"].index(match.group(2) or "")
+    return int(match.group(1)) << (10 * power)
+
+
+def test_tmp_holds_spooled_uploads() -> None:
+    # Uploads whose file part precedes `model` are spooled to the temp dir, up
+    # to max_upload_mb each; a full emptyDir gets the pod evicted, not an error.
+    _, pod, container = deployment()
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    size = quantity_bytes(volume["emptyDir"]["sizeLimit"])
+    assert size >= 2 * Config().max_upload_bytes
+    requested = container["resources"]["requests"]["ephemeral-storage"]
+    assert quantity_bytes(requested) >= size
+
+
 def test_deployment_outlives_the_app_grace() -> None:
     _, pod, container = deployment()
     env = env_names(container["env"])
@@ -368,6 +390,44 @@ def test_kustomization_lists_the_manifests() -> None:
     assert "secret.example.yaml" not in resources  # would overwrite a real Secret
     for name in resources:
         assert (K8S / name).is_file(), name
+
+
+# What the files expect from the package ----------------------------------------
+
+# Read by azproxy besides its settings' AZPROXY_* names (config.py), or by the
+# programs around it (the simulator, azure-identity, App Service, the UIs).
+OTHER_ENV = {
+    "AZPROXY_CONFIG",
+    "AZPROXY_SIM_API_KEY",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_AD_TOKEN",
+    "OPENAI_API_VERSION",
+}
+SHIPPED = [
+    ROOT / "Dockerfile",
+    *sorted((ROOT / "deploy").rglob("*.*")),
+    *sorted((ROOT / "e2e").glob("*/docker-compose.yml")),
+]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_files_name_only_settings_azproxy_reads(path: Path) -> None:
+    text = path.read_text()
+    known = {s.env for s in settings() if s.env} | OTHER_ENV
+    # env:NAME references in the example config name the operator's own variables.
+    refs = set(re.findall(r"env:([A-Z0-9_]+)", text))
+    for name in set(re.findall(r"\bAZPROXY_[A-Z0-9_]+\b", text)) - refs:
+        assert name in known, f"{name} is no azproxy setting"
+    for name in set(re.findall(r"\bAZURE_OPENAI_[A-Z0-9_]+\b", text)) - refs:
+        assert name in known, f"azproxy does not read {name}"
+
+
+def test_probe_paths_are_served() -> None:
+    routes = {r.canonical for r in create_app(Config()).router.resources()}
+    for path in (K8S / "deployment.yaml", AZURE / "containerapp.json"):
+        probed = set(re.findall(r"/(?:healthz|readyz)\b", path.read_text()))
+        assert probed and probed <= routes, path.name
 
 
 # Compose files for the chat UIs ----------------------------------------------
