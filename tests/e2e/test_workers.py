@@ -149,6 +149,29 @@ async def test_sigterm_lets_streams_on_both_workers_finish(
     assert not any(alive(pid) for pid in workers)
 
 
+async def test_ctrl_c_in_a_terminal_is_one_graceful_stop(
+    fake_azure: FakeAzure, tmp_path: Path
+) -> None:
+    # A terminal's Ctrl-C sends SIGINT to the whole process group: the main
+    # process and every worker. Only the main process may act on it.
+    events = [sse_event({"n": i}) for i in range(10)] + [DONE]
+    fake_azure.queue(sse_answer(events, delay_s=0.1))
+    env = {"AZPROXY_UPSTREAM": fake_azure.url}
+    with running(SERVE, tmp_path / "log", env=env) as server:
+        workers = children(server.process.pid)
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(
+                f"{server.url}/v1/chat/completions", data=STREAM_BODY, headers=BEARER
+            )
+            first = await response.content.readany()
+            for pid in (server.process.pid, *workers):
+                os.kill(pid, signal.SIGINT)
+            assert first + await response.read() == b"".join(events)
+        assert await wait_exit(server) == 0
+    assert "stopping 2 worker(s)" in server.log()
+    assert "Traceback" not in server.log()
+
+
 async def test_a_killed_worker_is_replaced(
     fake_azure: FakeAzure, tmp_path: Path
 ) -> None:
