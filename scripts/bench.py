@@ -417,6 +417,20 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return ticks / CLK_TCK
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
+    first = Path("/proc/stat").read_text().split("\n", 1)[0]  # "cpu  user nice ..."
+    fields = [int(v) for v in first.split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # without guest time, already counted in user
+    return total - idle, total
+
+
+def busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return 100 * busy / total if total else 0.0
+
+
 def status_kib(pids: Iterable[int], key: str) -> int:
     """Sum of a /proc/PID/status memory line (VmRSS, VmHWM), in KiB."""
     total = 0
@@ -1225,10 +1239,10 @@ async def workers_c50(bench: Bench) -> list[Row]:
     """Small JSON, 50 connections, through azproxy with 1 and with 2 workers
     (`--workers 2`), in alternating rounds so both see the same noise: the
     throughput a second worker adds. The simulator and wrk run on the same
-    machine, so the gain is capped by the cores they leave over: on two
-    cores, one worker already leaves little idle time, and the gain shows
-    more in latency than in requests/s."""
+    machine, so the gain is capped by the cores they leave over; the
+    "machine CPU busy" rows show how much room one worker left."""
     bench.require_wrk()
+    bench.require_proc()
     one, sim = bench.target(AZPROXY), bench.target(DIRECT)
     if one is None or sim is None:
         raise Skip("needs the azproxy and direct targets")
@@ -1239,14 +1253,18 @@ async def workers_c50(bench: Bench) -> list[Row]:
     rounds = 1 if bench.options.quick else 2
     section = f"workers: non-stream JSON, c50 (wrk, {rounds} rounds each)"
     results: dict[str, list[WrkResult]] = {one.name: [], two.name: []}
+    busy: dict[str, list[float]] = {one.name: [], two.name: []}
     try:
         for _ in range(rounds):
             for target in (one, two):
+                before = machine_jiffies()
                 results[target.name].append(await run_wrk(bench, target, 50))
+                busy[target.name].append(busy_pct(before, machine_jiffies()))
     finally:
         bench.services.stop(service)
     bench.raw["workers_c50"] = {
-        name: [asdict(r) for r in runs] for name, runs in results.items()
+        name: {"wrk": [asdict(r) for r in runs], "machine_busy_pct": busy[name]}
+        for name, runs in results.items()
     }
 
     def mean(name: str, get: Callable[[WrkResult], float | None]) -> float | None:
@@ -1267,6 +1285,16 @@ async def workers_c50(bench: Bench) -> list[Row]:
     )
     errors = sum(r.errors for runs in results.values() for r in runs)
     return [
+        *(
+            # Near 100 with one worker: no core left for a second one to use.
+            Row(
+                section,
+                f"machine CPU busy, {label}",
+                "%",
+                {AZPROXY: sum(busy[t.name]) / len(busy[t.name])},
+            )
+            for label, t in (("1 worker", one), (f"{WORKERS} workers", two))
+        ),
         *rows("requests/s", "req/s", lambda r: r.requests_per_s),
         Row(
             section,
