@@ -143,7 +143,7 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except ConfigError as exc:
         print_problems(exc.problems)
         return EXIT_CONFIG
-    configure_logging(config.log_level, config.secrets())
+    configure_logging(config.log_level, config.secrets(), config.log_format)
     if config.server_side and not config.access_keys:
         log.warning(
             "allow_anonymous = true: anyone who can reach this port can use "
