@@ -20,7 +20,6 @@ import time
 import uuid
 from asyncio import AbstractEventLoop, TimerHandle
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp.web import StreamResponse
@@ -113,12 +112,14 @@ class AccessLog:
         self._flush_s = flush_s
         self._lines: list[str] = []
         self._timer: TimerHandle | None = None
+        self._second = 0
+        self._second_text = ""
 
     def write(
         self, exchange: Exchange, status: int, request_id: str, end: float
     ) -> None:
         fields: dict[str, Any] = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "time": self._timestamp(),
             "request_id": request_id,
             "method": exchange.method,
             "path": exchange.path,
@@ -142,6 +143,15 @@ class AccessLog:
             self.flush()
         elif self._timer is None:
             self._timer = self._loop.call_later(self._flush_s, self.flush)
+
+    def _timestamp(self) -> str:
+        """UTC time with milliseconds; the part up to the second is cached."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        return f"{self._second_text}.{int((now - second) * 1000):03d}Z"
 
     def flush(self) -> None:
         if self._timer is not None:
@@ -185,11 +195,14 @@ class Observer:
 
 
 def _ms(at: float | None, started: float) -> float | None:
-    return None if at is None else round((at - started) * 1000, 2)
+    return None if at is None else round((at - started) * 1000, 1)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 def _as_json(fields: dict[str, Any]) -> str:
-    return json.dumps(fields, separators=(",", ":")) + "\n"
+    return _ENCODER.encode(fields) + "\n"
 
 
 def _as_text(fields: dict[str, Any]) -> str:
