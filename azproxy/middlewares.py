@@ -76,6 +76,9 @@ async def exchange_middleware(
             response = ProxyError(
                 "azproxy failed to handle this request; its log has the details."
             ).response()
+        if exchange.deployment and not response.prepared:
+            # DESIGN §2: say which deployment was used, errors included.
+            response.headers.setdefault("x-azproxy-deployment", exchange.deployment)
         return response
     finally:
         request.app[OBSERVER].done(exchange, response)

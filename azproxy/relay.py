@@ -179,7 +179,7 @@ async def fail_over(
     answer. All this happens before the first byte reaches the client.
     """
     app = request.app
-    config, board, session = app[CONFIG], app[HEALTH], app[SESSION]
+    config, board = app[CONFIG], app[HEALTH]
     try:
         plan = board.plan(backends)[: config.max_attempts]
     except AllCoolingDown as cooling:
@@ -188,34 +188,37 @@ async def fail_over(
         plan = plan[:1]  # a body streamed once cannot go to another
     last: tuple[Reply, Backend] | None = None
     error: ProxyError | None = None
-    for index, backend in enumerate(plan):
-        board.started(backend)
-        target = build_target(backend, outgoing, request)
-        try:
-            reply = await send_once(session, config, target, request[EXCHANGE])
-        except Failure as failure:
-            board.failed(backend)
-            error = failure.error
-            log.warning("deployment %s failed: %s", backend.name, error.message)
-            continue
-        if backend.guess and reply.deployment_not_found and index < len(plan) - 1:
-            reply.close()  # a guessed name that does not exist: try the next
-            continue
-        if reply.status in (408, 429):
-            board.rate_limited(backend, retry_after_s(reply.response.headers))
-        elif reply.status >= 500 or reply.overloaded:
-            board.failed(backend)
-        else:
-            board.succeeded(backend)
+    try:
+        for index, backend in enumerate(plan):
+            try:
+                reply = await attempt(request, backend, outgoing)
+            except Failure as failure:
+                error = failure.error
+                log.warning("deployment %s failed: %s", backend.name, error.message)
+                continue
+            if backend.guess and reply.deployment_not_found and index < len(plan) - 1:
+                board.abandoned(backend)
+                reply.close()  # a guessed name that does not exist: try the next
+                continue
+            if reply.status in (408, 429):
+                board.rate_limited(backend, retry_after_s(reply.response.headers))
+            elif reply.status >= 500 or reply.overloaded:
+                board.failed(backend)
+            else:
+                board.succeeded(backend)
+                if last is not None:
+                    last[0].close()
+                return reply, backend
+            log.warning(
+                "deployment %s answered %d; failing over", backend.name, reply.status
+            )
             if last is not None:
                 last[0].close()
-            return reply, backend
-        log.warning(
-            "deployment %s answered %d; failing over", backend.name, reply.status
-        )
+            last = (reply, backend)
+    except BaseException:
         if last is not None:
-            last[0].close()
-        last = (reply, backend)
+            last[0].close()  # cancelled meanwhile: release the kept answer
+        raise
     if last is not None:
         if last[0].status == 429:
             try:
@@ -226,6 +229,25 @@ async def fail_over(
         return last
     assert error is not None
     raise error
+
+
+async def attempt(request: web.Request, backend: Backend, outgoing: Outgoing) -> Reply:
+    """One try at one deployment, as the health board sees it: a connection
+    error or a timeout is a failure; a try that ends with no verdict at all
+    (the client cancelled, no credentials to send) lets a half-open breaker
+    be probed again instead of waiting for a verdict that never comes."""
+    app = request.app
+    board = app[HEALTH]
+    board.started(backend)
+    try:
+        target = build_target(backend, outgoing, request)
+        return await send_once(app[SESSION], app[CONFIG], target, request[EXCHANGE])
+    except Failure:
+        board.failed(backend)
+        raise
+    except BaseException:
+        board.abandoned(backend)
+        raise
 
 
 def all_cooling_down(model: str | None, wait_s: float) -> ProxyError:
@@ -395,9 +417,9 @@ async def end_broken_stream(
         # A partial event would swallow the error event's first line.
         separator = b"" if last_chunk.endswith(EVENT_ENDINGS) else b"\n\n"
         event = b"data: " + error_body(message, "api_error", code) + b"\n\n"
-        try:
-            await response.write(separator + event)
-        except ConnectionError:
+        # Through deliver(): a client that stopped reading gets no more
+        # time here than anywhere else.
+        if not await deliver(request, response, separator + event, request[EXCHANGE]):
             return
     if request.transport is not None:
         # close() flushes what is buffered, then closes; the write_eof that
