@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
-from .access import Gate
+from .access import Gate, match_access_key
 from .config import Config, ConfigError
+from .credentials import presented_token
+from .errors import InvalidCredentials
 from .health import HealthBoard
-from .keys import CONFIG, GATE, HEALTH, LIFECYCLE, LIMITER, SESSION
+from .keys import CONFIG, GATE, HEALTH, LIFECYCLE, LIMITER, METRICS, OBSERVER, SESSION
 from .lifecycle import Lifecycle, readyz
 from .limits import Limiter
-from .middlewares import admission_middleware, error_middleware, on_response_prepare
+from .metrics import Metrics, metrics_handler
+from .middlewares import (
+    admission_middleware,
+    exchange_middleware,
+    on_response_prepare,
+)
 from .models import get_model, list_models
+from .observe import AccessLog, Observer
 from .realtime import setup_realtime
 from .routes import EndpointConfig
 from .routing import Router
@@ -31,7 +40,7 @@ NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, admission_middleware],
+        middlewares=[exchange_middleware, admission_middleware],
         client_max_size=config.max_body_bytes,
         handler_args={
             "max_line_size": config.max_header_kb * 1024,
@@ -48,18 +57,62 @@ def create_app(config: Config) -> web.Application:
         breaker_failures=config.breaker_failures,
         breaker_open_s=config.breaker_open_s,
     )
-    app[LIMITER] = Limiter(config.max_upstream_requests, config.queue_timeout_s)
+    limiter = app[LIMITER] = Limiter(
+        config.max_upstream_requests, config.queue_timeout_s
+    )
+    lifecycle = app[LIFECYCLE]
+    metrics = app[METRICS] = Metrics(
+        {
+            "azproxy_requests_in_flight": (
+                "Requests being handled now.",
+                lambda: lifecycle.in_flight,
+            ),
+            "azproxy_upstream_requests_in_flight": (
+                "Requests holding one of the max_upstream_requests slots.",
+                lambda: limiter.in_use,
+            ),
+        }
+    )
+    app[OBSERVER] = Observer(None, metrics)
+    app.cleanup_ctx.append(access_log)
     app.cleanup_ctx.append(upstream_session)
     if entra is not None:
         app.cleanup_ctx.append(entra_tokens(entra))
     app.on_response_prepare.append(on_response_prepare)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler(metrics, metrics_guard(config)))
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     setup_realtime(app)  # GET /v1/realtime (WebSocket), before the catch-all
     app.router.add_route("*", "/{path:.*}", handle)
     return app
+
+
+async def access_log(app: web.Application) -> AsyncIterator[None]:
+    """One line per request on stdout (log_format json or text)."""
+    config = app[CONFIG]
+    observer = app[OBSERVER]
+    if config.access_log:
+        observer.access_log = AccessLog(asyncio.get_running_loop(), config.log_format)
+    yield
+    if observer.access_log is not None:
+        observer.access_log.flush()
+
+
+def metrics_guard(config: Config) -> Callable[[web.Request], None]:
+    """With metrics_require_key, /metrics wants a valid access key."""
+
+    def check(request: web.Request) -> None:
+        if not config.metrics_require_key:
+            return
+        presented = presented_token(request.headers)
+        if presented is None or match_access_key(config.access_keys, presented) is None:
+            raise InvalidCredentials(
+                "GET /metrics needs an azproxy access key (metrics_require_key)."
+            )
+
+    return check
 
 
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:

@@ -147,7 +147,7 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.demo and config.workers > 1:
         print_problems(["--demo runs in one process: leave out --workers"])
         return EXIT_CONFIG
-    configure_logging(config.log_level, config.secrets())
+    configure_logging(config.log_level, config.secrets(), config.log_format)
     if config.server_side and not config.access_keys:
         log.warning(
             "allow_anonymous = true: anyone who can reach this port can use "

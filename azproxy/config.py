@@ -209,6 +209,15 @@ class Config:
         30.0, "On SIGTERM, how long requests in flight may take to finish."
     )
     log_level: str = setting("info", "Log level: debug, info, warning or error.")
+    log_format: str = setting(
+        "json", "Log lines as `json` (one object per line) or `text` (for humans)."
+    )
+    access_log: bool = setting(
+        True, "One line per request on stdout (never a secret or a prompt)."
+    )
+    metrics_require_key: bool = setting(
+        False, "GET /metrics needs an azproxy access key."
+    )
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -292,6 +301,12 @@ class Config:
             found.append(f"sse_compat: use one of {', '.join(SSE_COMPAT)}")
         if self.log_level not in LOG_LEVELS:
             found.append(f"log_level: use one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in ("json", "text"):
+            found.append("log_format: use json or text")
+        if self.metrics_require_key and not self.access_keys:
+            found.append(
+                "metrics_require_key: no access keys are configured to require"
+            )
         found.extend(self._routing_problems())
         return found
 

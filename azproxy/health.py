@@ -112,6 +112,13 @@ class HealthBoard:
         if state is not None and state.open_until and self._clock() >= state.open_until:
             state.probing = True
 
+    def abandoned(self, backend: Backend) -> None:
+        """A try ended without a verdict: a half-open breaker may be probed
+        again (it stays open otherwise until a probe reports)."""
+        state = self._states.get(backend.name)
+        if state is not None:
+            state.probing = False
+
     def succeeded(self, backend: Backend) -> None:
         state = self._states.get(backend.name)
         if state is not None:

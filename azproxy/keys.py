@@ -18,15 +18,20 @@ if TYPE_CHECKING:
     from .health import HealthBoard
     from .lifecycle import Lifecycle
     from .limits import Limiter
+    from .metrics import Metrics
+    from .observe import Exchange, Observer
     from .routing import Caller
 
 __all__ = [
     "CALLER",
     "CONFIG",
+    "EXCHANGE",
     "GATE",
     "HEALTH",
     "LIFECYCLE",
     "LIMITER",
+    "METRICS",
+    "OBSERVER",
     "SESSION",
     "UpstreamSession",
 ]
@@ -41,3 +46,6 @@ GATE: web.AppKey[Gate] = web.AppKey("azproxy.gate")
 HEALTH: web.AppKey[HealthBoard] = web.AppKey("azproxy.health")
 LIMITER: web.AppKey[Limiter] = web.AppKey("azproxy.limiter")
 CALLER: web.RequestKey[Caller] = web.RequestKey("azproxy.caller")
+EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("azproxy.exchange")
+METRICS: web.AppKey[Metrics] = web.AppKey("azproxy.metrics")
+OBSERVER: web.AppKey[Observer] = web.AppKey("azproxy.observer")

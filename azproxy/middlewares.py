@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -18,14 +18,15 @@ from aiohttp.typedefs import Handler
 from .config import Config
 from .credentials import presented_token, protocol_token
 from .errors import MethodNotAllowed, PayloadTooLarge, ProxyError, ServiceUnavailable
-from .keys import CALLER, CONFIG, GATE, LIFECYCLE
+from .keys import CALLER, CONFIG, EXCHANGE, GATE, LIFECYCLE, OBSERVER
 from .mapping import unknown_url
+from .observe import Exchange, ensure_request_id
 from .realtime import REALTIME_PATH
 
 __all__ = [
     "admission_middleware",
     "cors_preflight",
-    "error_middleware",
+    "exchange_middleware",
     "on_response_prepare",
 ]
 
@@ -52,23 +53,35 @@ EXPOSE_HEADERS = ", ".join(
 
 
 @web.middleware
-async def error_middleware(
+async def exchange_middleware(
     request: web.Request, handler: Handler
 ) -> web.StreamResponse:
-    """Render every error azproxy raises in OpenAI's shape; never a traceback."""
+    """The outermost layer: every error azproxy raises is rendered in OpenAI's
+    shape (never a traceback), and every exchange is recorded once, in the
+    access log and the metrics."""
+    exchange = Exchange(request.method, request.path, time.perf_counter())
+    request[EXCHANGE] = exchange
+    response: web.StreamResponse | None = None
     try:
-        return await handler(request)
-    except ProxyError as exc:
-        return exc.response()
-    except web.HTTPException as exc:
-        return _from_http_exception(request, exc).response()
-    except (asyncio.CancelledError, ConnectionError):
-        raise
-    except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
-        return ProxyError(
-            "azproxy failed to handle this request; its log has the details."
-        ).response()
+        try:
+            response = await handler(request)
+        except ProxyError as exc:
+            response = exc.response()
+        except web.HTTPException as exc:
+            response = _from_http_exception(request, exc).response()
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.path)
+            response = ProxyError(
+                "azproxy failed to handle this request; its log has the details."
+            ).response()
+        if exchange.deployment and not response.prepared:
+            # DESIGN §2: say which deployment was used, errors included.
+            response.headers.setdefault("x-azproxy-deployment", exchange.deployment)
+        return response
+    finally:
+        request.app[OBSERVER].done(exchange, response)
 
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> ProxyError:
@@ -113,7 +126,8 @@ async def admission_middleware(
             # Browsers cannot set headers on a WebSocket: they offer the key
             # as a subprotocol, which the realtime relay never forwards.
             presented = protocol_token(request.headers)
-        request[CALLER] = app[GATE].caller(presented)
+        caller = request[CALLER] = app[GATE].caller(presented)
+        request[EXCHANGE].caller = caller.name
     lifecycle.enter()
     try:
         return await handler(request)
@@ -158,8 +172,7 @@ async def on_response_prepare(
 ) -> None:
     """Add the headers every response carries, streamed ones included."""
     headers = response.headers
-    if "x-request-id" not in headers:
-        headers["x-request-id"] = headers.get("apim-request-id") or uuid.uuid4().hex
+    ensure_request_id(headers)
     origin = request.headers.get("Origin")
     if origin and "Access-Control-Allow-Origin" not in headers:
         allowed = _allowed_origin(request.app[CONFIG], origin)

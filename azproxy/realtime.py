@@ -32,7 +32,7 @@ from .config import Config
 from .credentials import KEY_PROTOCOL, offered_protocols
 from .errors import ProxyError, UpgradeRequired, UpstreamTimeout, UpstreamUnreachable
 from .headers import request_headers
-from .keys import CALLER, CONFIG, SESSION, UpstreamSession
+from .keys import CALLER, CONFIG, EXCHANGE, SESSION, UpstreamSession
 from .routing import Backend
 from .wsrelay import CLOSE_TIMEOUT_S, REALTIME_SESSIONS, RealtimeSession, close_sessions
 
@@ -128,9 +128,13 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
             "/v1/realtime is a WebSocket endpoint: connect with ws:// or wss://.",
             headers={hdrs.UPGRADE: "websocket"},
         )
-    backends = request[CALLER].backends(request.query.get("model"))
+    model = request.query.get("model")
+    backends = request[CALLER].backends(model)
     offered = offered_protocols(request.headers)
     upstream, backend = await connect(request, backends, forwarded_protocols(offered))
+    exchange = request[EXCHANGE]  # for the access log
+    exchange.model, exchange.stream = model, True
+    exchange.deployment, exchange.endpoint = backend.deployment, backend.endpoint.name
     try:
         config = request.app[CONFIG]
         client = web.WebSocketResponse(

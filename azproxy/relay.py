@@ -21,8 +21,9 @@ from aiohttp import hdrs, web
 from .errors import BadRequest, PayloadTooLarge, ProxyError, RateLimited, error_body
 from .headers import request_headers, response_headers
 from .health import AllCoolingDown, retry_after_headers, retry_after_s
-from .keys import CALLER, CONFIG, HEALTH, LIMITER, SESSION
+from .keys import CALLER, CONFIG, EXCHANGE, HEALTH, LIMITER, METRICS, SESSION
 from .mapping import Scope, upstream_url
+from .observe import Exchange, usage_of
 from .routing import Backend
 from .sse import normaliser_for
 from .uploads import StreamBody
@@ -138,6 +139,9 @@ async def relay(
     server-side routing, else with the original retry rules) and relay the
     answer."""
     app = request.app
+    exchange = request[EXCHANGE]
+    exchange.model = model
+    exchange.failover = failover
     limiter = app[LIMITER]
     if not limiter.try_acquire():
         await limiter.acquire()
@@ -147,7 +151,7 @@ async def relay(
         else:
             backend = backends[0]
             target = build_target(backend, outgoing, request)
-            reply = await send_with_retries(app[SESSION], app[CONFIG], target)
+            reply = await send_with_retries(app[SESSION], app[CONFIG], target, exchange)
         try:
             response = await answer(request, reply, backend)
         except BaseException:
@@ -175,7 +179,7 @@ async def fail_over(
     answer. All this happens before the first byte reaches the client.
     """
     app = request.app
-    config, board, session = app[CONFIG], app[HEALTH], app[SESSION]
+    config, board = app[CONFIG], app[HEALTH]
     try:
         plan = board.plan(backends)[: config.max_attempts]
     except AllCoolingDown as cooling:
@@ -184,34 +188,37 @@ async def fail_over(
         plan = plan[:1]  # a body streamed once cannot go to another
     last: tuple[Reply, Backend] | None = None
     error: ProxyError | None = None
-    for index, backend in enumerate(plan):
-        board.started(backend)
-        target = build_target(backend, outgoing, request)
-        try:
-            reply = await send_once(session, config, target)
-        except Failure as failure:
-            board.failed(backend)
-            error = failure.error
-            log.warning("deployment %s failed: %s", backend.name, error.message)
-            continue
-        if backend.guess and reply.deployment_not_found and index < len(plan) - 1:
-            reply.close()  # a guessed name that does not exist: try the next
-            continue
-        if reply.status in (408, 429):
-            board.rate_limited(backend, retry_after_s(reply.response.headers))
-        elif reply.status >= 500 or reply.overloaded:
-            board.failed(backend)
-        else:
-            board.succeeded(backend)
+    try:
+        for index, backend in enumerate(plan):
+            try:
+                reply = await attempt(request, backend, outgoing)
+            except Failure as failure:
+                error = failure.error
+                log.warning("deployment %s failed: %s", backend.name, error.message)
+                continue
+            if backend.guess and reply.deployment_not_found and index < len(plan) - 1:
+                board.abandoned(backend)
+                reply.close()  # a guessed name that does not exist: try the next
+                continue
+            if reply.status in (408, 429):
+                board.rate_limited(backend, retry_after_s(reply.response.headers))
+            elif reply.status >= 500 or reply.overloaded:
+                board.failed(backend)
+            else:
+                board.succeeded(backend)
+                if last is not None:
+                    last[0].close()
+                return reply, backend
+            log.warning(
+                "deployment %s answered %d; failing over", backend.name, reply.status
+            )
             if last is not None:
                 last[0].close()
-            return reply, backend
-        log.warning(
-            "deployment %s answered %d; failing over", backend.name, reply.status
-        )
+            last = (reply, backend)
+    except BaseException:
         if last is not None:
-            last[0].close()
-        last = (reply, backend)
+            last[0].close()  # cancelled meanwhile: release the kept answer
+        raise
     if last is not None:
         if last[0].status == 429:
             try:
@@ -222,6 +229,25 @@ async def fail_over(
         return last
     assert error is not None
     raise error
+
+
+async def attempt(request: web.Request, backend: Backend, outgoing: Outgoing) -> Reply:
+    """One try at one deployment, as the health board sees it: a connection
+    error or a timeout is a failure; a try that ends with no verdict at all
+    (the client cancelled, no credentials to send) lets a half-open breaker
+    be probed again instead of waiting for a verdict that never comes."""
+    app = request.app
+    board = app[HEALTH]
+    board.started(backend)
+    try:
+        target = build_target(backend, outgoing, request)
+        return await send_once(app[SESSION], app[CONFIG], target, request[EXCHANGE])
+    except Failure:
+        board.failed(backend)
+        raise
+    except BaseException:
+        board.abandoned(backend)
+        raise
 
 
 def all_cooling_down(model: str | None, wait_s: float) -> ProxyError:
@@ -254,6 +280,7 @@ async def answer(
 ) -> web.StreamResponse:
     """Relay status, headers and body; the body chunk by chunk as it arrives."""
     upstream, first = reply.response, reply.first
+    exchange = request[EXCHANGE]
     headers = response_headers(upstream.headers)
     if backend.deployment:  # resource calls (files, ...) use none
         headers["x-azproxy-deployment"] = backend.deployment
@@ -262,6 +289,8 @@ async def answer(
         first = with_deployment_hint(first, backend)
     if not sse and upstream.content.at_eof():
         # The whole body came in one read: send headers and body in one write.
+        exchange.sent(len(first))
+        exchange.usage = usage_of(first)
         return web.Response(
             status=upstream.status, reason=upstream.reason, body=first, headers=headers
         )
@@ -275,14 +304,33 @@ async def answer(
     if not sse and upstream.content_length is not None:
         response.content_length = upstream.content_length
     await response.prepare(request)
+    exchange.stream = sse
+    metrics = request.app[METRICS]
+    metrics.streams_in_flight += 1
+    try:
+        await pump(request, response, reply, sse, exchange)
+    finally:
+        metrics.streams_in_flight -= 1
+    return response
+
+
+async def pump(
+    request: web.Request,
+    response: web.StreamResponse,
+    reply: Reply,
+    sse: bool,
+    exchange: Exchange,
+) -> None:
+    """Relay the body chunk by chunk; end it explicitly if Azure fails."""
+    upstream = reply.response
     # sse_compat=openai: whole events, minus Azure's extra chunks.
     tidy = normaliser_for(request, sse)
-    chunk = first
+    chunk, previous = reply.first, b""
     while chunk:
         out = chunk if tidy is None else tidy.feed(chunk)
-        if out and not await deliver(request, response, out):
+        if out and not await deliver(request, response, out, exchange):
             upstream.close()  # the client is gone: so is the Azure request
-            return response
+            return
         try:
             next_chunk = await upstream.content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -290,15 +338,21 @@ async def answer(
             # is dropped): the error event needs no separator then.
             last = chunk if tidy is None else b"\n\n"
             await end_broken_stream(request, response, sse, last, exc)
-            return response
+            return
+        if next_chunk:
+            previous = chunk
         chunk = next_chunk
     if tidy is not None and (rest := tidy.flush()):
-        await deliver(request, response, rest)
-    return response
+        await deliver(request, response, rest, exchange)
+    # A stream's usage (stream_options.include_usage) is in its last events.
+    exchange.usage = usage_of(previous + chunk) if sse else None
 
 
 async def deliver(
-    request: web.Request, response: web.StreamResponse, chunk: bytes
+    request: web.Request,
+    response: web.StreamResponse,
+    chunk: bytes,
+    exchange: Exchange,
 ) -> bool:
     """Write a chunk to the client; False when the client is gone or stalled.
 
@@ -315,11 +369,13 @@ async def deliver(
         ):
             # Stays under the high-water mark: the write cannot block.
             await response.write(chunk)
+            exchange.sent(len(chunk))
             return True
         timeout = request.app[CONFIG].client_write_timeout_s
         try:
             async with asyncio.timeout(timeout):
                 await response.write(chunk)
+            exchange.sent(len(chunk))
         except TimeoutError:
             log.warning("client read nothing for %g s; dropping the stream", timeout)
             transport.abort()
@@ -361,9 +417,9 @@ async def end_broken_stream(
         # A partial event would swallow the error event's first line.
         separator = b"" if last_chunk.endswith(EVENT_ENDINGS) else b"\n\n"
         event = b"data: " + error_body(message, "api_error", code) + b"\n\n"
-        try:
-            await response.write(separator + event)
-        except ConnectionError:
+        # Through deliver(): a client that stopped reading gets no more
+        # time here than anywhere else.
+        if not await deliver(request, response, separator + event, request[EXCHANGE]):
             return
     if request.transport is not None:
         # close() flushes what is buffered, then closes; the write_eof that

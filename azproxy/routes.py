@@ -311,9 +311,15 @@ def parse_access_keys(raw: Any, environ: Mapping[str, str]) -> tuple[AccessKey, 
             isinstance(models, list) and all(isinstance(m, str) for m in models)
         ):
             found.append(f"{where}.models: expected a list of model names")
+        elif models == []:
+            found.append(
+                f"{where}.models: an empty list would allow no model; name the "
+                "models, or leave models out to allow every model"
+            )
         problems.extend(found)
         name = str(table.get("name") or f"key-{index}")
-        keys.append(AccessKey(key, name, frozenset(models) if models else None))
+        limit = frozenset(models) if isinstance(models, list) else None
+        keys.append(AccessKey(key, name, limit))
     if problems:
         raise ConfigProblems(problems)
     return tuple(keys)

@@ -168,15 +168,19 @@ class Router:
         found = self.routes.get(model)
         if found:
             return found
+        guesses: list[Backend] = []
         if self.fallback is not None:
             # The model name itself first, then Azure's dotless habit; the
             # relay moves on when Azure answers DeploymentNotFound.
-            names = list(dict.fromkeys((model, dotless(model))))
-            return [
+            names = dict.fromkeys((model, dotless(model)))
+            guesses = [
                 Backend(self.fallback, name, priority=order, guess=True)
-                for order, name in enumerate(names)
-                if DEPLOYMENT_RE.fullmatch(name)
+                for order, name in enumerate(
+                    n for n in names if DEPLOYMENT_RE.fullmatch(n)
+                )
             ]
+        if guesses:
+            return guesses
         mapped = ", ".join(sorted(self.routes)) or "none"
         raise BadRequest(
             f"The model {model!r} is not mapped to an Azure deployment "
@@ -216,6 +220,16 @@ class ServerCaller:
         return [n for n in names if allowed is None or n in allowed]
 
     def resource_endpoint(self) -> Endpoint:
+        if self.key is not None and self.key.models is not None:
+            # Files and batches can name any deployment (a batch's input
+            # lines do): a key limited to some models must not reach them.
+            raise Forbidden(
+                "This access key is limited to the models "
+                f"{', '.join(sorted(self.key.models))}; files, batches, "
+                "assistants and the other resource APIs could reach any "
+                "deployment, so they are not open to it.",
+                code="resource_api_not_allowed",
+            )
         endpoint = self.router.resource_endpoint
         if endpoint is None:
             raise BadRequest(

@@ -26,8 +26,13 @@ class Secret:
         return self._value
 
     def matches(self, candidate: str) -> bool:
-        """Constant-time comparison (no early exit on the first differing byte)."""
-        return hmac.compare_digest(self._value.encode(), candidate.encode())
+        """Constant-time comparison (no early exit on the first differing byte).
+
+        Header values may carry undecodable bytes (aiohttp keeps them as
+        surrogates): they simply do not match.
+        """
+        presented = candidate.encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(self._value.encode(), presented)
 
     def __repr__(self) -> str:
         return f"Secret({self.source or '***'})"

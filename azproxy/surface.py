@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 
-from .errors import ProxyError
+from .errors import BadRequest, ProxyError
 from .keys import CALLER, CONFIG
 from .mapping import Scope, classify, model_names_deployment, unknown_url
 from .relay import Outgoing, json_call, json_object, read_body, relay
@@ -83,18 +83,24 @@ async def handle_resource(
         found = json_object(raw)
         model = found.get("model")
         if isinstance(model, str):
-            deployment = deployment_on(endpoint, caller.backends(model))
+            deployment = deployment_on(endpoint, caller.backends(model), model)
             document = found
     outgoing = Outgoing(method, subpath, raw, document, scope=Scope.RESOURCE)
     return await relay(request, [Backend(endpoint, deployment)], outgoing)
 
 
-def deployment_on(endpoint: Endpoint, backends: Sequence[Backend]) -> str:
-    """The model's deployment on the resource endpoint, else its first one."""
+def deployment_on(endpoint: Endpoint, backends: Sequence[Backend], model: str) -> str:
+    """The model's deployment on the endpoint that serves resource calls."""
     for backend in backends:
         if backend.endpoint.name == endpoint.name:
             return backend.deployment
-    return backends[0].deployment
+    raise BadRequest(
+        f"The model {model!r} has no deployment on endpoint {endpoint.name!r}, "
+        "which serves the resource APIs (files, responses, assistants...); "
+        "map it to a deployment there.",
+        param="model",
+        code="model_not_on_resource_endpoint",
+    )
 
 
 async def relay_streamed(

@@ -20,6 +20,7 @@ from yarl import URL
 from .config import Config
 from .errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
 from .keys import UpstreamSession
+from .observe import Exchange
 from .routing import Backend
 from .uploads import StreamBody
 
@@ -83,9 +84,16 @@ class Failure(Exception):
         self.retryable = retryable
 
 
-async def send_once(session: UpstreamSession, config: Config, target: Target) -> Reply:
+async def send_once(
+    session: UpstreamSession, config: Config, target: Target, exchange: Exchange
+) -> Reply:
     host = target.url.host
     body = target.body
+    backend = target.backend
+    exchange.attempts += 1
+    exchange.deployment = backend.deployment or None
+    exchange.endpoint = backend.endpoint.name
+    exchange.upstream_status = None
     try:
         response = await session.request(
             target.method,
@@ -116,6 +124,7 @@ async def send_once(session: UpstreamSession, config: Config, target: Target) ->
             ),
             retryable=True,
         ) from None
+    exchange.upstream_status = response.status
     # Headers are in: from now on the limit is the idle gap between chunks.
     # (Not when the whole body has arrived already: a timer restarted then
     # would outlive the response on the pooled connection.)
@@ -151,7 +160,7 @@ async def send_once(session: UpstreamSession, config: Config, target: Target) ->
 
 
 async def send_with_retries(
-    session: UpstreamSession, config: Config, target: Target
+    session: UpstreamSession, config: Config, target: Target, exchange: Exchange
 ) -> Reply:
     """The original proxy's rules, kept for pass-through tokens.
 
@@ -167,7 +176,7 @@ async def send_with_retries(
     for attempt in range(retries + 1):
         retries_left = attempt < retries
         try:
-            reply = await send_once(session, config, target)
+            reply = await send_once(session, config, target, exchange)
         except Failure as failure:
             if not (retries_left and failure.retryable):
                 if attempt:

@@ -32,12 +32,11 @@ from .common import (
     SimSettings,
     SimState,
     apply_faults,
-    authorized,
     azure_error,
     check_faults,
     parse_fault,
     read_json,
-    unauthorized,
+    refusal,
 )
 from .operations import OPERATIONS, Knobs, early_fault
 from .realtime import add_realtime_routes
@@ -96,16 +95,9 @@ async def answer(
 ) -> web.StreamResponse:
     state = request.app[SIM_STATE]
     settings = state.settings
-    if not authorized(request):
-        return unauthorized()
-    if settings.deployments is not None and deployment not in settings.deployments:
-        return azure_error(
-            404,
-            "DeploymentNotFound",
-            "The API deployment for this resource does not exist. If you created "
-            "the deployment within the last 5 minutes, please wait a moment and "
-            "try again.",
-        )
+    refused = refusal(request, deployment)
+    if refused is not None:
+        return refused
     state.requests[deployment] += 1
     knobs = Knobs(request, settings)
     fault = request.headers.get("x-sim-fault") or state.next_fault(deployment)

@@ -24,6 +24,7 @@ __all__ = [
     "dumps",
     "parse_fault",
     "read_json",
+    "refusal",
     "sse",
     "unauthorized",
 ]
@@ -128,6 +129,23 @@ def authorized(request: web.Request) -> bool:
     if settings.api_key is None:
         return bool(key or bearer)
     return key == settings.api_key
+
+
+def refusal(request: web.Request, deployment: str) -> web.Response | None:
+    """Azure's answer when the key is wrong or the deployment does not exist;
+    None when the request may go on."""
+    if not authorized(request):
+        return unauthorized()
+    deployments = request.app[SIM_STATE].settings.deployments
+    if deployments is not None and deployment not in deployments:
+        return azure_error(
+            404,
+            "DeploymentNotFound",
+            "The API deployment for this resource does not exist. If you created "
+            "the deployment within the last 5 minutes, please wait a moment and "
+            "try again.",
+        )
+    return None
 
 
 def unauthorized() -> web.Response:

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import WSMsgType, hdrs, web
 
 from . import answers
-from .common import SIM_STATE, authorized, azure_error, unauthorized
+from .common import SIM_STATE, azure_error, refusal
 
 __all__ = ["add_realtime_routes", "response_events"]
 
@@ -71,14 +71,9 @@ async def serve(
 ) -> web.StreamResponse:
     state = request.app[SIM_STATE]
     settings = state.settings
-    if not authorized(request):
-        return unauthorized()
-    if settings.deployments is not None and deployment not in settings.deployments:
-        return azure_error(
-            404,
-            "DeploymentNotFound",
-            "The API deployment for this resource does not exist.",
-        )
+    refused = refusal(request, deployment)
+    if refused is not None:
+        return refused
     if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
         return azure_error(400, "BadRequest", "Expected a WebSocket upgrade.")
     state.requests[deployment] += 1

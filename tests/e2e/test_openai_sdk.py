@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,6 +204,23 @@ async def test_models_list(server: Running) -> None:
     async with client_for(server) as client:
         models = [m.id async for m in client.models.list()]
     assert models == ["gpt-4o", "gpt-4o-mini"]
+
+
+async def test_the_access_log_has_a_json_line_per_request(
+    fake_azure: FakeAzure, server: Running
+) -> None:
+    async with client_for(server) as client:
+        await client.chat.completions.create(model="gpt-4o-mini", messages=[])
+    server.process.send_signal(signal.SIGTERM)  # flushes the log
+    server.process.wait(10)
+    lines = [
+        json.loads(line)
+        for line in server.log().splitlines()
+        if line.startswith("{") and '"request_id"' in line
+    ]
+    (line,) = [x for x in lines if x["path"] == "/v1/chat/completions"]
+    assert line["status"] == 200 and line["model"] == "gpt-4o-mini"
+    assert line["deployment"] == "dep-mini" and line["total_tokens"] == 7
 
 
 async def test_rate_limit_reaches_the_sdk_with_retry_after(

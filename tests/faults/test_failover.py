@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -196,3 +197,29 @@ async def test_the_attempt_budget_bounds_failovers(
     response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
     assert response.status == 503  # the last answer, relayed as Azure sent it
     assert sum(sim.count(f"dep-{n}") for n in range(5)) == 2
+
+
+async def test_a_cancelled_half_open_probe_does_not_lock_the_deployment_out(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    proxy = await proxy_with(
+        ["sim/dep-a"], breaker_failures=1, error_cooldown_s=0.001, breaker_open_s=0.2
+    )
+    apply_faults(sim.state, "dep-a", ["500"])
+    failed = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert failed.status == 500  # one failure: the breaker opens
+    await asyncio.sleep(0.25)
+    # The half-open probe hangs, and its client gives up.
+    with_hang = AUTH | {"x-sim-fault": "hang-headers"}
+    probe = asyncio.ensure_future(
+        proxy.post("/v1/chat/completions", data=CHAT, headers=with_hang)
+    )
+    await asyncio.sleep(0.1)
+    probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probe
+    await asyncio.sleep(0.05)
+    # The next request is the new probe, not a 429 for ever.
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert response.status == 200
+    assert response.headers["x-azproxy-deployment"] == "dep-a"

@@ -115,3 +115,15 @@ async def test_503_while_draining(proxy: Any) -> None:
     assert response.headers["Retry-After"] == "1"
     assert (await proxy.get("/readyz")).status == 503
     assert (await proxy.get("/healthz")).status == 200
+
+
+async def test_errors_after_choosing_a_deployment_name_it(
+    proxy_for: ProxyFactory,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proxy = await proxy_for(upstream=f"http://127.0.0.1:{port}", retries=0)
+    response = await proxy.post("/v1/chat/completions", data=b"{}", headers=BEARER)
+    assert response.status == 502
+    assert response.headers["x-azproxy-deployment"] == "dep1"

@@ -324,3 +324,67 @@ async def test_resource_calls_without_an_endpoint_say_so(
     assert response.status == 400
     assert (await response.json())["error"]["code"] == "no_endpoint"
     assert fake_azure.requests == []
+
+
+async def test_a_key_limited_to_models_may_not_use_resource_apis(
+    server_proxy: Any, fake_azure: FakeAzure
+) -> None:
+    # A batch's input file can name any deployment: a limited key could use
+    # files and batches to reach models it is not allowed.
+    for method, path in (("GET", "/v1/files"), ("POST", "/v1/batches")):
+        response = await server_proxy.request(
+            method, path, data=b"{}", headers=bearer(LIMITED_KEY)
+        )
+        assert response.status == 403
+        assert (await response.json())["error"]["code"] == "resource_api_not_allowed"
+    assert fake_azure.requests == []
+    allowed = await server_proxy.get("/v1/files", headers=bearer(TEAM_KEY))
+    assert allowed.status == 200
+
+
+async def test_a_resource_call_for_a_model_not_on_the_resource_endpoint_is_400(
+    server_proxy: Any, fake_azure: FakeAzure, east_azure: FakeAzure
+) -> None:
+    # Resource calls go to the first endpoint (sweden); o3 lives only on east.
+    response = await server_proxy.post(
+        "/v1/responses",
+        json={"model": "o3", "input": "hi"},
+        headers=bearer(TEAM_KEY),
+    )
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "model_not_on_resource_endpoint"
+    assert "'sweden'" in error["message"]
+    assert fake_azure.requests == [] and east_azure.requests == []
+
+
+async def test_model_fallback_with_no_valid_name_is_400(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure
+) -> None:
+    proxy = await aiohttp_client(
+        create_app(server_config(fake_azure, model_fallback=True))
+    )
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("my model/x"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "model_not_found"
+    assert fake_azure.requests == []
+
+
+async def test_undecodable_credential_bytes_are_401_not_500(
+    server_proxy: Any, fake_azure: FakeAzure
+) -> None:
+    import asyncio
+
+    port = server_proxy.server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer k\xff\xfe\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 401")
+    assert fake_azure.requests == []

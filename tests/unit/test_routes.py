@@ -151,3 +151,9 @@ def test_access_key_problems(raw: Any, problem: str) -> None:
     with pytest.raises(ConfigProblems) as caught:
         parse_access_keys(raw, ENV)
     assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+def test_an_empty_models_list_is_refused_not_read_as_every_model() -> None:
+    with pytest.raises(ConfigProblems) as caught:
+        parse_access_keys([{"key": "k" * 20, "models": []}], ENV)
+    assert "an empty list would allow no model" in str(caught.value)

@@ -1,0 +1,161 @@
+"""Prometheus metrics at GET /metrics (names start with azproxy_).
+
+Requests update plain counters and bucket arrays (a few dict and list
+operations); prometheus-client only renders them when /metrics is scraped,
+through a custom collector. Label values come from the configuration or the
+client (model names): past MAX_SERIES distinct label sets, new ones count
+under "other" so a client cannot grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .observe import Exchange
+
+__all__ = ["Metrics", "metrics_handler"]
+
+MAX_SERIES = 2000
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+Labels = tuple[str, ...]
+
+
+class _Histogram:
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.sum += value
+
+
+class Metrics:
+    def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]]) -> None:
+        self.requests: defaultdict[Labels, int] = defaultdict(int)
+        self.tokens: defaultdict[Labels, int] = defaultdict(int)
+        self.retries: defaultdict[Labels, int] = defaultdict(int)
+        self.failovers: defaultdict[Labels, int] = defaultdict(int)
+        self.duration: defaultdict[Labels, _Histogram] = defaultdict(_Histogram)
+        self.ttfb: defaultdict[Labels, _Histogram] = defaultdict(_Histogram)
+        self.streams_in_flight = 0
+        self._gauges = gauges
+        self._seen: set[Labels] = set()
+
+    def _labels(self, *values: str | None) -> Labels:
+        labels = tuple(v or "" for v in values)
+        if labels not in self._seen:
+            if len(self._seen) >= MAX_SERIES:
+                return tuple("other" if v else "" for v in labels)
+            self._seen.add(labels)
+        return labels
+
+    def record(self, exchange: Exchange, status: int, end: float) -> None:
+        labels = self._labels(exchange.model, exchange.deployment)
+        self.requests[(str(status), *labels)] += 1
+        self.duration[labels].observe(end - exchange.started)
+        if exchange.first_byte is not None:
+            self.ttfb[labels].observe(exchange.first_byte - exchange.started)
+        if exchange.attempts > 1:
+            extra = self.failovers if exchange.failover else self.retries
+            extra[labels] += exchange.attempts - 1
+        if exchange.usage is not None:
+            self.tokens[(*labels, "prompt")] += exchange.usage[0]
+            self.tokens[(*labels, "completion")] += exchange.usage[1]
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "azproxy_requests",
+            "Requests answered, by status, model and deployment.",
+            labels=["status", "model", "deployment"],
+        )
+        for key, value in self.requests.items():
+            requests.add_metric(list(key), value)
+        yield requests
+        yield self._histogram(
+            "azproxy_request_duration_seconds",
+            "Time from request to the end of the answer.",
+            self.duration,
+        )
+        yield self._histogram(
+            "azproxy_time_to_first_byte_seconds",
+            "Time from request to the first byte of the answer sent.",
+            self.ttfb,
+        )
+        for name, help_text, values in (
+            (
+                "azproxy_retries",
+                "Retries of one deployment (pass-through).",
+                self.retries,
+            ),
+            ("azproxy_failovers", "Moves to another deployment.", self.failovers),
+        ):
+            family = CounterMetricFamily(
+                name, help_text, labels=["model", "deployment"]
+            )
+            for key, value in values.items():
+                family.add_metric(list(key), value)
+            yield family
+        tokens = CounterMetricFamily(
+            "azproxy_tokens",
+            "Tokens Azure reported using, by model, deployment and kind.",
+            labels=["model", "deployment", "kind"],
+        )
+        for key, value in self.tokens.items():
+            tokens.add_metric(list(key), value)
+        yield tokens
+        streams = GaugeMetricFamily(
+            "azproxy_streams_in_flight", "Streamed answers being relayed now."
+        )
+        streams.add_metric([], self.streams_in_flight)
+        yield streams
+        for name, (help_text, read) in self._gauges.items():
+            gauge = GaugeMetricFamily(name, help_text)
+            gauge.add_metric([], read())
+            yield gauge
+
+    @staticmethod
+    def _histogram(
+        name: str, help_text: str, values: dict[Labels, _Histogram]
+    ) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, help_text, labels=["model", "deployment"])
+        for key, histogram in values.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip(
+                (*BUCKETS, float("inf")), histogram.counts, strict=True
+            ):
+                cumulative += count
+                bucket = "+Inf" if bound == float("inf") else str(bound)
+                buckets.append((bucket, cumulative))
+            family.add_metric(list(key), buckets, histogram.sum)
+        return family
+
+
+def metrics_handler(
+    metrics: Metrics, authorize: Callable[[web.Request], None]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+
+    async def handler(request: web.Request) -> web.Response:
+        authorize(request)
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    return handler

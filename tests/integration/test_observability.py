@@ -1,0 +1,164 @@
+"""One access-log line per request, and Prometheus metrics at /metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from azproxy.keys import OBSERVER
+from tests.conftest import AZURE_KEY, BEARER, TOKEN, ProxyFactory
+from tests.fakes import CHAT_JSON, FakeAzure, json_answer, sse_answer, sse_event
+
+CHAT = (
+    b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "secret prompt"}]}'
+)
+
+
+def access_lines(proxy: Any, capfd: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    log = proxy.app[OBSERVER].access_log
+    assert log is not None
+    log.flush()
+    out = capfd.readouterr().out
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+async def test_a_json_line_per_request_with_what_happened(
+    proxy: Any, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=BEARER)
+    assert response.status == 200
+    body = await response.read()
+    (line,) = access_lines(proxy, capfd)
+    assert line["method"] == "POST" and line["path"] == "/v1/chat/completions"
+    assert line["status"] == 200 and line["upstream_status"] == 200
+    assert line["deployment"] == "dep1" and line["endpoint"] == "myresource"
+    assert line["caller"] == "passthrough:myresource"
+    assert line["attempts"] == 1 and line["stream"] is False
+    assert line["bytes"] == len(body)
+    assert line["request_id"] == response.headers["x-request-id"] == "apim-0001"
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (3, 4)
+    assert line["total_tokens"] == 7
+    assert 0 <= line["ttfb_ms"] <= line["duration_ms"]
+    text = json.dumps(line)
+    assert AZURE_KEY not in text and "secret prompt" not in text
+    assert CHAT_JSON["choices"][0]["message"]["content"] not in text  # type: ignore[index]
+
+
+async def test_a_stream_with_usage_reports_its_tokens(
+    proxy: Any, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    usage = {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33}
+    events = [
+        sse_event({"choices": [{"index": 0, "delta": {"content": "hi"}}]}),
+        sse_event({"choices": [], "usage": usage}),
+        sse_event("[DONE]"),
+    ]
+    fake_azure.queue(sse_answer(events, delay_s=0.01))
+    response = await proxy.post(
+        "/v1/chat/completions",
+        data=b'{"stream": true, "stream_options": {"include_usage": true}}',
+        headers=BEARER,
+    )
+    body = await response.read()
+    (line,) = access_lines(proxy, capfd)
+    assert line["stream"] is True
+    assert line["bytes"] == len(body)
+    assert (line["prompt_tokens"], line["total_tokens"]) == (11, 33)
+
+
+async def test_retries_and_errors_are_recorded(
+    proxy: Any, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    fake_azure.queue(json_answer({"error": {}}, status=500))
+    await proxy.post("/v1/chat/completions", data=CHAT, headers=BEARER)
+    unauthorized = await proxy.post("/v1/chat/completions", data=CHAT)
+    assert unauthorized.status == 401
+    retried, refused = access_lines(proxy, capfd)
+    assert retried["attempts"] == 2 and retried["status"] == 200
+    assert refused["status"] == 401 and refused["attempts"] == 0
+    assert refused["request_id"] == unauthorized.headers["x-request-id"]
+
+    metrics = await (await proxy.get("/metrics")).text()
+    assert 'azproxy_retries_total{deployment="dep1",model=""} 1.0' in metrics
+    assert 'azproxy_requests_total{deployment="",model="",status="401"} 1.0' in metrics
+
+
+async def test_probes_are_not_logged(
+    proxy: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await proxy.get(path)).status == 200
+    assert access_lines(proxy, capfd) == []
+
+
+async def test_text_format_for_humans(
+    proxy_for: ProxyFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proxy = await proxy_for(log_format="text")
+    await proxy.post("/v1/chat/completions", data=CHAT, headers=BEARER)
+    proxy.app[OBSERVER].access_log.flush()
+    line = capfd.readouterr().out.strip()
+    assert " 200 POST /v1/chat/completions " in line
+    assert "deployment=dep1" in line and "total_tokens=7" in line
+    assert not line.startswith("{")
+
+
+async def test_the_access_log_can_be_switched_off(
+    proxy_for: ProxyFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proxy = await proxy_for(access_log=False)
+    await proxy.post("/v1/chat/completions", data=CHAT, headers=BEARER)
+    assert proxy.app[OBSERVER].access_log is None
+    assert capfd.readouterr().out == ""
+
+
+async def test_metrics_in_prometheus_format(proxy: Any, fake_azure: FakeAzure) -> None:
+    # A map of two models: the proxy reads the body's model (one deployment
+    # for every model would not need to).
+    token = f"myresource:gpt-4o|dep-a,gpt-4o-mini|dep-b:{AZURE_KEY}"
+    for _ in range(3):
+        await proxy.post(
+            "/v1/chat/completions",
+            data=CHAT,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    response = await proxy.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = await response.text()
+    labels = 'deployment="dep-a",model="gpt-4o"'
+    assert f'azproxy_requests_total{{{labels},status="200"}} 3.0' in text
+    # Prometheus sorts label names.
+    tokens = 'azproxy_tokens_total{deployment="dep-a",kind="%s",model="gpt-4o"}'
+    assert tokens % "prompt" + " 9.0" in text
+    assert tokens % "completion" + " 12.0" in text
+    assert f"azproxy_request_duration_seconds_count{{{labels}}} 3.0" in text
+    ttfb = 'azproxy_time_to_first_byte_seconds_bucket{deployment="dep-a",le="+Inf"'
+    assert ttfb + ',model="gpt-4o"} 3.0' in text
+    assert "azproxy_streams_in_flight 0.0" in text
+    assert "azproxy_upstream_requests_in_flight 0.0" in text
+    for line in text.splitlines():
+        if line.startswith("azproxy_") and not line.startswith("#"):
+            name = line.split("{")[0].split(" ")[0]
+            assert name.startswith("azproxy_")
+
+
+async def test_metrics_can_require_an_access_key(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure
+) -> None:
+    from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+
+    key = "metrics-access-key-0123456789"
+    proxy = await proxy_for(
+        endpoints=parse_endpoints({"e": {"url": fake_azure.url, "api_key": "k"}}, {}),
+        model_map=parse_model_map("gpt-4o=dep"),
+        access_keys=parse_access_keys([key], {}),
+        metrics_require_key=True,
+    )
+    assert (await proxy.get("/metrics")).status == 401
+    wrong = await proxy.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert wrong.status == 401
+    ok = await proxy.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+    assert ok.status == 200
