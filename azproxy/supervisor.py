@@ -10,7 +10,8 @@ that it serves through another.
   its own copies of the sockets; each worker drains exactly as a single
   process does (lifecycle.drain, shutdown_grace_s). Workers ignore SIGINT, so
   Ctrl-C in a terminal, which signals the whole process group, is one
-  graceful stop.
+  graceful stop. A worker holds SIGTERM back until it can drain; workers
+  still running `stop_timeout_s` after it are killed, and the exit is 1.
 - A worker that dies after it was ready is replaced on the same socket. One
   that dies before it is ready (at start, or as a replacement) stops azproxy:
   the others drain and the parent exits 1, so a broken setup cannot restart
