@@ -17,7 +17,8 @@ from aiohttp import hdrs, web
 from .errors import BadRequest, ProxyError
 from .keys import CALLER, CONFIG
 from .mapping import Scope, classify, model_names_deployment, unknown_url
-from .relay import Outgoing, json_call, json_object, read_body, relay
+from .outgoing import Outgoing, json_call, json_object, read_body
+from .relay import relay
 from .routing import Backend, Caller, Endpoint
 from .uploads import StreamBody, read_upload, stream_through
 

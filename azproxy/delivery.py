@@ -1,0 +1,135 @@
+"""Writing an answer to the client, chunk by chunk, and ending it explicitly
+when Azure fails midway. A client that stops reading cannot pin the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from .errors import error_body
+from .keys import CONFIG, EXCHANGE
+from .observe import Exchange, usage_of
+from .sse import normaliser_for
+from .upstream import Reply
+
+__all__ = ["deliver", "end_broken_stream", "pump"]
+
+log = logging.getLogger("azproxy.relay")
+
+EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+async def pump(
+    request: web.Request,
+    response: web.StreamResponse,
+    reply: Reply,
+    sse: bool,
+    exchange: Exchange,
+) -> None:
+    """Relay the body chunk by chunk; end it explicitly if Azure fails."""
+    upstream = reply.response
+    # sse_compat=openai: whole events, minus Azure's extra chunks.
+    tidy = normaliser_for(request, sse)
+    chunk, previous = reply.first, b""
+    while chunk:
+        out = chunk if tidy is None else tidy.feed(chunk)
+        if out and not await deliver(request, response, out, exchange):
+            upstream.close()  # the client is gone: so is the Azure request
+            return
+        try:
+            next_chunk = await upstream.content.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The normaliser writes whole events only (a partial one it holds
+            # is dropped): the error event needs no separator then.
+            last = chunk if tidy is None else b"\n\n"
+            await end_broken_stream(request, response, sse, last, exc)
+            return
+        if next_chunk:
+            previous = chunk
+        chunk = next_chunk
+    if tidy is not None and (rest := tidy.flush()):
+        await deliver(request, response, rest, exchange)
+    # A stream's usage (stream_options.include_usage) is in its last events.
+    exchange.usage = usage_of(previous + chunk) if sse else None
+
+
+async def deliver(
+    request: web.Request,
+    response: web.StreamResponse,
+    chunk: bytes,
+    exchange: Exchange,
+) -> bool:
+    """Write a chunk to the client; False when the client is gone or stalled.
+
+    A client that stops reading makes writes block once the transport's
+    buffer is full, which also stops reading from Azure (backpressure, so
+    memory stays bounded). Such a client gets client_write_timeout_s to read
+    again; then both connections are dropped.
+    """
+    transport = request.transport
+    try:
+        if transport is None or (
+            transport.get_write_buffer_size() + len(chunk)
+            <= transport.get_write_buffer_limits()[1]
+        ):
+            # Stays under the high-water mark: the write cannot block.
+            await response.write(chunk)
+            exchange.sent(len(chunk))
+            return True
+        timeout = request.app[CONFIG].client_write_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await response.write(chunk)
+            exchange.sent(len(chunk))
+        except TimeoutError:
+            log.warning("client read nothing for %g s; dropping the stream", timeout)
+            transport.abort()
+            return False
+    except ConnectionError:
+        return False
+    return True
+
+
+async def end_broken_stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    sse: bool,
+    last_chunk: bytes,
+    exc: BaseException,
+) -> None:
+    """Azure failed after the answer started: make the failure explicit.
+
+    SSE gets a final `data: {"error": ...}` event, which the openai SDKs raise
+    as an APIError. Then the connection closes without the chunked
+    terminator, so even a client that ignores the event sees a broken
+    transfer, never a clean-looking truncated answer.
+    """
+    if isinstance(exc, TimeoutError):
+        timeout = request.app[CONFIG].read_timeout_s
+        message = (
+            f"Azure OpenAI sent nothing for {timeout:g} s (read_timeout_s); "
+            "the answer is incomplete."
+        )
+        code = "upstream_timeout"
+    else:
+        message = (
+            "The connection to Azure OpenAI broke mid-answer "
+            f"({type(exc).__name__}); the answer is incomplete."
+        )
+        code = "upstream_stream_error"
+    log.warning("stream to client cut: %s", message)
+    if sse:
+        # A partial event would swallow the error event's first line.
+        separator = b"" if last_chunk.endswith(EVENT_ENDINGS) else b"\n\n"
+        event = b"data: " + error_body(message, "api_error", code) + b"\n\n"
+        # Through deliver(): a client that stopped reading gets no more
+        # time here than anywhere else.
+        if not await deliver(request, response, separator + event, request[EXCHANGE]):
+            return
+    if request.transport is not None:
+        # close() flushes what is buffered, then closes; the write_eof that
+        # aiohttp attempts afterwards finds the transport closing and stops.
+        request.transport.close()
