@@ -90,12 +90,12 @@ class HealthBoard:
         return ordered
 
     def _wait(self, state: _State, now: float) -> float:
-        if state.open_until:
-            if now < state.open_until:
-                return state.open_until - now
-            if state.probing:
-                # Half-open and a probe is out: others wait for its verdict.
-                return self.error_cooldown_s
+        if state.probing:
+            # A probe is out (the first request after a cooldown or an open
+            # breaker): the others wait for its verdict instead of rushing in.
+            return self.error_cooldown_s
+        if now < state.open_until:
+            return state.open_until - now
         return state.cooling_until - now
 
     def _by_weight(self, group: list[Backend]) -> list[Backend]:
@@ -107,9 +107,11 @@ class HealthBoard:
         return sorted(group, key=lambda b: keys[b.name], reverse=True)
 
     def started(self, backend: Backend) -> None:
-        """A request goes to this deployment; a half-open breaker lets one through."""
+        """A request goes to this deployment. If it has cooled down or its
+        breaker is half-open, that request is a probe: one alone, not a herd
+        of concurrent requests that would all meet the same 429 again."""
         state = self._states.get(backend.name)
-        if state is not None and state.open_until and self._clock() >= state.open_until:
+        if state is not None and (state.cooling_until or state.open_until):
             state.probing = True
 
     def abandoned(self, backend: Backend) -> None:
@@ -123,6 +125,7 @@ class HealthBoard:
         state = self._states.get(backend.name)
         if state is not None:
             state.failures = 0
+            state.cooling_until = 0.0
             state.open_until = 0.0
             state.probing = False
 
@@ -139,7 +142,10 @@ class HealthBoard:
         now = self._clock()
         state.failures += 1
         state.cooling_until = max(state.cooling_until, now + self.error_cooldown_s)
-        if state.probing or state.failures >= self.breaker_failures:
+        # A failed half-open probe reopens the breaker at once.
+        if (state.probing and state.open_until) or (
+            state.failures >= self.breaker_failures
+        ):
             state.open_until = now + self.breaker_open_s
         state.probing = False
 

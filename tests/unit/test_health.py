@@ -151,3 +151,23 @@ def test_retry_after(headers: dict[str, str], seconds: float | None) -> None:
         assert found is None
     else:
         assert found == pytest.approx(seconds)
+
+
+def test_after_a_cooldown_one_request_probes_alone() -> None:
+    clock = Clock()
+    health = board(clock)
+    a, b = backend("a"), backend("b")
+    health.rate_limited(a, 1.0)
+    clock.now += 1.1
+    assert a in health.plan([a, b])  # cooled down: it may be tried again...
+    health.started(a)
+    assert health.plan([a, b]) == [b]  # ...by one request, not a herd
+    health.rate_limited(a, 1.0)  # the probe met another 429
+    clock.now += 0.5
+    assert health.plan([a, b]) == [b]
+    clock.now += 0.6
+    health.started(a)
+    health.succeeded(a)
+    assert set(health.plan([a, b])) == {a, b}
+    health.started(a)
+    assert set(health.plan([a, b])) == {a, b}  # healthy again: no probing
