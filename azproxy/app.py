@@ -16,6 +16,7 @@ from .health import HealthBoard
 from .keys import CONFIG, GATE, HEALTH, LIFECYCLE, LIMITER, METRICS, OBSERVER, SESSION
 from .lifecycle import Lifecycle, readyz
 from .limits import Limiter
+from .mapping import DEPLOYMENT_PATHS
 from .metrics import Metrics, metrics_handler
 from .middlewares import (
     admission_middleware,
@@ -85,6 +86,10 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     setup_realtime(app)  # GET /v1/realtime (WebSocket), before the catch-all
+    # The paths most requests take, as plain routes: aiohttp finds those with
+    # a dict lookup, while the catch-all below costs a regex match.
+    for path in sorted(DEPLOYMENT_PATHS):
+        app.router.add_route("*", f"/v1/{path}", handle)
     app.router.add_route("*", "/{path:.*}", handle)
     return app
 

@@ -1339,7 +1339,55 @@ async def workers_c50(bench: Bench) -> list[Row]:
 
 Measurement = Callable[[Bench], Coroutine[Any, Any, list[Row]]]
 
+
 # The sections, in order. Each returns its rows; add one by appending here.
+async def relay_floor(bench: Bench) -> list[Row]:
+    """azproxy's CPU per request next to the leanest aiohttp relay (same loop,
+    same session options, nothing else; scripts/floor_relay.py) in the same
+    run: how much of the cost is the framework and how much is azproxy."""
+    bench.require_wrk()
+    bench.require_proc()
+    proxy, sim = bench.target(AZPROXY), bench.target(DIRECT)
+    if proxy is None or sim is None:
+        raise Skip("needs the azproxy and direct targets")
+    (port,) = free_ports(1)
+    upstream = f"http://{LOOPBACK}:{sim.port}{AZURE_URL_PATH}"
+    script = Path(__file__).with_name("floor_relay.py")
+    argv = [sys.executable, str(script), str(port), upstream]
+    service = bench.services.start("floor", argv, port, child_env())
+    wait_ready(service, lambda: tcp_open(port))
+    floor = Target("floor", port, OPENAI_PATH, {}, lambda: [service.popen.pid])
+    rounds = 1 if bench.options.quick else 2
+    cpu: dict[str, list[float]] = {proxy.name: [], floor.name: []}
+    try:
+        for _ in range(rounds):
+            for target in (proxy, floor):
+                result = await run_wrk(bench, target, 50)
+                if result.cpu_ms_per_request is not None:
+                    cpu[target.name].append(result.cpu_ms_per_request)
+    finally:
+        bench.services.stop(service)
+    mean = {k: sum(v) / len(v) if v else None for k, v in cpu.items()}
+    section = f"CPU per request against the bare aiohttp floor, c50 ({rounds} rounds)"
+    return [
+        Row(
+            section,
+            "bare aiohttp relay",
+            "ms",
+            {AZPROXY: mean[floor.name]},
+            ratio=False,
+        ),
+        Row(section, "azproxy", "ms", {AZPROXY: mean[proxy.name]}, ratio=False),
+        Row(
+            section,
+            "azproxy / bare relay",
+            "x",
+            {AZPROXY: ratio(mean[proxy.name], mean[floor.name])},
+            ratio=False,
+        ),
+    ]
+
+
 STORM_CONCURRENCY = 10
 STORM_RETRY_AFTER_MS = 1000
 STORM_KEY = "bench-access-key-0123456789"
@@ -1453,6 +1501,7 @@ async def storm_load(
 MEASUREMENTS: list[Measurement] = [
     nonstream_c1,
     nonstream_c50,
+    relay_floor,
     streams_c50,
     streams_200_rss,
     upload_rss,
