@@ -18,7 +18,6 @@ the default 2024-10-21 has no realtime, so PREVIEW_API_VERSION replaces it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,6 +33,7 @@ from .errors import ProxyError, UpgradeRequired, UpstreamTimeout, UpstreamUnreac
 from .headers import request_headers
 from .keys import CALLER, CONFIG, EXCHANGE, SESSION, UpstreamSession
 from .routing import Backend
+from .upstream import pause_before_retry
 from .wsrelay import CLOSE_TIMEOUT_S, REALTIME_SESSIONS, RealtimeSession, close_sessions
 
 __all__ = [
@@ -193,6 +193,7 @@ async def open_upstream(
     name, value = endpoint.auth.header()
     headers[name] = value
     host = url.host
+    what = f"realtime handshake with {host}"
     for attempt in range(config.retries + 1):
         retries_left = attempt < config.retries
         try:
@@ -212,12 +213,12 @@ async def open_upstream(
             )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status >= 500 and retries_left:
-                await pause_before_retry(config, attempt, f"HTTP {exc.status}", host)
+                await pause_before_retry(config, attempt, what, f"HTTP {exc.status}")
                 continue
             raise refused(exc, backend) from None
         except aiohttp.ConnectionTimeoutError:
             if retries_left:
-                await pause_before_retry(config, attempt, "connect timeout", host)
+                await pause_before_retry(config, attempt, what, "connect timeout")
                 continue
             raise UpstreamTimeout(
                 f"Timed out connecting to Azure OpenAI at {host} "
@@ -230,27 +231,13 @@ async def open_upstream(
             ) from None
         except aiohttp.ClientError as exc:
             if retries_left:
-                await pause_before_retry(config, attempt, type(exc).__name__, host)
+                await pause_before_retry(config, attempt, what, type(exc).__name__)
                 continue
             raise UpstreamUnreachable(
                 f"Could not reach Azure OpenAI at {host} after {attempt + 1} "
                 f"attempt(s) ({type(exc).__name__})."
             ) from None
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-async def pause_before_retry(
-    config: Config, attempt: int, reason: str, host: str | None
-) -> None:
-    log.warning(
-        "realtime handshake with %s failed (%s); retry %d/%d in %g s",
-        host,
-        reason,
-        attempt + 1,
-        config.retries,
-        config.retry_delay_s,
-    )
-    await asyncio.sleep(config.retry_delay_s)
 
 
 # Headers of a refused handshake worth passing on; the body is azproxy's own

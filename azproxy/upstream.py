@@ -24,7 +24,14 @@ from .observe import Exchange
 from .routing import Backend
 from .uploads import StreamBody
 
-__all__ = ["Failure", "Reply", "Target", "send_once", "send_with_retries"]
+__all__ = [
+    "Failure",
+    "Reply",
+    "Target",
+    "pause_before_retry",
+    "send_once",
+    "send_with_retries",
+]
 
 log = logging.getLogger("azproxy.relay")
 
@@ -191,13 +198,20 @@ async def send_with_retries(
                 return reply
             reply.close()
             reason = "model overloaded" if reply.overloaded else f"HTTP {reply.status}"
-        log.warning(
-            "upstream %s failed (%s); retry %d/%d in %g s",
-            host,
-            reason,
-            attempt + 1,
-            config.retries,
-            config.retry_delay_s,
-        )
-        await asyncio.sleep(config.retry_delay_s)
+        await pause_before_retry(config, attempt, f"upstream {host}", reason)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def pause_before_retry(
+    config: Config, attempt: int, what: str, reason: str
+) -> None:
+    """Log a failed attempt and wait retry_delay_s: the original proxy's pace."""
+    log.warning(
+        "%s failed (%s); retry %d/%d in %g s",
+        what,
+        reason,
+        attempt + 1,
+        config.retries,
+        config.retry_delay_s,
+    )
+    await asyncio.sleep(config.retry_delay_s)
