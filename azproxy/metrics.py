@@ -79,14 +79,12 @@ class Metrics:
             self.tokens[(*labels, "completion")] += exchange.usage[1]
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
+        yield _counter(
             "azproxy_requests",
             "Requests answered, by status, model and deployment.",
-            labels=["status", "model", "deployment"],
+            ["status", "model", "deployment"],
+            self.requests,
         )
-        for key, value in self.requests.items():
-            requests.add_metric(list(key), value)
-        yield requests
         yield self._histogram(
             "azproxy_request_duration_seconds",
             "Time from request to the end of the answer.",
@@ -97,28 +95,24 @@ class Metrics:
             "Time from request to the first byte of the answer sent.",
             self.ttfb,
         )
-        for name, help_text, values in (
-            (
-                "azproxy_retries",
-                "Retries of one deployment (pass-through).",
-                self.retries,
-            ),
-            ("azproxy_failovers", "Moves to another deployment.", self.failovers),
-        ):
-            family = CounterMetricFamily(
-                name, help_text, labels=["model", "deployment"]
-            )
-            for key, value in values.items():
-                family.add_metric(list(key), value)
-            yield family
-        tokens = CounterMetricFamily(
+        yield _counter(
+            "azproxy_retries",
+            "Retries of one deployment (pass-through).",
+            ["model", "deployment"],
+            self.retries,
+        )
+        yield _counter(
+            "azproxy_failovers",
+            "Moves to another deployment.",
+            ["model", "deployment"],
+            self.failovers,
+        )
+        yield _counter(
             "azproxy_tokens",
             "Tokens Azure reported using, by model, deployment and kind.",
-            labels=["model", "deployment", "kind"],
+            ["model", "deployment", "kind"],
+            self.tokens,
         )
-        for key, value in self.tokens.items():
-            tokens.add_metric(list(key), value)
-        yield tokens
         streams = GaugeMetricFamily(
             "azproxy_streams_in_flight", "Streamed answers being relayed now."
         )
@@ -144,6 +138,15 @@ class Metrics:
                 buckets.append((bucket, cumulative))
             family.add_metric(list(key), buckets, histogram.sum)
         return family
+
+
+def _counter(
+    name: str, help_text: str, labels: list[str], values: dict[Labels, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
 
 
 def metrics_handler(

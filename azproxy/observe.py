@@ -90,7 +90,7 @@ def usage_of(tail: bytes) -> tuple[int, int, int] | None:
     return prompt, completion, total
 
 
-def ensure_request_id(headers: CIMultiDict[str] | Any) -> str:
+def ensure_request_id(headers: CIMultiDict[str]) -> str:
     """x-request-id: Azure's, else its apim-request-id, else a new one."""
     found = headers.get("x-request-id")
     if found is None:

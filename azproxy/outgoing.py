@@ -16,7 +16,7 @@ from .headers import request_headers
 from .keys import CALLER, CONFIG
 from .mapping import Scope, upstream_url
 from .routing import Backend
-from .uploads import StreamBody
+from .uploads import StreamBody, can_send_again
 from .upstream import Target
 
 __all__ = ["Outgoing", "build_target", "json_call", "json_object", "read_body"]
@@ -45,8 +45,7 @@ class Outgoing:
 
     @property
     def replayable(self) -> bool:
-        """Whether the body can be sent again (a streamed upload cannot)."""
-        return not isinstance(self.body, StreamBody) or self.body.replayable
+        return can_send_again(self.body)
 
 
 def json_call(

@@ -25,12 +25,24 @@ from aiohttp.streams import StreamReader
 from .errors import BadRequest, PayloadTooLarge, ProxyError
 from .multipart import MultipartScanner, Splice, boundary_of, model_part
 
-__all__ = ["SPOOL_MEMORY_BYTES", "StreamBody", "read_upload", "stream_through"]
+__all__ = [
+    "SPOOL_MEMORY_BYTES",
+    "StreamBody",
+    "can_send_again",
+    "read_upload",
+    "stream_through",
+]
 
 SPOOL_MEMORY_BYTES = 1024 * 1024
 READ_BYTES = 64 * 1024
 
 Spool = tempfile.SpooledTemporaryFile[bytes]
+
+
+def can_send_again(body: bytes | StreamBody) -> bool:
+    """Whether a request body can be sent a second time: bytes can, a body
+    streamed from the client only if all of it was spooled."""
+    return not isinstance(body, StreamBody) or body.replayable
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

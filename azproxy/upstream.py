@@ -22,7 +22,7 @@ from .errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
 from .keys import UpstreamSession
 from .observe import Exchange
 from .routing import Backend
-from .uploads import StreamBody
+from .uploads import StreamBody, can_send_again
 
 __all__ = [
     "Failure",
@@ -51,7 +51,7 @@ class Target:
 
     @property
     def replayable(self) -> bool:
-        return not isinstance(self.body, StreamBody) or self.body.replayable
+        return can_send_again(self.body)
 
 
 @dataclass(slots=True)
