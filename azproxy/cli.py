@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the proxy",
         epilog=(
             "Settings without a flag, because they are secrets: access keys "
-            "(AZPROXY_ACCESS_KEYS or access_keys in the config file) and "
+            "(AZPROXY_ACCESS_KEYS or access_keys in the config file), the "
+            "metrics key (AZPROXY_METRICS_KEY or metrics_key) and "
             "endpoints ([endpoints.NAME] in the config file, or "
             "AZURE_OPENAI_ENDPOINT with AZURE_OPENAI_API_KEY, "
             "AZURE_OPENAI_AD_TOKEN or AZPROXY_ENTRA=true)."

@@ -34,6 +34,7 @@ from .routes import (
     parse_model_map,
     unknown_keys,
 )
+from .secrets import Secret, resolve_secret
 
 __all__ = [
     "Config",
@@ -49,6 +50,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 SSE_COMPAT = ("openai", "raw")
 DEFAULT_ENDPOINT = "default"
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+# Well below Python's recursion limit, which json.loads counts levels against.
+MAX_JSON_DEPTH = 500
 
 ConfigError = ConfigProblems
 Parser = Callable[[Any, str, Mapping[str, str]], Any]
@@ -83,6 +86,10 @@ def _access_keys(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
 
 def _api_version(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
     return check_api_version(raw, source)
+
+
+def _secret(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
+    return resolve_secret(raw, source, environ)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +206,55 @@ class Config:
         "Largest multipart upload accepted (audio, image edits, files; 413 above). "
         "Uploads are streamed, never held in memory.",
     )
+    max_json_depth: int = setting(
+        64,
+        "Deepest nesting of arrays and objects accepted in a JSON body azproxy "
+        "reads to find its model (400 body_too_complex above).",
+    )
+    max_json_containers: int = setting(
+        100_000,
+        "Most arrays and objects accepted in a JSON body azproxy reads to find "
+        "its model (400 body_too_complex above).",
+    )
+    max_buffered_body_mb: float = setting(
+        256.0,
+        "Request bodies this process holds in memory at once; past it a body is "
+        "spooled to disk (within max_spool_mb) or refused with 503 and Retry-After.",
+    )
+    max_spool_mb: float = setting(
+        768.0,
+        "Disk this process may use for spooled request bodies, uploads included "
+        "(503 past it); sized for the 1 GiB /tmp of the shipped deployments.",
+    )
+    client_header_timeout_s: float = setting(
+        60.0,
+        "How long a client may take to send a request's headers; then the "
+        "connection is closed.",
+    )
+    client_body_timeout_s: float = setting(
+        60.0,
+        "Longest pause while a client sends a request body, uploads included; "
+        "then 408 and the connection is closed.",
+    )
+    keepalive_timeout_s: float = setting(
+        75.0, "How long an idle keep-alive connection from a client stays open."
+    )
+    max_connections: int | None = setting(
+        None,
+        "Client connections per process, realtime sessions included (503 and "
+        "closed above); auto: half the open-file limit, raised to its hard "
+        "limit at start.",
+    )
+    realtime_idle_timeout_s: float = setting(
+        300.0,
+        "A realtime session with no message in either direction for this long "
+        "is closed.",
+    )
+    realtime_max_message_mb: float = setting(
+        16.0,
+        "Largest realtime WebSocket message relayed, in either direction (the "
+        "session is closed with 1009 above).",
+    )
     sse_compat: str = setting(
         "openai",
         "Chat and completion streams: `openai` drops Azure's prompt-filter and "
@@ -218,6 +274,13 @@ class Config:
     metrics_require_key: bool = setting(
         False, "GET /metrics needs an azproxy access key."
     )
+    metrics_key: Secret | None = setting(
+        None,
+        "A secret that GET /metrics requires (Authorization: Bearer or api-key), "
+        "in every mode, pass-through included (env or file only).",
+        flag=False,
+        parser=_secret,
+    )
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -231,6 +294,18 @@ class Config:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_buffered_body_bytes(self) -> int:
+        return int(self.max_buffered_body_mb * 1024 * 1024)
+
+    @property
+    def max_spool_bytes(self) -> int:
+        return int(self.max_spool_mb * 1024 * 1024)
+
+    @property
+    def realtime_max_message_bytes(self) -> int:
+        return int(self.realtime_max_message_mb * 1024 * 1024)
 
     @property
     def server_side(self) -> bool:
@@ -252,6 +327,8 @@ class Config:
     def secrets(self) -> list[str]:
         """Every secret value, for redaction from logs."""
         found = [k.key for k in self.access_keys]
+        if self.metrics_key is not None:
+            found.append(self.metrics_key)
         for e in self.endpoints:
             found.extend(s for s in (e.api_key, e.ad_token) if s is not None)
         return [s.reveal() for s in found]
@@ -292,9 +369,31 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 found.append(f"{name}: must be 1 or more")
-        if self.client_write_timeout_s <= 0:
-            found.append("client_write_timeout_s: must be greater than 0")
-        for name in ("max_body_mb", "max_upload_mb"):
+        for name in (
+            "client_write_timeout_s",
+            "client_header_timeout_s",
+            "client_body_timeout_s",
+            "keepalive_timeout_s",
+            "realtime_idle_timeout_s",
+        ):
+            if getattr(self, name) <= 0:
+                found.append(f"{name}: must be greater than 0")
+        if not 1 <= self.max_json_depth <= MAX_JSON_DEPTH:
+            found.append(
+                f"max_json_depth: use 1 to {MAX_JSON_DEPTH} (Python's parser "
+                "recurses once per level)"
+            )
+        if self.max_json_containers < 1:
+            found.append("max_json_containers: must be 1 or more")
+        if self.max_connections is not None and self.max_connections < 1:
+            found.append("max_connections: must be 1 or more (or auto)")
+        for name in (
+            "max_body_mb",
+            "max_upload_mb",
+            "max_buffered_body_mb",
+            "max_spool_mb",
+            "realtime_max_message_mb",
+        ):
             if getattr(self, name) <= 0:
                 found.append(f"{name}: must be greater than 0")
         if self.sse_compat not in SSE_COMPAT:
@@ -303,6 +402,11 @@ class Config:
             found.append(f"log_level: use one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in ("json", "text"):
             found.append("log_format: use json or text")
+        if self.metrics_key is not None and len(self.metrics_key.reveal()) < 16:
+            found.append(
+                "metrics_key: shorter than 16 characters; use a long random key "
+                "(e.g. `openssl rand -hex 24`)"
+            )
         if self.metrics_require_key and not self.access_keys:
             found.append(
                 "metrics_require_key: no access keys are configured to require"
@@ -520,16 +624,17 @@ _TYPE_WORDS = {
     float: "a number",
     bool: "true or false",
     bool | None: "true, false or auto",
+    int | None: "a whole number or auto",
     str: "a string",
     tuple[str, ...]: "a comma-separated list",
 }
 
 
 def _parse_as(type_: Any, raw: Any) -> Any:
-    if type_ == bool | None:
-        if raw is None or str(raw).strip().lower() == "auto":
+    if type_ == bool | None or type_ == int | None:
+        if raw is None or str(raw).strip().lower() in ("auto", ""):
             return None
-        return _parse_as(bool, raw)
+        return _parse_as(bool if type_ == bool | None else int, raw)
     if type_ is bool:
         if isinstance(raw, bool):
             return raw

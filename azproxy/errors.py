@@ -6,7 +6,9 @@
   + Forbidden                403 invalid_request_error / model_not_allowed
   + NotFound                 404 invalid_request_error / unknown_url
   + MethodNotAllowed         405 invalid_request_error
+  + RequestTimeout           408 invalid_request_error / request_timeout
   + PayloadTooLarge          413 invalid_request_error
+  + UnsupportedMediaType     415 invalid_request_error / unsupported_content_encoding
   + RateLimited              429 requests / rate_limit_exceeded
   + UpgradeRequired          426 invalid_request_error / websocket_required
   + UpstreamUnreachable      502 api_error
@@ -33,7 +35,9 @@ __all__ = [
     "PayloadTooLarge",
     "ProxyError",
     "RateLimited",
+    "RequestTimeout",
     "ServiceUnavailable",
+    "UnsupportedMediaType",
     "UpgradeRequired",
     "UpstreamTimeout",
     "UpstreamUnreachable",
@@ -107,6 +111,22 @@ class PayloadTooLarge(ProxyError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RequestTimeout(ProxyError):
+    """The client paused too long while sending its request body."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class UnsupportedMediaType(ProxyError):
+    """A body azproxy must read arrived compressed (Content-Encoding)."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_content_encoding"
 
 
 class UpstreamUnreachable(ProxyError):

@@ -43,7 +43,7 @@ def test_every_setting_has_a_flag_and_an_env_var(
         assert s.flag in help_text
         assert s.env in " ".join(help_text.split())
     secrets = [s.name for s in settings() if not s.has_flag]
-    assert secrets == ["endpoints", "access_keys"]
+    assert secrets == ["endpoints", "access_keys", "metrics_key"]
     assert "--demo" in help_text
 
 
