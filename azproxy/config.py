@@ -216,6 +216,11 @@ class Config:
         "Most arrays and objects accepted in a JSON body azproxy reads to find "
         "its model (400 body_too_complex above).",
     )
+    max_json_values: int = setting(
+        1_000_000,
+        "Most values (strings, numbers, members) accepted in a JSON body azproxy "
+        "reads to find its model (400 body_too_complex above).",
+    )
     max_buffered_body_mb: float = setting(
         256.0,
         "Request bodies this process holds in memory at once; past it a body is "
@@ -383,8 +388,9 @@ class Config:
                 f"max_json_depth: use 1 to {MAX_JSON_DEPTH} (Python's parser "
                 "recurses once per level)"
             )
-        if self.max_json_containers < 1:
-            found.append("max_json_containers: must be 1 or more")
+        for name in ("max_json_containers", "max_json_values"):
+            if getattr(self, name) < 1:
+                found.append(f"{name}: must be 1 or more")
         if self.max_connections is not None and self.max_connections < 1:
             found.append("max_connections: must be 1 or more (or auto)")
         for name in (
