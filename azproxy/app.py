@@ -72,7 +72,9 @@ def create_app(config: Config) -> web.Application:
                 "Requests holding one of the max_upstream_requests slots.",
                 lambda: limiter.in_use,
             ),
-        }
+        },
+        models=config.model_map,
+        deployments=(r.deployment for rs in config.model_map.values() for r in rs),
     )
     app[OBSERVER] = Observer(None, metrics)
     app.cleanup_ctx.append(access_log)

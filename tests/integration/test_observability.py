@@ -162,3 +162,62 @@ async def test_metrics_can_require_an_access_key(
     assert wrong.status == 401
     ok = await proxy.get("/metrics", headers={"Authorization": f"Bearer {key}"})
     assert ok.status == 200
+
+
+MAP_TOKEN = f"myresource:gpt-4o|dep-a,gpt-4o-mini|dep-b:{AZURE_KEY}"
+
+
+async def test_a_huge_model_name_leaves_metrics_and_log_small(
+    proxy: Any, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A map token makes the proxy read the body's model; an unmapped one goes
+    # to the first deployment, so the client chooses this label value.
+    model = "m" * 100_000
+    body = json.dumps({"model": model, "messages": []}).encode()
+    for _ in range(3):
+        response = await proxy.post(
+            "/v1/chat/completions",
+            data=body,
+            headers={"Authorization": f"Bearer {MAP_TOKEN}"},
+        )
+        assert response.status == 200
+    assert fake_azure.requests[-1].path == "/openai/deployments/dep-a/chat/completions"
+    assert fake_azure.requests[-1].body == body  # relayed untouched
+    lines = access_lines(proxy, capfd)
+    assert [line["model"] for line in lines] == ["m" * 64] * 3
+
+    metrics = await (await proxy.get("/metrics")).text()
+    assert len(metrics) < 20_000
+    assert 'azproxy_requests_total{deployment="dep-a",model="other"' in metrics
+    assert "mmmm" not in metrics
+
+
+async def test_a_huge_model_name_is_bounded_in_server_side_mode_too(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure
+) -> None:
+    from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+
+    # model_fallback relays a model the map does not name: here to the
+    # deployment "a", its dotless name.
+    key = "access-key-0123456789"
+    proxy = await proxy_for(
+        endpoints=parse_endpoints({"e": {"url": fake_azure.url, "api_key": "k"}}, {}),
+        model_map=parse_model_map("gpt-4o=gpt-4o-prod"),
+        access_keys=parse_access_keys([key], {}),
+        model_fallback=True,
+    )
+    for model in ("a" + "." * 100_000, "gpt-4o"):
+        response = await proxy.post(
+            "/v1/chat/completions",
+            data=json.dumps({"model": model, "messages": []}),
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.status == 200
+    assert [r.path for r in fake_azure.requests] == [
+        "/openai/deployments/a/chat/completions",
+        "/openai/deployments/gpt-4o-prod/chat/completions",
+    ]
+    metrics = await (await proxy.get("/metrics")).text()
+    assert len(metrics) < 20_000
+    assert 'azproxy_requests_total{deployment="a",model="other"' in metrics
+    assert 'requests_total{deployment="gpt-4o-prod",model="gpt-4o"' in metrics
