@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from azproxy.keys import OBSERVER
+from azproxy.secrets import Secret
 from tests.conftest import AZURE_KEY, BEARER, TOKEN, ProxyFactory
 from tests.fakes import CHAT_JSON, FakeAzure, json_answer, sse_answer, sse_event
 
@@ -190,6 +191,51 @@ async def test_a_huge_model_name_leaves_metrics_and_log_small(
     assert len(metrics) < 20_000
     assert 'azproxy_requests_total{deployment="dep-a",model="other"' in metrics
     assert "mmmm" not in metrics
+
+
+async def test_metrics_key_protects_metrics_in_passthrough_mode(
+    proxy_for: ProxyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "metrics-key-0123456789abcdef"
+    proxy = await proxy_for(metrics_key=Secret(key))
+    compared: list[str] = []
+    matches = Secret.matches
+
+    def spy(self: Secret, candidate: str) -> bool:
+        compared.append(candidate)
+        return matches(self, candidate)
+
+    monkeypatch.setattr(Secret, "matches", spy)
+    refused = await proxy.get("/metrics")
+    assert refused.status == 401
+    error = (await refused.json())["error"]
+    assert error["code"] == "invalid_api_key" and "metrics_key" in error["message"]
+    for wrong in (BEARER, {"Authorization": f"Bearer {key}x"}, {"api-key": key[:-1]}):
+        assert (await proxy.get("/metrics", headers=wrong)).status == 401
+    for right in ({"Authorization": f"Bearer {key}"}, {"api-key": key}):
+        answer = await proxy.get("/metrics", headers=right)
+        assert answer.status == 200
+        assert "azproxy_requests_total" in await answer.text()
+    assert compared == [TOKEN, f"{key}x", key[:-1], key, key]
+
+
+async def test_metrics_key_or_an_access_key_with_metrics_require_key(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure
+) -> None:
+    from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+
+    access_key, metrics_key = "access-key-0123456789", "metrics-key-0123456789"
+    proxy = await proxy_for(
+        endpoints=parse_endpoints({"e": {"url": fake_azure.url, "api_key": "k"}}, {}),
+        model_map=parse_model_map("gpt-4o=dep"),
+        access_keys=parse_access_keys([access_key], {}),
+        metrics_require_key=True,
+        metrics_key=Secret(metrics_key),
+    )
+    assert (await proxy.get("/metrics")).status == 401
+    for key in (access_key, metrics_key):
+        ok = await proxy.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+        assert ok.status == 200
 
 
 async def test_a_huge_model_name_is_bounded_in_server_side_mode_too(
