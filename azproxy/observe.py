@@ -7,8 +7,8 @@ access-log line and the metrics, at the cost of a few attribute writes.
 
 Never logged: a credential, a prompt, a completion. Token usage is read from
 the end of an answer (where Azure puts `usage`) without parsing the whole body.
-A client's model name is logged cut to MAX_SHOWN_CHARS (64) characters,
-so no input makes a line huge.
+A client's model name is logged cut to MAX_SHOWN_CHARS (64) characters, and text
+lines escape control characters, so no input makes a line huge or forges one.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from aiohttp.web import StreamResponse
 from multidict import CIMultiDict
 
+from .log import escape_controls
 from .names import MAX_SHOWN_CHARS
 
 __all__ = [
@@ -222,4 +223,6 @@ def _as_text(fields: dict[str, Any]) -> str:
         for k, v in fields.items()
         if k not in ("time", "status", "method", "path") and v is not None
     )
-    return f"{head} {rest}\n"
+    # The path is percent-decoded (%0A is a newline) and the model is the
+    # client's: escaped, neither can end the line early.
+    return f"{escape_controls(f'{head} {rest}')}\n"

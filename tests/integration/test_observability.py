@@ -238,6 +238,40 @@ async def test_metrics_key_or_an_access_key_with_metrics_require_key(
         assert ok.status == 200
 
 
+def text_lines(proxy: Any, capfd: pytest.CaptureFixture[str]) -> list[str]:
+    proxy.app[OBSERVER].access_log.flush()
+    return capfd.readouterr().out.splitlines()
+
+
+async def test_text_log_escapes_a_newline_in_the_path(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proxy = await proxy_for(log_format="text")
+    forged = "/v1/chat%0A2026-01-01T00:00:00.000Z 200 POST /v1/forged\\completions"
+    response = await proxy.post(forged, data=CHAT, headers=BEARER)
+    assert response.status == 404  # an encoded path is never relayed
+    assert fake_azure.requests == []
+    (line,) = text_lines(proxy, capfd)
+    assert " 404 POST /v1/chat\\n2026-01-01T00:00:00.000Z 200 POST " in line
+    assert "/v1/forged\\\\completions " in line  # a backslash is escaped too
+
+
+async def test_text_log_escapes_control_characters_in_the_model(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proxy = await proxy_for(log_format="text")
+    model = "gpt\r\n2026-01-01T00:00:00.000Z 200 GET /forged\x1b[2J"
+    response = await proxy.post(
+        "/v1/chat/completions",
+        data=json.dumps({"model": model, "messages": []}),
+        headers={"Authorization": f"Bearer {MAP_TOKEN}"},
+    )
+    assert response.status == 200
+    assert json.loads(fake_azure.requests[0].body)["model"] == model
+    (line,) = text_lines(proxy, capfd)
+    assert " model=gpt\\r\\n2026-01-01T00:00:00.000Z 200 GET /forged\\x1b[2J " in line
+
+
 async def test_a_huge_model_name_is_bounded_in_server_side_mode_too(
     proxy_for: ProxyFactory, fake_azure: FakeAzure
 ) -> None:
