@@ -72,7 +72,9 @@ def create_app(config: Config) -> web.Application:
                 "Requests holding one of the max_upstream_requests slots.",
                 lambda: limiter.in_use,
             ),
-        }
+        },
+        models=config.model_map,
+        deployments=(r.deployment for rs in config.model_map.values() for r in rs),
     )
     app[OBSERVER] = Observer(None, metrics)
     app.cleanup_ctx.append(access_log)
@@ -106,16 +108,28 @@ async def access_log(app: web.Application) -> AsyncIterator[None]:
 
 
 def metrics_guard(config: Config) -> Callable[[web.Request], None]:
-    """With metrics_require_key, /metrics wants a valid access key."""
+    """Who may read /metrics: anyone, or (with metrics_key or
+    metrics_require_key) whoever presents metrics_key or an access key."""
+    metrics_key, require_key = config.metrics_key, config.metrics_require_key
+    wanted = []
+    if metrics_key is not None:
+        wanted.append("the metrics key (metrics_key)")
+    if require_key:
+        wanted.append("an azproxy access key (metrics_require_key)")
+    refusal = f"GET /metrics needs {' or '.join(wanted)}."
 
     def check(request: web.Request) -> None:
-        if not config.metrics_require_key:
+        if not wanted:
             return
         presented = presented_token(request.headers)
-        if presented is None or match_access_key(config.access_keys, presented) is None:
-            raise InvalidCredentials(
-                "GET /metrics needs an azproxy access key (metrics_require_key)."
-            )
+        if presented is not None:
+            # Both compared in constant time (Secret.matches).
+            if metrics_key is not None and metrics_key.matches(presented):
+                return
+            keys = config.access_keys
+            if require_key and match_access_key(keys, presented) is not None:
+                return
+        raise InvalidCredentials(refusal)
 
     return check
 

@@ -2,6 +2,10 @@
 
 azproxy never logs a credential on purpose; redaction is the second line of
 defence for what a library or an exception message might carry.
+
+Text lines also escape control characters: a client's input (a path, which
+aiohttp percent-decodes, or a model name) could otherwise end a line and
+forge one of its own. JSON lines are escaped by JSON itself.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ __all__ = [
     "JsonFormatter",
     "RedactingFormatter",
     "configure_logging",
+    "escape_controls",
     "quiet_protocol_errors",
     "redact",
 ]
@@ -53,22 +58,66 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
+# C0 and C1 controls (CR and LF among them), DEL, the Unicode line and
+# paragraph separators, and the backslash, so that an escaped "\n" cannot be
+# mistaken for one the input spelled out.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\\u2028\u2029]")
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(found: re.Match[str]) -> str:
+    char = found.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters and backslashes escaped (\\n, \\x1b, \\\\)."""
+    # Almost every line has nothing to escape: two C-speed scans decide that.
+    if text.isprintable() and "\\" not in text:
+        return text
+    return _CONTROL.sub(_escaped, text)
+
+
 class RedactingFormatter(logging.Formatter):
-    """Redacts the whole formatted line: message, arguments and traceback."""
+    """Text lines, redacted (message, arguments and traceback) and escaped.
+
+    The message's control characters are escaped, so one record starts one
+    line; a traceback keeps its lines, each indented, so none of them can
+    pass for a record either.
+    """
 
     def __init__(self, fmt: str, secrets: Iterable[str] = ()) -> None:
         super().__init__(fmt)
         self.secrets = tuple(s for s in secrets if s)
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        # Redact before escaping: escaping could split a known secret.
+        text = escape_controls(redact(self.formatMessage(record), self.secrets))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for extra in (record.exc_text, record.stack_info):
+            if extra:
+                text += "\n" + self._indented(redact(extra, self.secrets))
+        return text
+
+    @staticmethod
+    def _indented(text: str) -> str:
+        return "\n".join("    " + escape_controls(line) for line in text.split("\n"))
 
 
-class JsonFormatter(RedactingFormatter):
+class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log collectors; redacted like text."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__("%(message)s", secrets)
+        super().__init__("%(message)s")
+        self.secrets = tuple(s for s in secrets if s)
 
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps(
@@ -78,7 +127,7 @@ class JsonFormatter(RedactingFormatter):
                 ),
                 "level": record.levelname.lower(),
                 "logger": record.name,
-                "message": super().format(record),
+                "message": redact(super().format(record), self.secrets),
             },
             separators=(",", ":"),
         )

@@ -2,16 +2,24 @@
 
 Requests update plain counters and bucket arrays (a few dict and list
 operations); prometheus-client only renders them when /metrics is scraped,
-through a custom collector. Label values come from the configuration or the
-client (model names): past MAX_SERIES distinct label sets, new ones count
-under "other" so a client cannot grow memory without bound.
+through a custom collector.
+
+Label values come from the configuration or from clients (model names, and
+deployments named by pass-through tokens), so every one is bounded: a value a
+client chose is a label only if it looks like a name and is at most
+MAX_SHOWN_CHARS long, and only the first MAX_MODELS models and
+MAX_DEPLOYMENTS deployments seen become labels; the rest count as "other".
+Configured names are always labels. Past MAX_SERIES distinct label pairs, new
+ones count as "other" too, so no input can grow /metrics or memory for the
+life of the process.
 """
 
 from __future__ import annotations
 
 import bisect
+import re
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,11 +31,23 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .names import DEPLOYMENT_RE, MAX_SHOWN_CHARS, MODEL_RE
 from .observe import Exchange
 
-__all__ = ["Metrics", "metrics_handler"]
+__all__ = [
+    "MAX_DEPLOYMENTS",
+    "MAX_MODELS",
+    "MAX_SERIES",
+    "OTHER",
+    "LabelValues",
+    "Metrics",
+    "metrics_handler",
+]
 
 MAX_SERIES = 2000
+MAX_MODELS = 100
+MAX_DEPLOYMENTS = 100
+OTHER = "other"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 Labels = tuple[str, ...]
@@ -45,8 +65,44 @@ class _Histogram:
         self.sum += value
 
 
+class LabelValues:
+    """The values one label may take: the configured names, and up to `room`
+    names clients chose that match `pattern` and are at most MAX_SHOWN_CHARS
+    long. Anything else is OTHER ("" stays "": no value)."""
+
+    __slots__ = ("_known", "_pattern", "_room")
+
+    def __init__(
+        self, pattern: re.Pattern[str], room: int, configured: Iterable[str] = ()
+    ) -> None:
+        self._known = set(configured)
+        self._pattern = pattern
+        self._room = room
+
+    def of(self, value: str | None) -> str:
+        if not value:
+            return ""
+        # Length first: hashing a 1 MB name for the lookup would cost its length.
+        if len(value) > MAX_SHOWN_CHARS:
+            return OTHER
+        if value in self._known:
+            return value
+        if self._room > 0 and self._pattern.fullmatch(value):
+            self._room -= 1
+            self._known.add(value)
+            return value
+        return OTHER
+
+
 class Metrics:
-    def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]]) -> None:
+    def __init__(
+        self,
+        gauges: dict[str, tuple[str, Callable[[], float]]],
+        *,
+        models: Iterable[str] = (),
+        deployments: Iterable[str] = (),
+    ) -> None:
+        """`models` and `deployments`: the configured names, always labels."""
         self.requests: defaultdict[Labels, int] = defaultdict(int)
         self.tokens: defaultdict[Labels, int] = defaultdict(int)
         self.retries: defaultdict[Labels, int] = defaultdict(int)
@@ -55,13 +111,15 @@ class Metrics:
         self.ttfb: defaultdict[Labels, _Histogram] = defaultdict(_Histogram)
         self.streams_in_flight = 0
         self._gauges = gauges
+        self._models = LabelValues(MODEL_RE, MAX_MODELS, models)
+        self._deployments = LabelValues(DEPLOYMENT_RE, MAX_DEPLOYMENTS, deployments)
         self._seen: set[Labels] = set()
 
-    def _labels(self, *values: str | None) -> Labels:
-        labels = tuple(v or "" for v in values)
+    def _labels(self, model: str | None, deployment: str | None) -> Labels:
+        labels = (self._models.of(model), self._deployments.of(deployment))
         if labels not in self._seen:
             if len(self._seen) >= MAX_SERIES:
-                return tuple("other" if v else "" for v in labels)
+                return tuple(OTHER if v else "" for v in labels)
             self._seen.add(labels)
         return labels
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["API_VERSION_RE", "DEPLOYMENT_RE", "MODEL_RE", "RESOURCE_RE"]
+__all__ = [
+    "API_VERSION_RE",
+    "DEPLOYMENT_RE",
+    "MAX_SHOWN_CHARS",
+    "MODEL_RE",
+    "RESOURCE_RE",
+]
 
 # Letters, digits and inner hyphens: no host, port, path, '@', '.' or '%'.
 RESOURCE_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
@@ -17,5 +23,8 @@ RESOURCE_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
 DEPLOYMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Model names as clients send them; the separators of the token format excluded.
 MODEL_RE = re.compile(r"[^\s|,:]{1,256}")
+# How much of a name a client chose (a model) is logged or becomes a metric
+# label: as long as the longest deployment name, enough for any real model.
+MAX_SHOWN_CHARS = 64
 # Dated GA or preview versions, or Azure's version-less v1 API.
 API_VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:-preview)?|v1")

@@ -7,6 +7,8 @@ access-log line and the metrics, at the cost of a few attribute writes.
 
 Never logged: a credential, a prompt, a completion. Token usage is read from
 the end of an answer (where Azure puts `usage`) without parsing the whole body.
+A client's model name is logged cut to MAX_SHOWN_CHARS (64) characters, and text
+lines escape control characters, so no input makes a line huge or forges one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from typing import Any, Protocol
 
 from aiohttp.web import StreamResponse
 from multidict import CIMultiDict
+
+from .log import escape_controls
+from .names import MAX_SHOWN_CHARS
 
 __all__ = [
     "QUIET_PATHS",
@@ -120,13 +125,16 @@ class AccessLog:
     def write(
         self, exchange: Exchange, status: int, request_id: str, end: float
     ) -> None:
+        model = exchange.model
+        if model is not None and len(model) > MAX_SHOWN_CHARS:
+            model = model[:MAX_SHOWN_CHARS]
         fields: dict[str, Any] = {
             "time": self._timestamp(),
             "request_id": request_id,
             "method": exchange.method,
             "path": exchange.path,
             "status": status,
-            "model": exchange.model,
+            "model": model,
             "deployment": exchange.deployment,
             "endpoint": exchange.endpoint,
             "caller": exchange.caller,
@@ -215,4 +223,6 @@ def _as_text(fields: dict[str, Any]) -> str:
         for k, v in fields.items()
         if k not in ("time", "status", "method", "path") and v is not None
     )
-    return f"{head} {rest}\n"
+    # The path is percent-decoded (%0A is a newline) and the model is the
+    # client's: escaped, neither can end the line early.
+    return f"{escape_controls(f'{head} {rest}')}\n"

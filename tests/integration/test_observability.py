@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from azproxy.keys import OBSERVER
+from azproxy.secrets import Secret
 from tests.conftest import AZURE_KEY, BEARER, TOKEN, ProxyFactory
 from tests.fakes import CHAT_JSON, FakeAzure, json_answer, sse_answer, sse_event
 
@@ -162,3 +163,141 @@ async def test_metrics_can_require_an_access_key(
     assert wrong.status == 401
     ok = await proxy.get("/metrics", headers={"Authorization": f"Bearer {key}"})
     assert ok.status == 200
+
+
+MAP_TOKEN = f"myresource:gpt-4o|dep-a,gpt-4o-mini|dep-b:{AZURE_KEY}"
+
+
+async def test_a_huge_model_name_leaves_metrics_and_log_small(
+    proxy: Any, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A map token makes the proxy read the body's model; an unmapped one goes
+    # to the first deployment, so the client chooses this label value.
+    model = "m" * 100_000
+    body = json.dumps({"model": model, "messages": []}).encode()
+    for _ in range(3):
+        response = await proxy.post(
+            "/v1/chat/completions",
+            data=body,
+            headers={"Authorization": f"Bearer {MAP_TOKEN}"},
+        )
+        assert response.status == 200
+    assert fake_azure.requests[-1].path == "/openai/deployments/dep-a/chat/completions"
+    assert fake_azure.requests[-1].body == body  # relayed untouched
+    lines = access_lines(proxy, capfd)
+    assert [line["model"] for line in lines] == ["m" * 64] * 3
+
+    metrics = await (await proxy.get("/metrics")).text()
+    assert len(metrics) < 20_000
+    assert 'azproxy_requests_total{deployment="dep-a",model="other"' in metrics
+    assert "mmmm" not in metrics
+
+
+async def test_metrics_key_protects_metrics_in_passthrough_mode(
+    proxy_for: ProxyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "metrics-key-0123456789abcdef"
+    proxy = await proxy_for(metrics_key=Secret(key))
+    compared: list[str] = []
+    matches = Secret.matches
+
+    def spy(self: Secret, candidate: str) -> bool:
+        compared.append(candidate)
+        return matches(self, candidate)
+
+    monkeypatch.setattr(Secret, "matches", spy)
+    refused = await proxy.get("/metrics")
+    assert refused.status == 401
+    error = (await refused.json())["error"]
+    assert error["code"] == "invalid_api_key" and "metrics_key" in error["message"]
+    for wrong in (BEARER, {"Authorization": f"Bearer {key}x"}, {"api-key": key[:-1]}):
+        assert (await proxy.get("/metrics", headers=wrong)).status == 401
+    for right in ({"Authorization": f"Bearer {key}"}, {"api-key": key}):
+        answer = await proxy.get("/metrics", headers=right)
+        assert answer.status == 200
+        assert "azproxy_requests_total" in await answer.text()
+    assert compared == [TOKEN, f"{key}x", key[:-1], key, key]
+
+
+async def test_metrics_key_or_an_access_key_with_metrics_require_key(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure
+) -> None:
+    from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+
+    access_key, metrics_key = "access-key-0123456789", "metrics-key-0123456789"
+    proxy = await proxy_for(
+        endpoints=parse_endpoints({"e": {"url": fake_azure.url, "api_key": "k"}}, {}),
+        model_map=parse_model_map("gpt-4o=dep"),
+        access_keys=parse_access_keys([access_key], {}),
+        metrics_require_key=True,
+        metrics_key=Secret(metrics_key),
+    )
+    assert (await proxy.get("/metrics")).status == 401
+    for key in (access_key, metrics_key):
+        ok = await proxy.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+        assert ok.status == 200
+
+
+def text_lines(proxy: Any, capfd: pytest.CaptureFixture[str]) -> list[str]:
+    proxy.app[OBSERVER].access_log.flush()
+    return capfd.readouterr().out.splitlines()
+
+
+async def test_text_log_escapes_a_newline_in_the_path(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proxy = await proxy_for(log_format="text")
+    forged = "/v1/chat%0A2026-01-01T00:00:00.000Z 200 POST /v1/forged\\completions"
+    response = await proxy.post(forged, data=CHAT, headers=BEARER)
+    assert response.status == 404  # an encoded path is never relayed
+    assert fake_azure.requests == []
+    (line,) = text_lines(proxy, capfd)
+    assert " 404 POST /v1/chat\\n2026-01-01T00:00:00.000Z 200 POST " in line
+    assert "/v1/forged\\\\completions " in line  # a backslash is escaped too
+
+
+async def test_text_log_escapes_control_characters_in_the_model(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proxy = await proxy_for(log_format="text")
+    model = "gpt\r\n2026-01-01T00:00:00.000Z 200 GET /forged\x1b[2J"
+    response = await proxy.post(
+        "/v1/chat/completions",
+        data=json.dumps({"model": model, "messages": []}),
+        headers={"Authorization": f"Bearer {MAP_TOKEN}"},
+    )
+    assert response.status == 200
+    assert json.loads(fake_azure.requests[0].body)["model"] == model
+    (line,) = text_lines(proxy, capfd)
+    assert " model=gpt\\r\\n2026-01-01T00:00:00.000Z 200 GET /forged\\x1b[2J " in line
+
+
+async def test_a_huge_model_name_is_bounded_in_server_side_mode_too(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure
+) -> None:
+    from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+
+    # model_fallback relays a model the map does not name: here to the
+    # deployment "a", its dotless name.
+    key = "access-key-0123456789"
+    proxy = await proxy_for(
+        endpoints=parse_endpoints({"e": {"url": fake_azure.url, "api_key": "k"}}, {}),
+        model_map=parse_model_map("gpt-4o=gpt-4o-prod"),
+        access_keys=parse_access_keys([key], {}),
+        model_fallback=True,
+    )
+    for model in ("a" + "." * 100_000, "gpt-4o"):
+        response = await proxy.post(
+            "/v1/chat/completions",
+            data=json.dumps({"model": model, "messages": []}),
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.status == 200
+    assert [r.path for r in fake_azure.requests] == [
+        "/openai/deployments/a/chat/completions",
+        "/openai/deployments/gpt-4o-prod/chat/completions",
+    ]
+    metrics = await (await proxy.get("/metrics")).text()
+    assert len(metrics) < 20_000
+    assert 'azproxy_requests_total{deployment="a",model="other"' in metrics
+    assert 'requests_total{deployment="gpt-4o-prod",model="gpt-4o"' in metrics

@@ -71,3 +71,40 @@ def test_malformed_request_tracebacks_become_one_line() -> None:
     assert line.startswith("WARNING rejected a malformed request: 400")
     assert "Traceback" not in line
     assert KEY not in line
+
+
+def test_text_lines_escape_control_characters() -> None:
+    record = logging.LogRecord(
+        "azproxy",
+        logging.ERROR,
+        __file__,
+        1,
+        "internal error on %s %s",
+        ("POST", "/v1/chat\r\nWARNING forged: line \\ \x1b[2J \u2028 \x85 é"),
+        None,
+    )
+    line = RedactingFormatter("%(levelname)s %(message)s").format(record)
+    assert line == (
+        "ERROR internal error on POST /v1/chat\\r\\nWARNING forged: line "
+        "\\\\ \\x1b[2J \\u2028 \\x85 é"
+    )
+
+
+def test_tracebacks_keep_their_lines_indented_and_escaped() -> None:
+    secret = "s3cr3t\\with\nodd-characters"
+    try:
+        raise ValueError(f"bad input\nERROR forged record\x1b[2J {secret}")
+    except ValueError:
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "failed: %s", (secret,), sys.exc_info()
+        )
+    text = RedactingFormatter("%(levelname)s %(message)s", [secret]).format(record)
+    head, *rest = text.split("\n")
+    assert head == "ERROR failed: [redacted]"
+    assert rest[0] == "    Traceback (most recent call last):"
+    assert all(line.startswith("    ") for line in rest)
+    assert rest[-2:] == [
+        "    ValueError: bad input",
+        "    ERROR forged record\\x1b[2J [redacted]",
+    ]
+    assert "s3cr3t" not in text

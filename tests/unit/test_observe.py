@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from azproxy.log import JsonFormatter
-from azproxy.observe import usage_of
+from azproxy.metrics import Metrics
+from azproxy.observe import Exchange, usage_of
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -57,3 +60,72 @@ def test_json_log_lines_are_objects_and_redacted() -> None:
     assert document["logger"] == "azproxy.relay"
     assert document["message"] == "key [redacted]"
     assert document["time"].endswith("+00:00")
+
+
+def rendered(metrics: Metrics) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    return generate_latest(registry).decode()
+
+
+def label_values(text: str, label: str) -> set[str]:
+    """The values `label` takes in azproxy_requests_total."""
+    return {
+        found.group(1)
+        for line in text.splitlines()
+        if line.startswith("azproxy_requests_total{")
+        for found in [re.search(rf'{label}="([^"]*)"', line)]
+        if found is not None
+    }
+
+
+def record(metrics: Metrics, model: str | None, deployment: str | None) -> None:
+    exchange = Exchange("POST", "/v1/chat/completions", 0.0)
+    exchange.model, exchange.deployment = model, deployment
+    metrics.record(exchange, 200, 0.1)
+
+
+def test_client_model_names_become_at_most_100_labels() -> None:
+    metrics = Metrics({})
+    for n in range(150):
+        record(metrics, f"model-{n}", "dep")
+    models = label_values(rendered(metrics), "model")
+    assert models == {f"model-{n}" for n in range(100)} | {"other"}
+
+
+def test_client_deployments_become_at_most_100_labels() -> None:
+    # Pass-through tokens name any deployment that matches DEPLOYMENT_RE.
+    metrics = Metrics({})
+    for n in range(150):
+        record(metrics, "gpt-4o", f"dep-{n}")
+    deployments = label_values(rendered(metrics), "deployment")
+    assert deployments == {f"dep-{n}" for n in range(100)} | {"other"}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param("m" * 65, id="65-chars"),
+        pytest.param("m" * 100_000, id="100k-chars"),
+        pytest.param("gpt-4o\nazproxy_requests_total 1e9", id="newline"),
+        pytest.param("a b", id="space"),
+        pytest.param("gpt|4o", id="token-separator"),
+    ],
+)
+def test_models_that_are_not_names_are_labelled_other(model: str) -> None:
+    metrics = Metrics({})
+    record(metrics, model, "dep")
+    record(metrics, "m" * 64, "dep")
+    text = rendered(metrics)
+    assert label_values(text, "model") == {"other", "m" * 64}
+    assert len(text) < 20_000
+
+
+def test_configured_names_stay_labels_when_clients_used_up_the_room() -> None:
+    metrics = Metrics({}, models=["gpt-4o"], deployments=["gpt-4o-prod"])
+    for n in range(150):
+        record(metrics, f"guess-{n}", f"guess-{n}")
+    record(metrics, "gpt-4o", "gpt-4o-prod")
+    text = rendered(metrics)
+    assert 'deployment="gpt-4o-prod",model="gpt-4o",status="200"} 1.0' in text
+    assert len(label_values(text, "model")) == 102  # 100 guesses, other, gpt-4o
