@@ -17,5 +17,7 @@ RESOURCE_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
 DEPLOYMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Model names as clients send them; the separators of the token format excluded.
 MODEL_RE = re.compile(r"[^\s|,:]{1,256}")
-# Dated GA or preview versions, or Azure's version-less v1 API.
-API_VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:-preview)?|v1")
+# Dated GA or preview versions, or Azure's version-less v1 API. ASCII digits
+# only: `\d` would also match Arabic-Indic or fullwidth digits, which Azure
+# does not read as a date.
+API_VERSION_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:-preview)?|v1")
