@@ -30,6 +30,7 @@ __all__ = [
     "Reply",
     "Target",
     "pause_before_retry",
+    "refuse_redirects",
     "send_once",
     "send_with_retries",
 ]
@@ -226,6 +227,43 @@ async def send_with_retries(
             reason = "model overloaded" if reply.overloaded else f"HTTP {reply.status}"
         await pause_before_retry(config, attempt, f"upstream {host}", reason)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def refuse_redirects(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """The upstream session's middleware: no 3xx is followed or relayed.
+
+    Azure OpenAI does not redirect; a 3xx comes from something in between.
+    Following it would carry the api-key or token to wherever it points
+    (aiohttp's ws_connect follows up to 10 redirects, keeping `api-key` across
+    origins: it drops only Authorization), and relaying it would let the
+    client follow it with its own credentials (a pass-through token holds an
+    Azure key). aiohttp runs session middlewares on every hop of its redirect
+    loop, ws_connect's included, so refusing here stops the first one.
+    304 Not Modified answers a conditional request: it points nowhere.
+    The refusal is a ProxyError, not a ClientError, so that no retry or
+    failover catches it: another attempt would meet the same redirect.
+    """
+    response = await handler(request)
+    status = response.status
+    if 300 <= status < 400 and status != 304:
+        response.close()
+        log.warning(
+            "Azure OpenAI at %s answered %s %s with a redirect (HTTP %d); not followed",
+            request.url.host,
+            request.method,
+            request.url.path,
+            status,
+        )
+        # The Location is not echoed: it may carry a signed URL or a token.
+        raise UpstreamUnreachable(
+            f"Azure OpenAI answered with a redirect (HTTP {status}), which "
+            "azproxy never follows: it would carry the Azure credentials "
+            "elsewhere. Check the endpoint URL in azproxy's configuration.",
+            code="upstream_redirect",
+        )
+    return response
 
 
 async def pause_before_retry(
