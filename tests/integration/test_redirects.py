@@ -47,7 +47,11 @@ async def assert_refused(response: aiohttp.ClientResponse) -> None:
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 async def test_a_redirected_chat_request_is_502(
-    proxy: Any, fake_azure: FakeAzure, elsewhere: FakeAzure, status: int
+    proxy: Any,
+    fake_azure: FakeAzure,
+    elsewhere: FakeAzure,
+    status: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake_azure.queue(redirect_to(f"{elsewhere.url}/steal?{SECRET}", status))
     response = await proxy.post(
@@ -56,6 +60,8 @@ async def test_a_redirected_chat_request_is_502(
     await assert_refused(response)
     assert len(fake_azure.requests) == 1  # not retried, though 5xx-like
     assert elsewhere.requests == []
+    assert f"with a redirect (HTTP {status}); not followed" in caplog.text
+    assert SECRET not in caplog.text
 
 
 async def test_a_redirected_read_is_not_retried(
