@@ -29,6 +29,7 @@ from .realtime import setup_realtime
 from .routes import EndpointConfig
 from .routing import Router
 from .surface import handle
+from .upstream import refuse_redirects
 from .upstream_auth import ApiKeyAuth, BearerAuth, EntraAuth, UpstreamAuth
 
 __all__ = ["create_app"]
@@ -151,6 +152,7 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=False,  # relay bytes and Content-Encoding exactly as sent
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=NO_AUTO_HEADERS,
+        middlewares=(refuse_redirects,),  # no redirect is followed with a key
     ) as session:
         app[SESSION] = session
         app[LIFECYCLE].ready = True

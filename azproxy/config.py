@@ -176,11 +176,13 @@ class Config:
     )
     error_cooldown_s: float = setting(
         2.0,
-        "How long a deployment that failed (5xx, connection error, no headers "
-        "in time) is skipped.",
+        "How long a deployment whose connection failed (refused, reset, no "
+        "headers in time) is skipped.",
     )
     breaker_failures: int = setting(
-        5, "Failures in a row that open a deployment's circuit breaker."
+        5,
+        "Failures in a row (5xx answers and connection failures) that open a "
+        "deployment's circuit breaker.",
     )
     breaker_open_s: float = setting(
         30.0, "How long an open breaker skips its deployment before one probe."

@@ -29,9 +29,11 @@ async def fail_over(
     """Try the model's deployments, best first, until one answers well.
 
     A 429 or 408, a 5xx, an "overloaded" first event, a connection error or
-    no headers in time move on to the next deployment at once (no sleeping)
-    and put the failed one in cooldown. Any other answer, 4xx included, is the
-    answer. All this happens before the first byte reaches the client.
+    no headers in time move on to the next deployment at once (no sleeping).
+    The health board learns of each: a 429, a 408 or a connection failure
+    cools the deployment; a 5xx counts toward its breaker. Any other answer,
+    4xx included, is the answer. All this happens before the first byte
+    reaches the client.
     """
     app = request.app
     config, board = app[CONFIG], app[HEALTH]
@@ -58,7 +60,7 @@ async def fail_over(
             if reply.status in (408, 429):
                 board.rate_limited(backend, retry_after_s(reply.response.headers))
             elif reply.status >= 500 or reply.overloaded:
-                board.failed(backend)
+                board.server_error(backend)
             else:
                 board.succeeded(backend)
                 if last is not None:
@@ -88,9 +90,10 @@ async def fail_over(
 
 async def attempt(request: web.Request, backend: Backend, outgoing: Outgoing) -> Reply:
     """One try at one deployment, as the health board sees it: a connection
-    error or a timeout is a failure; a try that ends with no verdict at all
-    (the client cancelled, no credentials to send) lets a half-open breaker
-    be probed again instead of waiting for a verdict that never comes."""
+    error or a timeout makes it unreachable for a while; a try that ends with
+    no verdict at all (the client cancelled, no credentials to send, a
+    refused redirect) lets a half-open breaker be probed again instead of
+    waiting for a verdict that never comes."""
     app = request.app
     board = app[HEALTH]
     board.started(backend)
@@ -98,7 +101,7 @@ async def attempt(request: web.Request, backend: Backend, outgoing: Outgoing) ->
         target = build_target(backend, outgoing, request)
         return await send_once(app[SESSION], app[CONFIG], target, request[EXCHANGE])
     except Failure:
-        board.failed(backend)
+        board.unreachable(backend)
         raise
     except BaseException:
         board.abandoned(backend)
@@ -107,7 +110,7 @@ async def attempt(request: web.Request, backend: Backend, outgoing: Outgoing) ->
 
 def all_cooling_down(model: str | None, wait_s: float) -> ProxyError:
     return RateLimited(
-        f"Every Azure deployment of model {model!r} is rate-limited or failing "
-        f"right now; retry after {wait_s:.1f} s.",
+        f"Every Azure deployment of model {model!r} is rate-limited right now, "
+        f"or waiting for a test request to come back; retry after {wait_s:.1f} s.",
         headers=retry_after_headers(wait_s),
     )

@@ -1,16 +1,28 @@
 """Which deployments may take a request now: cooldowns and circuit breakers.
 
-A deployment that answers 429 cools down for as long as Azure asked
-(retry-after-ms, x-ms-retry-after-ms or retry-after; rate_limit_cooldown_s
-when it did not say); one that fails (5xx, connection error, no headers in
-time) cools down for error_cooldown_s. After breaker_failures failures in a
-row its breaker opens: it is skipped for breaker_open_s, then a single request
-probes it (half-open) and closes the breaker on success.
+One client's bad request must not take a deployment away from everyone, so
+only what is not request-specific cools a deployment on first sight:
+- a 429 or 408: it cools down for as long as Azure asked (retry-after-ms,
+  x-ms-retry-after-ms or retry-after; rate_limit_cooldown_s when it did not
+  say);
+- a failure of the connection itself (refused, connect timeout, reset, no
+  headers in time): error_cooldown_s.
+A 5xx answer (or an "overloaded" first event) may be the request's own fault
+(a malformed body): it only counts toward the breaker, which opens after
+breaker_failures failures in a row (a success resets the count) and skips
+the deployment for breaker_open_s. Then a single request probes it
+(half-open) and closes the breaker on success. After any cooldown, too, one
+request probes alone while the others wait for its verdict.
+
+When every deployment of a model is cooling for errors (none for a 429, and
+none being probed), the one that failed least recently is tried anyway
+rather than refusing everyone: Envoy's panic threshold, for a model whose
+deployments may all have been cooled by one client's requests.
 
 The board orders a model's deployments for one request: lowest priority
 number first, and within a priority a weighted random order, so traffic
 spreads by weight. No server-side sleeping: a cooling deployment is skipped,
-and when all of them cool, the caller learns the shortest wait at once.
+and when all of them cool after 429s, the caller learns the shortest wait.
 """
 
 from __future__ import annotations
@@ -26,6 +38,10 @@ from .routing import Backend
 
 __all__ = ["AllCoolingDown", "HealthBoard", "retry_after_s"]
 
+# The shortest wait a refused client is told: Retry-After counts whole
+# seconds, and a probe's verdict is worth waiting a second for.
+MIN_WAIT_S = 1.0
+
 
 class AllCoolingDown(Exception):
     def __init__(self, wait_s: float) -> None:
@@ -35,8 +51,10 @@ class AllCoolingDown(Exception):
 
 @dataclass(slots=True)
 class _State:
-    cooling_until: float = 0.0
+    limited_until: float = 0.0  # cooling after a 429 or 408 (Azure asked)
+    cooling_until: float = 0.0  # cooling after a connection failure
     failures: int = 0  # in a row
+    failed_at: float = 0.0  # the last failure, for the panic choice
     open_until: float = 0.0  # breaker open (skipped) until then
     probing: bool = False  # half-open: one request is testing it
 
@@ -73,30 +91,37 @@ class HealthBoard:
         now = self._clock()
         ready: list[Backend] = []
         waits: list[float] = []
+        failing: list[Backend] = []  # cooling for errors only
         for backend in backends:
-            wait = self._wait(self._state(backend), now)
+            state = self._state(backend)
+            wait = self._wait(state, now)
             if wait <= 0:
                 ready.append(backend)
-            else:
+            elif state.probing or state.limited_until > now:
                 waits.append(wait)
-        if not ready:
-            raise AllCoolingDown(min(waits))
-        ready.sort(key=lambda b: b.priority)
+            else:
+                failing.append(backend)
+        if ready:
+            return self._ordered(ready)
+        if failing:
+            # Panic: try the one that failed least recently, not refuse.
+            return [min(failing, key=lambda b: self._states[b.name].failed_at)]
+        raise AllCoolingDown(max(min(waits), MIN_WAIT_S))
+
+    def _wait(self, state: _State, now: float) -> float:
+        if state.probing:
+            # A probe is out (the first request after a cooldown or an open
+            # breaker): the others wait for its verdict instead of rushing in.
+            return MIN_WAIT_S
+        return max(state.limited_until, state.cooling_until, state.open_until) - now
+
+    def _ordered(self, ready: list[Backend]) -> list[Backend]:
         ordered: list[Backend] = []
         for priority in sorted({b.priority for b in ready}):
             ordered.extend(
                 self._by_weight([b for b in ready if b.priority == priority])
             )
         return ordered
-
-    def _wait(self, state: _State, now: float) -> float:
-        if state.probing:
-            # A probe is out (the first request after a cooldown or an open
-            # breaker): the others wait for its verdict instead of rushing in.
-            return self.error_cooldown_s
-        if now < state.open_until:
-            return state.open_until - now
-        return state.cooling_until - now
 
     def _by_weight(self, group: list[Backend]) -> list[Backend]:
         """A weighted random order (Efraimidis-Spirakis): each deployment is
@@ -111,7 +136,9 @@ class HealthBoard:
         breaker is half-open, that request is a probe: one alone, not a herd
         of concurrent requests that would all meet the same 429 again."""
         state = self._states.get(backend.name)
-        if state is not None and (state.cooling_until or state.open_until):
+        if state is not None and (
+            state.limited_until or state.cooling_until or state.open_until
+        ):
             state.probing = True
 
     def abandoned(self, backend: Backend) -> None:
@@ -125,23 +152,33 @@ class HealthBoard:
         state = self._states.get(backend.name)
         if state is not None:
             state.failures = 0
-            state.cooling_until = 0.0
-            state.open_until = 0.0
+            state.limited_until = state.cooling_until = state.open_until = 0.0
             state.probing = False
 
     def rate_limited(self, backend: Backend, wait_s: float | None) -> None:
-        """A 429: cool down as long as Azure asked. Not a failure for the breaker."""
+        """A 429 or 408: cool down as long as Azure asked. Not a failure for
+        the breaker."""
         state = self._state(backend)
         wait = self.rate_limit_cooldown_s if wait_s is None else wait_s
-        state.cooling_until = max(state.cooling_until, self._clock() + wait)
+        state.limited_until = max(state.limited_until, self._clock() + wait)
         state.probing = False
 
-    def failed(self, backend: Backend) -> None:
-        """A 5xx, a connection error or no headers in time."""
+    def unreachable(self, backend: Backend) -> None:
+        """The connection failed (refused, connect timeout, reset, no headers
+        in time): not the request's fault, so cool down at once."""
         state = self._state(backend)
         now = self._clock()
-        state.failures += 1
         state.cooling_until = max(state.cooling_until, now + self.error_cooldown_s)
+        self._count_failure(state, now)
+
+    def server_error(self, backend: Backend) -> None:
+        """A 5xx answer or an "overloaded" first event: maybe the request's
+        own fault, so it only counts toward the breaker."""
+        self._count_failure(self._state(backend), self._clock())
+
+    def _count_failure(self, state: _State, now: float) -> None:
+        state.failures += 1
+        state.failed_at = now
         # A failed half-open probe reopens the breaker at once.
         if (state.probing and state.open_until) or (
             state.failures >= self.breaker_failures

@@ -26,5 +26,7 @@ MODEL_RE = re.compile(r"[^\s|,:]{1,256}")
 # How much of a name a client chose (a model) is logged or becomes a metric
 # label: as long as the longest deployment name, enough for any real model.
 MAX_SHOWN_CHARS = 64
-# Dated GA or preview versions, or Azure's version-less v1 API.
-API_VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:-preview)?|v1")
+# Dated GA or preview versions, or Azure's version-less v1 API. ASCII digits
+# only: `\d` would also match Arabic-Indic or fullwidth digits, which Azure
+# does not read as a date.
+API_VERSION_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:-preview)?|v1")

@@ -95,7 +95,9 @@ def build_target(
     headers[name] = value
     if isinstance(body, StreamBody) and body.length is not None:
         headers[hdrs.CONTENT_LENGTH] = str(body.length)
-    return Target(outgoing.method, url, headers, body, backend)
+    # Resource calls other than GET create or change state: sent once.
+    stateful = resource and outgoing.method != "GET"
+    return Target(outgoing.method, url, headers, body, backend, stateful)
 
 
 def json_object(body: bytes) -> dict[str, Any]:

@@ -10,6 +10,7 @@ with a closed connection, so a client never mistakes a cut answer for a whole on
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -24,6 +25,8 @@ from .routing import Backend
 from .upstream import Reply, send_with_retries
 
 __all__ = ["answer", "relay", "with_deployment_hint"]
+
+log = logging.getLogger("azproxy.relay")
 
 
 async def relay(
@@ -66,15 +69,23 @@ async def relay(
 
 def with_deployment_hint(body: bytes, backend: Backend) -> bytes:
     """Azure's DeploymentNotFound, plus which deployment and endpoint azproxy
-    used: the most common misconfiguration, made easy to fix."""
+    used: the most common misconfiguration, made easy to fix. The client
+    learns the endpoint's name; its URL (server configuration) goes to the
+    log, for the operator."""
+    endpoint = backend.endpoint
+    log.warning(
+        "Azure has no deployment %r on endpoint %r at %s (DeploymentNotFound)",
+        backend.deployment,
+        endpoint.name,
+        endpoint.base_url,
+    )
     try:
         document = json.loads(body)
         error = document["error"]
         error["message"] = (
             f"{error.get('message', '')} (azproxy sent this request to deployment "
-            f"{backend.deployment!r} on endpoint {backend.endpoint.name!r} at "
-            f"{backend.endpoint.base_url}; check the deployment name in your "
-            "model map or credentials.)"
+            f"{backend.deployment!r} on endpoint {endpoint.name!r}; check the "
+            "deployment name in your model map or credentials.)"
         ).lstrip()
         return json.dumps(document).encode()
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -4,7 +4,8 @@
 body chunk already read (so an "overloaded" first event can still be retried),
 or raises Failure when there is no usable answer. What to do about a bad
 answer is policy: `send_with_retries` keeps the original proxy's rules for
-pass-through tokens; relay.failover moves to another deployment.
+inference calls and sends calls that change state on Azure only once;
+relay.failover moves to another deployment.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "Reply",
     "Target",
     "pause_before_retry",
+    "refuse_redirects",
     "send_once",
     "send_with_retries",
 ]
@@ -48,6 +50,10 @@ class Target:
     headers: CIMultiDict[str]
     body: bytes | StreamBody
     backend: Backend
+    # A call that creates or changes state on Azure (a resource-scoped POST or
+    # DELETE: a batch, a run, a stored response): sending it twice could do it
+    # twice, so it is sent again only if none of it went out.
+    stateful: bool = False
 
     @property
     def replayable(self) -> bool:
@@ -83,12 +89,17 @@ class Reply:
 
 class Failure(Exception):
     """No usable answer. `error` is what the client gets if nothing else works;
-    `retryable` says whether the original proxy would have tried again."""
+    `retryable` says whether the original proxy would have tried again;
+    `unsent` that no byte of the request went out (the connection was never
+    made), so even a stateful call may be sent again."""
 
-    def __init__(self, error: ProxyError, *, retryable: bool) -> None:
+    def __init__(
+        self, error: ProxyError, *, retryable: bool, unsent: bool = False
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.retryable = retryable
+        self.unsent = unsent
 
 
 async def send_once(
@@ -110,10 +121,21 @@ async def send_once(
             data=body.chunks() if isinstance(body, StreamBody) else body or None,
             allow_redirects=False,
         )
+    # aiohttp raises these two only while it opens the connection (connect,
+    # TLS handshake), before it writes any of the request.
     except aiohttp.ConnectionTimeoutError:
         raise Failure(
             UpstreamTimeout(f"Timed out connecting to Azure OpenAI at {host}."),
             retryable=True,
+            unsent=True,
+        ) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise Failure(
+            UpstreamUnreachable(
+                f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
+            ),
+            retryable=True,
+            unsent=True,
         ) from None
     except aiohttp.ServerTimeoutError:
         # Not retried: it would only double a long wait.
@@ -169,23 +191,26 @@ async def send_once(
 async def send_with_retries(
     session: UpstreamSession, config: Config, target: Target, exchange: Exchange
 ) -> Reply:
-    """The original proxy's rules, kept for pass-through tokens.
+    """The original proxy's rules, kept for inference calls.
 
     Retried (up to config.retries times, config.retry_delay_s apart):
     connection errors, 5xx, and a first SSE event saying the model is
     overloaded. Never retried: 4xx (429 included) and timeouts waiting for
-    Azure to answer.
+    Azure to answer. A stateful call is retried only when it never left
+    (connection refused, connect timeout): a 5xx or a reset may come after
+    Azure created the batch or started the run.
     """
     host = target.url.host
     # A body streamed from the client (an upload) is consumed by the first
     # attempt: it cannot be sent again, so it is never retried.
     retries = config.retries if target.replayable else 0
+    resend = not target.stateful
     for attempt in range(retries + 1):
         retries_left = attempt < retries
         try:
             reply = await send_once(session, config, target, exchange)
         except Failure as failure:
-            if not (retries_left and failure.retryable):
+            if not (retries_left and failure.retryable and (resend or failure.unsent)):
                 if attempt:
                     error = failure.error
                     error.message = (
@@ -194,12 +219,51 @@ async def send_with_retries(
                 raise failure.error from None
             reason = failure.error.message
         else:
-            if not (retries_left and (reply.status >= 500 or reply.overloaded)):
+            if not (
+                retries_left and resend and (reply.status >= 500 or reply.overloaded)
+            ):
                 return reply
             reply.close()
             reason = "model overloaded" if reply.overloaded else f"HTTP {reply.status}"
         await pause_before_retry(config, attempt, f"upstream {host}", reason)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def refuse_redirects(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """The upstream session's middleware: no 3xx is followed or relayed.
+
+    Azure OpenAI does not redirect; a 3xx comes from something in between.
+    Following it would carry the api-key or token to wherever it points
+    (aiohttp's ws_connect follows up to 10 redirects, keeping `api-key` across
+    origins: it drops only Authorization), and relaying it would let the
+    client follow it with its own credentials (a pass-through token holds an
+    Azure key). aiohttp runs session middlewares on every hop of its redirect
+    loop, ws_connect's included, so refusing here stops the first one.
+    304 Not Modified answers a conditional request: it points nowhere.
+    The refusal is a ProxyError, not a ClientError, so that no retry or
+    failover catches it: another attempt would meet the same redirect.
+    """
+    response = await handler(request)
+    status = response.status
+    if 300 <= status < 400 and status != 304:
+        response.close()
+        log.warning(
+            "Azure OpenAI at %s answered %s %s with a redirect (HTTP %d); not followed",
+            request.url.host,
+            request.method,
+            request.url.path,
+            status,
+        )
+        # The Location is not echoed: it may carry a signed URL or a token.
+        raise UpstreamUnreachable(
+            f"Azure OpenAI answered with a redirect (HTTP {status}), which "
+            "azproxy never follows: it would carry the Azure credentials "
+            "elsewhere. Check the endpoint URL in azproxy's configuration.",
+            code="upstream_redirect",
+        )
+    return response
 
 
 async def pause_before_retry(

@@ -105,15 +105,16 @@ async def test_5xx_bursts_trip_the_breaker_then_a_single_probe_closes_it(
         {"endpoint": "sim", "deployment": "dep-a", "priority": 1},
         {"endpoint": "sim", "deployment": "dep-b", "priority": 2},
     ]
+    # A long error cooldown that a 5xx must not start: dep-a stays in use
+    # until its breaker opens.
     proxy = await proxy_with(
-        routes, breaker_failures=3, error_cooldown_s=0.001, breaker_open_s=0.3
+        routes, breaker_failures=3, error_cooldown_s=30, breaker_open_s=0.3
     )
     apply_faults(sim.state, "dep-a", ["500*"])
 
     async def served_by() -> str:
         response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
         assert response.status == 200
-        await asyncio.sleep(0.005)  # past the 1 ms error cooldown
         return str(response.headers["x-azproxy-deployment"])
 
     assert [await served_by() for _ in range(3)] == ["dep-b"] * 3
@@ -202,9 +203,7 @@ async def test_the_attempt_budget_bounds_failovers(
 async def test_a_cancelled_half_open_probe_does_not_lock_the_deployment_out(
     sim: Sim, proxy_with: ProxyMaker
 ) -> None:
-    proxy = await proxy_with(
-        ["sim/dep-a"], breaker_failures=1, error_cooldown_s=0.001, breaker_open_s=0.2
-    )
+    proxy = await proxy_with(["sim/dep-a"], breaker_failures=1, breaker_open_s=0.2)
     apply_faults(sim.state, "dep-a", ["500"])
     failed = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
     assert failed.status == 500  # one failure: the breaker opens
@@ -223,3 +222,83 @@ async def test_a_cancelled_half_open_probe_does_not_lock_the_deployment_out(
     response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
     assert response.status == 200
     assert response.headers["x-azproxy-deployment"] == "dep-a"
+
+
+async def test_one_clients_bad_requests_do_not_fail_another_clients(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    # The 45-of-47 report, scaled down: a client whose requests Azure answers
+    # with a 500 (a malformed body) used to cool every deployment of the
+    # model for error_cooldown_s, and the healthy client beside it got 429s.
+    proxy = await proxy_with(["sim/dep-a"], error_cooldown_s=30)
+    bad = AUTH | {"x-sim-fault": "500"}
+    for _ in range(8):
+        refused = await proxy.post("/v1/chat/completions", data=CHAT, headers=bad)
+        assert refused.status == 500  # Azure's answer, relayed
+        assert (await refused.json())["error"]["code"] == "InternalServerError"
+        healthy = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+        assert healthy.status == 200
+        body = await healthy.json()
+        assert body["choices"][0]["message"]["content"].startswith("Hello!")
+    assert sim.count("dep-a") == 16  # every request reached Azure, once
+
+
+async def test_when_every_deployment_failed_the_least_recent_is_tried_anyway(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    routes = [
+        {"endpoint": "sim", "deployment": "dep-a", "priority": 1},
+        {"endpoint": "sim", "deployment": "dep-b", "priority": 2},
+    ]
+    proxy = await proxy_with(routes, error_cooldown_s=30)
+    apply_faults(sim.state, "dep-a", ["close"])  # once each
+    apply_faults(sim.state, "dep-b", ["close"])
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert response.status == 502
+    assert sim.count("dep-a") == sim.count("dep-b") == 1
+    # Both cool for 30 s after a connection failure. Rather than refuse
+    # everyone (Envoy's panic threshold), dep-a, which failed first, is tried.
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert response.status == 200
+    assert response.headers["x-azproxy-deployment"] == "dep-a"
+    assert sim.count("dep-a") == 2
+    # It answered well: in use again, no panic needed.
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+    assert response.headers["x-azproxy-deployment"] == "dep-a"
+    assert sim.count("dep-b") == 1
+
+
+async def test_a_refused_client_is_told_the_real_wait(
+    sim: Sim, proxy_with: ProxyMaker
+) -> None:
+    proxy = await proxy_with(["sim/dep-a"], error_cooldown_s=30)
+    limited = AUTH | {"x-sim-fault": "429", "x-sim-retry-after-ms": "200"}
+    response = await proxy.post("/v1/chat/completions", data=CHAT, headers=limited)
+    assert response.status == 429
+    # Azure asked for 200 ms; a client is told at least 1 s (Retry-After
+    # counts whole seconds, and retry-after-ms agrees with it).
+    assert response.headers["Retry-After"] == "1"
+    assert response.headers["retry-after-ms"] == "1000"
+
+    await asyncio.sleep(0.3)  # the cooldown is over: the next request probes
+    hanging = AUTH | {"x-sim-fault": "hang-headers"}
+    probe = asyncio.ensure_future(
+        proxy.post("/v1/chat/completions", data=CHAT, headers=hanging)
+    )
+    try:
+        for _ in range(200):
+            if sim.count("dep-a") == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sim.count("dep-a") == 2
+        # While the probe is out, a client is told to come back in a second,
+        # not in error_cooldown_s (30 s): nothing failed.
+        response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
+        assert response.status == 429
+        assert response.headers["Retry-After"] == "1"
+        assert response.headers["retry-after-ms"] == "1000"
+        assert sim.count("dep-a") == 2
+    finally:
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe

@@ -30,6 +30,7 @@ BODY = b'{"model": "gpt-4o", "messages": []}'
         f"res:{'d' * 65}:{AZURE_KEY}",
         f"res:dep:{AZURE_KEY}:2024-10-21&x=1",
         f"res:dep:{AZURE_KEY}:latest",
+        f"res:dep:{AZURE_KEY}:\u0662\u0660\u0662\u0664-10-21",  # Arabic-Indic digits
         "res:dep:",
         "res:dep",
         f"res:a|b,c:{AZURE_KEY}",

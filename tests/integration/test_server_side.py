@@ -215,7 +215,7 @@ async def test_anonymous_only_when_allowed_explicitly(
 
 
 async def test_deployment_not_found_gets_a_hint_naming_what_was_used(
-    server_proxy: Any, fake_azure: FakeAzure
+    server_proxy: Any, fake_azure: FakeAzure, caplog: pytest.LogCaptureFixture
 ) -> None:
     azure_message = "The API deployment for this resource does not exist."
     fake_azure.queue(
@@ -232,7 +232,13 @@ async def test_deployment_not_found_gets_a_hint_naming_what_was_used(
     assert error["code"] == "DeploymentNotFound"
     assert error["message"].startswith(azure_message)
     assert "deployment 'dep-4o' on endpoint 'sweden'" in error["message"]
-    assert fake_azure.url in error["message"]
+    # The endpoint's URL is server configuration: the log has it, not the client.
+    assert fake_azure.url not in await response.text()
+    hints = [r for r in caplog.records if "DeploymentNotFound" in r.getMessage()]
+    assert len(hints) == 1
+    assert hints[0].levelname == "WARNING"
+    assert fake_azure.url in hints[0].getMessage()
+    assert "'dep-4o'" in hints[0].getMessage()
 
 
 async def test_model_fallback_tries_the_name_then_the_dotless_name(

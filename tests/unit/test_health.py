@@ -89,16 +89,43 @@ def test_all_cooling_down_reports_the_shortest_wait() -> None:
     assert caught.value.wait_s == pytest.approx(2.0)
 
 
+def test_a_5xx_does_not_cool_a_deployment() -> None:
+    # One client's malformed request must not take the deployment away from
+    # everyone else: a 5xx only counts toward the breaker.
+    health = board(Clock())
+    a, b = backend("a"), backend("b")
+    health.started(a)
+    health.server_error(a)
+    assert set(health.plan([a, b])) == {a, b}
+    health.started(a)
+    assert set(health.plan([a, b])) == {a, b}  # and no probe: it never cooled
+
+
+def test_a_connection_failure_cools_down_at_once() -> None:
+    clock = Clock()
+    health = board(clock)
+    a, b = backend("a"), backend("b")
+    health.started(a)
+    health.unreachable(a)
+    assert health.plan([a, b]) == [b]
+    clock.now += 2.1  # past error_cooldown_s
+    assert set(health.plan([a, b])) == {a, b}
+
+
 def test_breaker_opens_after_failures_in_a_row_then_probes_once() -> None:
     clock = Clock()
     health = board(clock)
     a, b = backend("a"), backend("b")
-    for _ in range(3):
+    for _ in range(2):
         health.started(a)
-        health.failed(a)
-        clock.now += 2.1  # past each error cooldown
+        health.server_error(a)
+        assert set(health.plan([a, b])) == {a, b}  # not yet
+    health.started(a)
+    health.server_error(a)
     assert health.plan([a, b]) == [b]  # open: skipped for breaker_open_s
-    clock.now += 30
+    clock.now += 29.9
+    assert health.plan([a, b]) == [b]
+    clock.now += 0.2
     assert set(health.plan([a, b])) == {a, b}  # half-open
     health.started(a)  # the single probe goes out
     assert health.plan([a, b]) == [b]  # no second probe meanwhile
@@ -106,15 +133,27 @@ def test_breaker_opens_after_failures_in_a_row_then_probes_once() -> None:
     assert set(health.plan([a, b])) == {a, b}  # closed again
 
 
+def test_connection_failures_count_toward_the_breaker_too() -> None:
+    clock = Clock()
+    health = board(clock)
+    a, b = backend("a"), backend("b")
+    health.server_error(a)
+    health.unreachable(a)
+    clock.now += 2.1
+    health.server_error(a)
+    clock.now += 2.1  # the error cooldown is over, the breaker is open
+    assert health.plan([a, b]) == [b]
+
+
 def test_a_failed_probe_opens_the_breaker_again() -> None:
     clock = Clock()
     health = board(clock, breaker_failures=1)
     a, b = backend("a"), backend("b")
     health.started(a)
-    health.failed(a)
+    health.server_error(a)
     clock.now += 30.5
     health.started(a)
-    health.failed(a)
+    health.server_error(a)
     clock.now += 29
     assert health.plan([a, b]) == [b]
 
@@ -124,12 +163,54 @@ def test_a_success_resets_the_failure_count() -> None:
     health = board(clock)
     a, b = backend("a"), backend("b")
     for _ in range(2):
-        health.failed(a)
-        clock.now += 2.1
+        health.server_error(a)
     health.succeeded(a)
-    health.failed(a)
-    clock.now += 2.1
+    health.server_error(a)
     assert a in health.plan([a, b])  # 1 failure in a row, not 3
+    health.server_error(a)
+    assert a in health.plan([a, b])  # 2
+
+
+def test_when_every_deployment_fails_the_least_recently_failed_is_tried() -> None:
+    # Envoy's panic threshold: refusing everyone helps nobody when the
+    # cooldowns may come from one client's requests.
+    clock = Clock()
+    health = board(clock, error_cooldown_s=60.0)
+    a, b, c = backend("a"), backend("b", priority=2), backend("c", priority=3)
+    health.unreachable(b)
+    clock.now += 1
+    health.unreachable(a)
+    clock.now += 1
+    for _ in range(3):
+        health.server_error(c)  # its breaker opens
+    assert health.plan([a, b, c]) == [b]
+    health.started(b)  # b is the probe now: the next request gets a
+    assert health.plan([a, b, c]) == [a]
+    health.started(a)
+    assert health.plan([a, b, c]) == [c]
+    health.started(c)
+    with pytest.raises(AllCoolingDown) as caught:
+        health.plan([a, b, c])  # one probe each, at most
+    assert caught.value.wait_s == pytest.approx(1.0)
+    health.succeeded(b)
+    assert health.plan([a, b, c]) == [b]
+
+
+def test_no_panic_over_a_429() -> None:
+    # Azure said how long to wait: that deployment is not tried early, but
+    # one cooling for errors beside it is.
+    clock = Clock()
+    health = board(clock)
+    a, b = backend("a"), backend("b")
+    health.rate_limited(a, 30.0)
+    health.unreachable(b)
+    assert health.plan([a, b]) == [b]
+    health.started(b)
+    health.unreachable(b)
+    health.rate_limited(b, 20.0)  # both rate-limited now
+    with pytest.raises(AllCoolingDown) as caught:
+        health.plan([a, b])
+    assert caught.value.wait_s == pytest.approx(20.0)
 
 
 @pytest.mark.parametrize(
@@ -171,3 +252,24 @@ def test_after_a_cooldown_one_request_probes_alone() -> None:
     assert set(health.plan([a, b])) == {a, b}
     health.started(a)
     assert set(health.plan([a, b])) == {a, b}  # healthy again: no probing
+
+
+def test_a_refused_client_is_told_the_real_wait_at_least_1_s() -> None:
+    clock = Clock()
+    health = board(clock, error_cooldown_s=30.0)
+    a, b = backend("a"), backend("b")
+    health.rate_limited(a, 0.3)
+    health.rate_limited(b, 5.0)
+    with pytest.raises(AllCoolingDown) as caught:
+        health.plan([a, b])
+    assert caught.value.wait_s == pytest.approx(1.0)  # 0.3 s, but at least 1 s
+    clock.now += 0.5
+    health.started(a)  # the probe after a's cooldown is out
+    with pytest.raises(AllCoolingDown) as caught:
+        health.plan([a, b])
+    # Its verdict is due soon: not error_cooldown_s, not b's 4.5 s.
+    assert caught.value.wait_s == pytest.approx(1.0)
+    health.rate_limited(a, 8.0)  # the probe met another 429
+    with pytest.raises(AllCoolingDown) as caught:
+        health.plan([a, b])
+    assert caught.value.wait_s == pytest.approx(4.5)
