@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .names import API_VERSION_RE
 
@@ -124,7 +124,7 @@ class Support:
 
 _GA, _PREVIEW, _ABSENT = OnV1.GA, OnV1.PREVIEW, OnV1.ABSENT
 SUPPORT: Mapping[Family, Support] = MappingProxyType(
-    {
+    _SUPPORT := {
         Family.CHAT: Support("2023-05-15", "2023-03-15-preview", _GA, LATEST_GA),
         Family.COMPLETIONS: Support(
             "2022-12-01", "2022-03-01-preview", _PREVIEW, LATEST_GA
@@ -183,10 +183,10 @@ NO_OVERRIDES: Mapping[str, str] = MappingProxyType({})
 _FAMILY_NAMES = frozenset(f.value for f in Family)
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """Where one family goes: v1 or classic, and the api-version to send
-    (a dated one on the classic path; on v1 None, or `preview`)."""
+    (a dated one on the classic path; on v1 None, or `preview`). A tuple:
+    one is made per request, and a frozen dataclass costs 3x to build."""
 
     v1: bool
     version: str | None
@@ -217,7 +217,7 @@ def route(
 ) -> Route:
     """Where a family goes for an endpoint's api-version and the overrides
     (already checked by family_version_problems)."""
-    support = SUPPORT[family]
+    support = _SUPPORT[family]
     override = overrides.get(family) if overrides else None
     if (override or api_version) == "v1":
         if support.v1 is OnV1.GA:
