@@ -8,7 +8,7 @@ stores, speech, image edits or realtime. So each family is routed on its own:
   (responses, vector stores) goes to `/openai/v1/...` from any dated setting:
   v1 needs no version and is not retired like a pinned preview;
 - any other family takes the classic path with the configured version when
-  that version serves it, else with the documented version in FALLBACK
+  that version serves it, else with its documented `fallback` version
   (2024-10-21 for GA families, LATEST_PREVIEW for preview-only ones);
 - with api version `v1`, families on v1 go there (those v1 serves only in
   preview with `api-version=preview`); assistants and threads, which v1 does
@@ -18,7 +18,7 @@ stores, speech, image edits or realtime. So each family is routed on its own:
 - `family_api_versions` overrides a family: `v1` or a dated version that
   serves it (checked when the settings load).
 
-Facts, as published by Microsoft (read 2025; checked against each other):
+Facts, as Microsoft publishes them (checked against each other):
 - azure-rest-api-specs, specification/cognitiveservices/data-plane/AzureOpenAI/
   inference/stable/2024-10-21/inference.json: deployments/{id}/completions,
   embeddings, chat/completions, audio/transcriptions, audio/translations,
@@ -35,7 +35,8 @@ Facts, as published by Microsoft (read 2025; checked against each other):
   2023-09-01-preview, DALL-E 3 in 2023-12-01-preview, speech and Assistants
   in 2024-02-15-preview, Assistants v2 with vector stores in
   2024-05-01-preview, Batch in 2024-07-01-preview, Responses in
-  2025-03-01-preview, gpt-image-1 (image edits) in 2025-04-01-preview.
+  2025-03-01-preview, gpt-image-1 (image edits) in 2025-04-01-preview,
+  large file uploads in 2024-08-01-preview.
 - "v1 preview" REST reference (learn.microsoft.com/azure/ai-foundry/openai/
   reference-preview-latest): audio/speech, audio/transcriptions,
   audio/translations, images/generations, images/edits and completions on
@@ -90,7 +91,8 @@ class Family(StrEnum):
     TRANSCRIPTIONS = "transcriptions"
     TRANSLATIONS = "translations"
     SPEECH = "speech"
-    FILES = "files"  # uploads too
+    FILES = "files"
+    UPLOADS = "uploads"  # large files in parts
     BATCHES = "batches"
     FINE_TUNING = "fine_tuning"
     ASSISTANTS = "assistants"  # threads too
@@ -142,6 +144,7 @@ SUPPORT: Mapping[Family, Support] = MappingProxyType(
         ),
         Family.SPEECH: Support(None, "2024-02-15-preview", _PREVIEW, LATEST_PREVIEW),
         Family.FILES: Support("2022-12-01", "2022-03-01-preview", _GA, LATEST_GA),
+        Family.UPLOADS: Support(LATEST_GA, "2024-08-01-preview", _PREVIEW, LATEST_GA),
         Family.BATCHES: Support(LATEST_GA, "2024-07-01-preview", _PREVIEW, LATEST_GA),
         Family.FINE_TUNING: Support("2024-02-01", "2023-10-01-preview", _GA, LATEST_GA),
         # v2, which the openai SDKs speak (OpenAI-Beta: assistants=v2).
@@ -169,7 +172,7 @@ _BY_PATH = {
 }
 _BY_ROOT = {
     "files": Family.FILES,
-    "uploads": Family.FILES,
+    "uploads": Family.UPLOADS,
     "batches": Family.BATCHES,
     "fine_tuning": Family.FINE_TUNING,
     "assistants": Family.ASSISTANTS,

@@ -42,7 +42,7 @@ def classic(version: str) -> Route:
         ("audio/speech", Family.SPEECH),
         ("files", Family.FILES),
         ("files/file-1/content", Family.FILES),
-        ("uploads/upload_1/parts", Family.FILES),
+        ("uploads/upload_1/parts", Family.UPLOADS),
         ("batches/batch_1/cancel", Family.BATCHES),
         ("fine_tuning/jobs", Family.FINE_TUNING),
         ("assistants/asst_1", Family.ASSISTANTS),
@@ -71,6 +71,7 @@ def test_family_of(subpath: str, family: Family) -> None:
         (Family.TRANSLATIONS, classic(LATEST_GA)),
         (Family.SPEECH, classic(LATEST_PREVIEW)),
         (Family.FILES, classic(LATEST_GA)),
+        (Family.UPLOADS, classic(LATEST_GA)),
         (Family.BATCHES, classic(LATEST_GA)),
         (Family.FINE_TUNING, classic(LATEST_GA)),
         (Family.ASSISTANTS, classic(LATEST_PREVIEW)),
@@ -101,6 +102,7 @@ def test_the_default_version(family: Family, expected: Route) -> None:
         (Family.TRANSLATIONS, V1_PREVIEW),
         (Family.SPEECH, V1_PREVIEW),
         (Family.BATCHES, V1_PREVIEW),
+        (Family.UPLOADS, V1_PREVIEW),
         # Not on v1 at all.
         (Family.ASSISTANTS, classic(LATEST_PREVIEW)),
     ],
@@ -123,6 +125,10 @@ def test_the_v1_api(family: Family, expected: Route) -> None:
         # One that does not is replaced by the documented one.
         (Family.TRANSCRIPTIONS, "2023-05-15", classic(LATEST_GA)),
         (Family.BATCHES, "2024-06-01", classic(LATEST_GA)),
+        # Files, yes; their large-upload API came with 2024-08-01-preview.
+        (Family.FILES, "2024-06-01", classic("2024-06-01")),
+        (Family.UPLOADS, "2024-06-01", classic(LATEST_GA)),
+        (Family.UPLOADS, "2024-08-01-preview", classic("2024-08-01-preview")),
         (Family.FINE_TUNING, "2023-05-15", classic(LATEST_GA)),
         (Family.ASSISTANTS, "2024-02-15-preview", classic(LATEST_PREVIEW)),
         (Family.IMAGE_EDITS, "2025-03-01-preview", classic(LATEST_PREVIEW)),
