@@ -22,6 +22,7 @@ from typing import Any
 
 from yarl import URL
 
+from .families import family_version_problems, parse_family_versions
 from .names import API_VERSION_RE
 from .routes import (
     AccessKey,
@@ -88,6 +89,10 @@ def _api_version(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
     return check_api_version(raw, source)
 
 
+def _family_versions(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
+    return parse_family_versions(raw)
+
+
 def _secret(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
     return resolve_secret(raw, source, environ)
 
@@ -112,6 +117,14 @@ class Config:
         "api-version when credentials or endpoint name none (also read from "
         "OPENAI_API_VERSION); `v1` selects Azure's v1 API.",
         parser=_api_version,
+    )
+    family_api_versions: Mapping[str, str] = setting(
+        None,
+        "Where one endpoint family goes, overriding the built-in table: "
+        "family=v1 or family=VERSION, comma-separated (a table in the file), "
+        "e.g. responses=v1,assistants=2025-04-01-preview.",
+        parser=_family_versions,
+        factory=dict,
     )
     endpoints: tuple[EndpointConfig, ...] = setting(
         (),
@@ -352,6 +365,7 @@ class Config:
                 "api-version (use a date like 2024-10-21, optionally with "
                 "-preview, or v1)"
             )
+        found.extend(family_version_problems(self.family_api_versions))
         for name in ("connect_timeout_s", "header_timeout_s", "read_timeout_s"):
             if getattr(self, name) <= 0:
                 found.append(f"{name}: must be greater than 0")

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import Config
+from .families import route_for
 from .keys import GATE, SESSION, UpstreamSession
 from .mapping import upstream_url
 from .routing import Backend
@@ -65,14 +66,15 @@ async def probe(config: Config) -> ProbeResults:
 
 async def probe_one(session: UpstreamSession, backend: Backend) -> tuple[bool, str]:
     endpoint = backend.endpoint
+    route = route_for("chat/completions", endpoint)
     url = upstream_url(
         endpoint.base_url,
         "chat/completions",
         deployment=backend.deployment,
-        api_version=endpoint.api_version,
+        route=route,
     )
     body = dict(PROBE_BODY)
-    if endpoint.api_version == "v1":
+    if route.v1:
         body["model"] = backend.deployment
     try:
         name, value = endpoint.auth.header()

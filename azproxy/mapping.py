@@ -5,9 +5,9 @@ Classic API (every call carries `api-version`):
   uploads            /v1/audio/transcriptions (multipart) -> the same, deployment
                      from the `model` form field
   resource-scoped    /v1/files/{id} -> /openai/files/{id}
-Azure's v1 API (api version `v1`): /v1/{path} -> /openai/v1/{path}, no
-api-version (unless the client asks for `preview`), and the body's `model`
-names the deployment.
+Azure's v1 API: /v1/{path} -> /openai/v1/{path}, no api-version (or
+`preview`), and the body's `model` names the deployment. Which of the two a
+family takes, and with which version, is families.route's decision.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from enum import Enum
 from yarl import URL
 
 from .errors import MethodNotAllowed, NotFound
+from .families import Route
 
 __all__ = [
     "DEPLOYMENT_PATHS",
@@ -87,6 +88,9 @@ _MODEL_IS_DEPLOYMENT = (
 # api-version values a client may ask for on Azure's v1 API; any other
 # (dated) value is dropped, since v1 rejects dated versions.
 V1_CLIENT_VERSIONS = frozenset({"preview", "latest"})
+# Query parameters of the client's that never go upstream (lower case): the
+# api-version is azproxy's to decide; `api-key` is the client's credential.
+_DROPPED_PARAMS = frozenset({"api-version", "api-key"})
 
 # OpenAI endpoints Azure OpenAI does not offer: say so instead of a bare 404.
 NO_AZURE_EQUIVALENT = {
@@ -135,30 +139,33 @@ def upstream_url(
     subpath: str,
     *,
     deployment: str | None,
-    api_version: str,
+    route: Route,
     client_query: Mapping[str, str] | None = None,
 ) -> URL:
     """Build the Azure URL. Every part was validated, so no re-encoding is needed.
 
     `deployment` None means a resource-scoped path (/openai/{subpath}). The
-    client's own query parameters are kept, except `api-version`, which
-    azproxy decides: the endpoint's, or on the v1 API none, unless the
-    client asked for `preview` (or `latest`), the v1 way to reach preview
-    features.
+    client's own query parameters are kept, except two: `api-version`, which
+    the route decides (on v1 the client may still ask for `preview` or
+    `latest`, the v1 way to reach preview features), and `api-key`, the
+    client's credential, which Azure would read from the query too.
     """
-    if api_version == "v1":
-        path, version = f"/openai/v1/{subpath}", None
+    version = route.version
+    if route.v1:
+        path = f"/openai/v1/{subpath}"
         asked = client_query.get("api-version") if client_query else None
         if asked in V1_CLIENT_VERSIONS:
             version = asked
     elif deployment is None:
-        path, version = f"/openai/{subpath}", api_version
+        path = f"/openai/{subpath}"
     else:
-        path, version = f"/openai/deployments/{deployment}/{subpath}", api_version
+        path = f"/openai/deployments/{deployment}/{subpath}"
     if not client_query:
         query = f"?api-version={version}" if version else ""
         return URL(f"{base}{path}{query}", encoded=True)
-    params = [(k, v) for k, v in client_query.items() if k.lower() != "api-version"]
+    params = [
+        (k, v) for k, v in client_query.items() if k.lower() not in _DROPPED_PARAMS
+    ]
     if version:
         params.append(("api-version", version))
     return URL(f"{base}{path}", encoded=True).with_query(params)

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from .errors import BadRequest, PayloadTooLarge
+from .families import route_for
 from .headers import request_headers
 from .keys import CALLER, CONFIG
 from .mapping import Scope, upstream_url
@@ -71,8 +72,9 @@ def build_target(
     endpoint = backend.endpoint
     body, document = outgoing.body, outgoing.document
     resource = outgoing.scope is Scope.RESOURCE
+    route = route_for(outgoing.subpath, endpoint)
     if (
-        (endpoint.api_version == "v1" or resource)
+        (route.v1 or resource)
         and document is not None
         and document.get("model") != backend.deployment
     ):
@@ -81,13 +83,13 @@ def build_target(
         body = json.dumps(
             document | {"model": backend.deployment}, ensure_ascii=False
         ).encode()
-    if isinstance(body, StreamBody) and endpoint.api_version == "v1":
+    if isinstance(body, StreamBody) and route.v1:
         body = body.with_model(backend.deployment)  # the form's model field
     url = upstream_url(
         endpoint.base_url,
         outgoing.subpath,
         deployment=None if resource else backend.deployment,
-        api_version=endpoint.api_version,
+        route=route,
         client_query=request.query,
     )
     headers = request_headers(request.headers)

@@ -12,8 +12,9 @@ socket buffers (wsrelay.py).
 Azure's two URL forms (its "GPT Realtime API via WebSockets" guide):
   classic (preview protocol)  /openai/realtime?api-version=V&deployment=D
   v1 (GA protocol)            /openai/v1/realtime?model=D
-Only preview api-versions serve the classic form; a dated GA version such as
-the default 2024-10-21 has no realtime, so PREVIEW_API_VERSION replaces it.
+Only previews from 2024-10-01-preview serve the classic form; a dated GA
+version such as the default 2024-10-21 has no realtime, so the classic form
+gets families.LATEST_PREVIEW instead (families.route decides, overrides too).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from yarl import URL
 from .config import Config
 from .credentials import KEY_PROTOCOL, offered_protocols
 from .errors import ProxyError, UpgradeRequired, UpstreamTimeout, UpstreamUnreachable
+from .families import LATEST_PREVIEW, NO_OVERRIDES, Family, route
 from .headers import request_headers
 from .keys import CALLER, CONFIG, EXCHANGE, SESSION, UpstreamSession
 from .routing import Backend
@@ -51,7 +53,7 @@ log = logging.getLogger("azproxy.realtime")
 
 REALTIME_PATH = "/v1/realtime"
 # The version Azure's realtime WebSocket guide names for the preview protocol.
-PREVIEW_API_VERSION = "2025-04-01-preview"
+PREVIEW_API_VERSION = LATEST_PREVIEW
 # Query parameters azproxy decides, plus the client's own key (Azure reads
 # `api-key` from the query too): none of the client's values go upstream.
 DECIDED_PARAMS = frozenset({"model", "deployment", "api-version", "api-key"})
@@ -60,29 +62,24 @@ DECIDED_PARAMS = frozenset({"model", "deployment", "api-version", "api-key"})
 HEARTBEAT_S = 30.0
 
 
-def realtime_api_version(api_version: str) -> str:
-    """The api-version for the classic realtime URL."""
-    return api_version if api_version.endswith("-preview") else PREVIEW_API_VERSION
-
-
 def realtime_url(
     base_url: str,
     deployment: str,
     api_version: str,
     client_query: Mapping[str, str],
+    family_versions: Mapping[str, str] = NO_OVERRIDES,
 ) -> URL:
     """The Azure WebSocket URL; other client parameters (`intent`, `call_id`) kept."""
     if base_url.startswith("http"):
         base_url = "ws" + base_url[4:]  # http -> ws, https -> wss
-    if api_version == "v1":
+    where = route(Family.REALTIME, api_version, family_versions)
+    if where.v1:
         path = "/openai/v1/realtime"
         params = [("model", deployment)]
     else:
+        assert where.version is not None  # the classic path is always dated
         path = "/openai/realtime"
-        params = [
-            ("api-version", realtime_api_version(api_version)),
-            ("deployment", deployment),
-        ]
+        params = [("api-version", where.version), ("deployment", deployment)]
     params += [
         (k, v) for k, v in client_query.items() if k.lower() not in DECIDED_PARAMS
     ]
@@ -187,7 +184,11 @@ async def open_upstream(
     session: UpstreamSession = request.app[SESSION]
     endpoint = backend.endpoint
     url = realtime_url(
-        endpoint.base_url, backend.deployment, endpoint.api_version, request.query
+        endpoint.base_url,
+        backend.deployment,
+        endpoint.api_version,
+        request.query,
+        endpoint.family_versions,
     )
     headers = upstream_headers(request.headers)
     name, value = endpoint.auth.header()

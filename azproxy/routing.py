@@ -11,13 +11,14 @@ preference. Two kinds of caller:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .config import Config
 from .credentials import PassthroughToken
 from .errors import BadRequest, Forbidden
+from .families import sends_deployments_to_v1
 from .mapping import upstream_base
 from .names import DEPLOYMENT_RE
 from .routes import AccessKey, EndpointConfig
@@ -41,6 +42,11 @@ class Endpoint:
     base_url: str
     api_version: str
     auth: UpstreamAuth
+    # Per-family api-versions (family_api_versions): see families.route.
+    # One table per process, so it takes no part in equality or hashing.
+    family_versions: Mapping[str, str] = field(
+        default_factory=dict, compare=False, hash=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,7 @@ class PassthroughCaller:
             upstream_base(config.upstream, token.resource),
             token.api_version or config.api_version,
             ApiKeyAuth(Secret(token.key)),
+            config.family_api_versions,
         )
         self._backends = {
             deployment: (Backend(self.endpoint, deployment),)
@@ -105,7 +112,7 @@ class PassthroughCaller:
 
     @property
     def needs_model(self) -> bool:
-        return self.token.needs_model or self.endpoint.api_version == "v1"
+        return self.token.needs_model or sends_deployments_to_v1(self.endpoint)
 
     def backends(self, model: str | None) -> Sequence[Backend]:
         return self._backends[self.token.deployment_for(model)]
@@ -134,6 +141,7 @@ class Router:
                 e.base_url(config.upstream),
                 e.api_version or config.api_version,
                 auth_for(e),
+                config.family_api_versions,
             )
             for e in config.endpoints
         }

@@ -151,7 +151,8 @@ async def test_embeddings_base64_and_float(sim: Any) -> None:
 
 
 async def test_speech_is_binary_and_deterministic(sim: Any) -> None:
-    url = "/openai/deployments/tts/audio/speech?api-version=2024-10-21"
+    # Speech is preview-only: 2024-10-21 does not serve it (see test_served).
+    url = "/openai/deployments/tts/audio/speech?api-version=2025-04-01-preview"
     one = await sim.post(url, json={"input": "hi"}, headers=KEY)
     two = await sim.post(url, json={"input": "hi"}, headers=KEY)
     assert one.content_type == "audio/mpeg"

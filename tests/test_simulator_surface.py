@@ -17,6 +17,8 @@ from tests.forms import AUDIO, BOUNDARY, CONTENT_TYPE, closing, field, file_part
 
 KEY = {"api-key": "sim-key"}
 Q = "?api-version=2024-10-21"
+# For what only previews serve: image edits, responses, assistants, vector stores.
+P = "?api-version=2025-04-01-preview"
 FORM = KEY | {"Content-Type": CONTENT_TYPE}
 
 
@@ -45,7 +47,8 @@ def events_of(body: bytes) -> list[tuple[str | None, Any]]:
     "path",
     [
         f"/openai/deployments/whisper/audio/transcriptions{Q}",
-        "/openai/v1/audio/transcriptions",
+        # v1 serves audio only in preview.
+        "/openai/v1/audio/transcriptions?api-version=preview",
     ],
 )
 async def test_transcription_echoes_the_file_and_fields(sim: Any, path: str) -> None:
@@ -73,7 +76,7 @@ async def test_translation_as_text(sim: Any) -> None:
 
 
 async def test_image_edit_needs_image_and_prompt(sim: Any) -> None:
-    path = f"/openai/deployments/img/images/edits{Q}"
+    path = f"/openai/deployments/img/images/edits{P}"
     png = file_part(
         b"\x89PNG", name="image", filename="i.png", content_type="image/png"
     )
@@ -134,13 +137,15 @@ async def test_files_round_trip(sim: Any, prefix: str) -> None:
     assert (await got.json()) == record
     got = await sim.get(f"{prefix}/files/{file_id}/content{query}", headers=KEY)
     assert await got.read() == content
+    # v1 serves batches only in preview.
+    batches = Q if prefix == "/openai" else "?api-version=preview"
     batch = await sim.post(
-        f"{prefix}/batches{query}",
+        f"{prefix}/batches{batches}",
         json={"input_file_id": file_id, "endpoint": "/chat/completions"},
         headers=KEY,
     )
     batch_id = (await batch.json())["id"]
-    got = await sim.get(f"{prefix}/batches/{batch_id}{query}", headers=KEY)
+    got = await sim.get(f"{prefix}/batches/{batch_id}{batches}", headers=KEY)
     assert (await got.json())["input_file_id"] == file_id
     gone = await sim.delete(f"{prefix}/files/{file_id}{query}", headers=KEY)
     assert (await gone.json())["deleted"] is True
@@ -202,7 +207,7 @@ async def test_responses_create_retrieve_items_delete(sim: Any) -> None:
 
 async def test_responses_stream_is_named_events(sim: Any) -> None:
     response = await sim.post(
-        f"/openai/responses{Q}",
+        f"/openai/responses{P}",
         json={"model": "dep", "input": "Hi", "stream": True},
         headers=KEY,
     )
@@ -220,18 +225,18 @@ async def test_responses_stream_is_named_events(sim: Any) -> None:
 
 async def test_assistant_thread_run_stream(sim: Any) -> None:
     assistant = await (
-        await sim.post(f"/openai/assistants{Q}", json={"model": "dep"}, headers=KEY)
+        await sim.post(f"/openai/assistants{P}", json={"model": "dep"}, headers=KEY)
     ).json()
-    thread = await (await sim.post(f"/openai/threads{Q}", headers=KEY)).json()
+    thread = await (await sim.post(f"/openai/threads{P}", headers=KEY)).json()
     tid = thread["id"]
     message = await sim.post(
-        f"/openai/threads/{tid}/messages{Q}",
+        f"/openai/threads/{tid}/messages{P}",
         json={"role": "user", "content": "hi"},
         headers=KEY,
     )
     assert (await message.json())["content"][0]["text"]["value"] == "hi"
     run = await sim.post(
-        f"/openai/threads/{tid}/runs{Q}",
+        f"/openai/threads/{tid}/runs{P}",
         json={"assistant_id": assistant["id"], "stream": True},
         headers=KEY,
     )
@@ -239,33 +244,33 @@ async def test_assistant_thread_run_stream(sim: Any) -> None:
     assert events[0][0] == "thread.run.created"
     assert events[-1] == ("done", "[DONE]")
     listed = await (
-        await sim.get(f"/openai/threads/{tid}/messages{Q}", headers=KEY)
+        await sim.get(f"/openai/threads/{tid}/messages{P}", headers=KEY)
     ).json()
     assert [m["role"] for m in listed["data"]] == ["assistant", "user"]
     run_id = events[0][1]["id"]
-    got = await sim.get(f"/openai/threads/{tid}/runs/{run_id}{Q}", headers=KEY)
+    got = await sim.get(f"/openai/threads/{tid}/runs/{run_id}{P}", headers=KEY)
     assert (await got.json())["status"] == "completed"
 
 
 async def test_vector_store_with_a_file(sim: Any) -> None:
     upload = await sim.post(
-        f"/openai/files{Q}",
+        f"/openai/files{P}",
         data=form(field("purpose", "assistants"), file_part(b"doc")),
         headers=FORM,
     )
     file_id = (await upload.json())["id"]
     store = await (
-        await sim.post(f"/openai/vector_stores{Q}", json={"name": "kb"}, headers=KEY)
+        await sim.post(f"/openai/vector_stores{P}", json={"name": "kb"}, headers=KEY)
     ).json()
     assert store["name"] == "kb"
     added = await sim.post(
-        f"/openai/vector_stores/{store['id']}/files{Q}",
+        f"/openai/vector_stores/{store['id']}/files{P}",
         json={"file_id": file_id},
         headers=KEY,
     )
     assert (await added.json())["vector_store_id"] == store["id"]
     listed = await (
-        await sim.get(f"/openai/vector_stores/{store['id']}/files{Q}", headers=KEY)
+        await sim.get(f"/openai/vector_stores/{store['id']}/files{P}", headers=KEY)
     ).json()
     assert [f["id"] for f in listed["data"]] == [file_id]
 

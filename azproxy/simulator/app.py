@@ -18,7 +18,8 @@ x-sim-first-byte-ms, x-sim-retry-after-ms, x-sim-abort-after, x-sim-async-filter
 Besides the JSON operations (operations.py) it serves multipart uploads
 (forms.py) and the resource-scoped APIs: files and batches (files.py),
 responses (responses.py), assistants, threads and vector stores (threads.py),
-on classic paths (`/openai/...?api-version=V`) and v1 paths (`/openai/v1/...`).
+on classic paths (`/openai/...?api-version=V`) and v1 paths (`/openai/v1/...`),
+each only with the api-versions Azure serves it with (served.py; 404 else).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .common import (
 )
 from .operations import OPERATIONS, Knobs, early_fault
 from .realtime import add_realtime_routes
+from .served import classic_serves, v1_serves
 
 __all__ = [
     "FAULTS",
@@ -71,15 +73,19 @@ async def not_found(request: web.Request) -> web.Response:
 
 
 async def classic(request: web.Request) -> web.StreamResponse:
-    if "api-version" not in request.query:
+    operation = request.match_info["operation"]
+    if not classic_serves(operation, request.query.get("api-version")):
         return azure_error(404, "404", "Resource not found")
     deployment = request.match_info["deployment"]
-    return await answer(request, deployment, request.match_info["operation"])
+    return await answer(request, deployment, operation)
 
 
 async def v1(request: web.Request) -> web.StreamResponse:
     if not resources.v1_version_ok(request):
         return resources.bad_v1_version()
+    operation = request.match_info["operation"]
+    if not v1_serves(operation, request.query.get("api-version")):
+        return azure_error(404, "404", "Resource not found")
     if request.content_type == "multipart/form-data":
         deployment = (await request.post()).get("model")  # aiohttp caches it
     else:
@@ -87,7 +93,7 @@ async def v1(request: web.Request) -> web.StreamResponse:
         deployment = body.get("model") if isinstance(body, dict) else None
     if not isinstance(deployment, str):
         return azure_error(400, "missing_model", "The 'model' field is required.")
-    return await answer(request, deployment, request.match_info["operation"])
+    return await answer(request, deployment, operation)
 
 
 async def answer(

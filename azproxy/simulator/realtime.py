@@ -2,7 +2,7 @@
   classic (preview protocol)  GET /openai/realtime?api-version=V-preview&deployment=D
   v1 (GA protocol)            GET /openai/v1/realtime?model=D
 The handshake is refused as Azure refuses it (401 without a valid key, 404 for
-an unknown deployment or a non-preview api-version on the classic path). Then
+an unknown deployment or an api-version without realtime on the classic path). Then
 it answers events in the Realtime API's shape, with the event names of the
 protocol the path speaks: `session.update` -> `session.updated`;
 `response.create` -> `response.created`, text and/or audio deltas (x-sim-chunks
@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, hdrs, web
 
 from . import answers
 from .common import SIM_STATE, azure_error, refusal
+from .served import classic_serves
 
 __all__ = ["add_realtime_routes", "response_events"]
 
@@ -50,9 +51,9 @@ def add_realtime_routes(app: web.Application) -> None:
 
 
 async def classic(request: web.Request) -> web.StreamResponse:
-    version = request.query.get("api-version", "")
+    version = request.query.get("api-version")
     deployment = request.query.get("deployment")
-    if not version.endswith("-preview") or not deployment:
+    if not classic_serves("realtime", version) or not deployment:
         return azure_error(404, "404", "Resource not found")
     return await serve(request, deployment, "preview")
 

@@ -1,9 +1,10 @@
 """Resource-scoped APIs: routing, the v1 api-version rule and the object store.
 
-Paths are served both classic (`/openai/{path}?api-version=V`, which must
-carry an api-version) and v1 (`/openai/v1/{path}`, which refuses a dated
-api-version: only none, `preview` or `latest`, so a proxy that sends a
-dated version to a v1 path is caught). Objects live in memory per simulator.
+Paths are served both classic (`/openai/{path}?api-version=V`, with a V that
+serves them) and v1 (`/openai/v1/{path}`, which refuses a dated api-version:
+only none, `preview` or `latest`, so a proxy that sends a dated version to a
+v1 path is caught); served.py says which. Objects live in memory per
+simulator.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from .common import authorized, azure_error, dumps, read_json, unauthorized
+from .served import classic_serves, v1_serves
 
 __all__ = [
     "STORE",
@@ -91,12 +93,14 @@ def setup(app: web.Application, routes: Sequence[Route]) -> None:
         v1 = request.path.startswith("/openai/v1/")
         if v1 and not v1_version_ok(request):
             return bad_v1_version()
-        if not v1 and "api-version" not in request.query:
+        root, version = request.match_info["root"], request.query.get("api-version")
+        served = v1_serves(root, version) if v1 else classic_serves(root, version)
+        if not served:
             return azure_error(404, "404", "Resource not found")
         if not authorized(request):
             return unauthorized()
         rest = request.match_info["rest"].strip("/")
-        segments = [request.match_info["root"], *(rest.split("/") if rest else [])]
+        segments = [root, *(rest.split("/") if rest else [])]
         for route in routes:
             ids = route.ids(request.method, segments)
             if ids is not None:

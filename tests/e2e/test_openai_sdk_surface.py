@@ -36,6 +36,8 @@ from tests.processes import Running, running
 from tests.unit.test_sse import AZURE_CHAT, kept, whole
 
 VERSION = "2024-10-21"
+# What the default version does not serve goes to the latest preview (or v1).
+PREVIEW = "2025-04-01-preview"
 TOKEN = (
     "myresource:gpt-4o|dep-4o,whisper|dep-whisper,gpt-image-1|dep-img:"
     f"{AZURE_KEY}:{VERSION}"
@@ -136,7 +138,7 @@ async def test_image_edit(fake_azure: FakeAzure, server: Running) -> None:
         )
     assert result.data is not None and result.data[0].b64_json == "aGk="
     sent = fake_azure.last
-    check_sent(sent, "POST", "/openai/deployments/dep-img/images/edits")
+    check_sent(sent, "POST", "/openai/deployments/dep-img/images/edits", PREVIEW)
     parts = parse_form(sent.headers["Content-Type"], sent.body)
     assert ("image", "cat.png", png) in parts
     assert ("model", None, b"gpt-image-1") in parts
@@ -319,7 +321,8 @@ async def test_responses_create_stream_retrieve_items_delete(
     ]
     assert listed == ["msg_0"]
     create, streamed, retrieve, input_items, delete = fake_azure.requests
-    check_sent(create, "POST", "/openai/responses")
+    # Responses are GA on Azure's v1 API only: no api-version there.
+    check_sent(create, "POST", "/openai/v1/responses", version=None)
     # Azure reads the model as a deployment: mapped, the rest untouched.
     assert json.loads(create.body) == {"model": "dep-4o", "input": "Hello"}
     assert json.loads(streamed.body) == {
@@ -327,9 +330,10 @@ async def test_responses_create_stream_retrieve_items_delete(
         "input": "Hello",
         "stream": True,
     }
-    check_sent(retrieve, "GET", "/openai/responses/resp_1")
-    check_sent(input_items, "GET", "/openai/responses/resp_1/input_items")
-    check_sent(delete, "DELETE", "/openai/responses/resp_1")
+    check_sent(retrieve, "GET", "/openai/v1/responses/resp_1", version=None)
+    items_path = "/openai/v1/responses/resp_1/input_items"
+    check_sent(input_items, "GET", items_path, version=None)
+    check_sent(delete, "DELETE", "/openai/v1/responses/resp_1", version=None)
 
 
 # --- assistants, threads, runs, vector stores -------------------------------------
@@ -393,11 +397,11 @@ async def test_assistant_thread_and_a_streaming_run(
         "thread.run.completed",
     ]
     create_assistant, create_thread, run = fake_azure.requests
-    check_sent(create_assistant, "POST", "/openai/assistants")
+    check_sent(create_assistant, "POST", "/openai/assistants", PREVIEW)
     assert json.loads(create_assistant.body) == {"model": "dep-4o", "name": "a"}
     assert create_assistant.headers["OpenAI-Beta"] == "assistants=v2"
-    check_sent(create_thread, "POST", "/openai/threads")
-    check_sent(run, "POST", "/openai/threads/thread_1/runs")
+    check_sent(create_thread, "POST", "/openai/threads", PREVIEW)
+    check_sent(run, "POST", "/openai/threads/thread_1/runs", PREVIEW)
     assert json.loads(run.body) == {"assistant_id": "asst_1", "stream": True}
 
 
@@ -440,11 +444,11 @@ async def test_vector_store_with_a_file(fake_azure: FakeAzure, server: Running) 
         files = [f.id async for f in client.vector_stores.files.list(created.id)]
     assert files == ["file-abc"]
     create, add, listing = fake_azure.requests
-    check_sent(create, "POST", "/openai/vector_stores")
+    check_sent(create, "POST", "/openai/v1/vector_stores", version=None)
     assert json.loads(create.body) == {"name": "kb"}
-    check_sent(add, "POST", "/openai/vector_stores/vs_1/files")
+    check_sent(add, "POST", "/openai/v1/vector_stores/vs_1/files", version=None)
     assert json.loads(add.body) == {"file_id": "file-abc"}
-    check_sent(listing, "GET", "/openai/vector_stores/vs_1/files")
+    check_sent(listing, "GET", "/openai/v1/vector_stores/vs_1/files", version=None)
 
 
 # --- Azure's v1 API ---------------------------------------------------------------
@@ -473,7 +477,9 @@ async def test_v1_api_chat_responses_and_a_transcription(
     chat, transcription, preview = fake_azure.requests
     check_sent(chat, "POST", "/openai/v1/chat/completions", version=None)
     assert json.loads(chat.body)["model"] == "dep-4o"
-    check_sent(transcription, "POST", "/openai/v1/audio/transcriptions", version=None)
+    # Azure's v1 API serves audio only in preview.
+    path = "/openai/v1/audio/transcriptions"
+    check_sent(transcription, "POST", path, version="preview")
     parts = parse_form(transcription.headers["Content-Type"], transcription.body)
     assert parts == [("model", None, b"dep-whisper"), ("file", "speech.wav", AUDIO)]
     assert transcription.headers["Content-Length"] == str(len(transcription.body))

@@ -1,6 +1,7 @@
 """Resource-scoped calls (files, batches, fine-tuning, assistants, threads,
-vector stores, responses): /openai/{path} with the client's method and query,
-files streamed through, and the model mapped where Azure reads a deployment."""
+vector stores, responses): /openai/{path} (or /openai/v1/{path}, where Azure
+serves the family) with the client's method and query, files streamed
+through, and the model mapped where Azure reads a deployment."""
 
 from __future__ import annotations
 
@@ -24,30 +25,51 @@ MAPPED = {
 V1 = {"Authorization": f"Bearer myresource:gpt-4o|dep-4o:{AZURE_KEY}:v1"}
 
 
+GA, PREVIEW = "2024-10-21", "2025-04-01-preview"
+
+
 @pytest.mark.parametrize(
-    ("method", "path", "azure_path"),
+    ("method", "path", "azure_path", "version"),
     [
-        ("GET", "/v1/files", "/openai/files"),
-        ("GET", "/v1/files/file-abc", "/openai/files/file-abc"),
-        ("DELETE", "/v1/files/file-abc", "/openai/files/file-abc"),
-        ("GET", "/v1/batches/batch_1", "/openai/batches/batch_1"),
-        ("POST", "/v1/batches/batch_1/cancel", "/openai/batches/batch_1/cancel"),
-        ("GET", "/v1/fine_tuning/jobs", "/openai/fine_tuning/jobs"),
-        ("GET", "/v1/assistants/asst_1", "/openai/assistants/asst_1"),
-        ("DELETE", "/v1/assistants/asst_1", "/openai/assistants/asst_1"),
-        ("GET", "/v1/threads/thread_1/messages", "/openai/threads/thread_1/messages"),
-        ("GET", "/v1/vector_stores/vs_1/files", "/openai/vector_stores/vs_1/files"),
-        ("GET", "/v1/responses/resp_1", "/openai/responses/resp_1"),
-        ("DELETE", "/v1/responses/resp_1", "/openai/responses/resp_1"),
+        ("GET", "/v1/files", "/openai/files", GA),
+        ("GET", "/v1/files/file-abc", "/openai/files/file-abc", GA),
+        ("DELETE", "/v1/files/file-abc", "/openai/files/file-abc", GA),
+        ("GET", "/v1/batches/batch_1", "/openai/batches/batch_1", GA),
+        ("POST", "/v1/batches/batch_1/cancel", "/openai/batches/batch_1/cancel", GA),
+        ("GET", "/v1/fine_tuning/jobs", "/openai/fine_tuning/jobs", GA),
+        # 2024-10-21 serves no assistants: the latest preview does.
+        ("GET", "/v1/assistants/asst_1", "/openai/assistants/asst_1", PREVIEW),
+        ("DELETE", "/v1/assistants/asst_1", "/openai/assistants/asst_1", PREVIEW),
+        (
+            "GET",
+            "/v1/threads/thread_1/messages",
+            "/openai/threads/thread_1/messages",
+            PREVIEW,
+        ),
+        # GA on Azure's v1 API, preview-only as dated versions: v1.
+        (
+            "GET",
+            "/v1/vector_stores/vs_1/files",
+            "/openai/v1/vector_stores/vs_1/files",
+            None,
+        ),
+        ("GET", "/v1/responses/resp_1", "/openai/v1/responses/resp_1", None),
+        ("DELETE", "/v1/responses/resp_1", "/openai/v1/responses/resp_1", None),
         (
             "GET",
             "/v1/responses/resp_1/input_items",
-            "/openai/responses/resp_1/input_items",
+            "/openai/v1/responses/resp_1/input_items",
+            None,
         ),
     ],
 )
-async def test_resource_paths_keep_method_and_go_to_the_resource(
-    proxy: Any, fake_azure: FakeAzure, method: str, path: str, azure_path: str
+async def test_resource_paths_keep_method_and_go_where_azure_serves_them(
+    proxy: Any,
+    fake_azure: FakeAzure,
+    method: str,
+    path: str,
+    azure_path: str,
+    version: str | None,
 ) -> None:
     fake_azure.queue(json_answer({"object": "thing"}))
     response = await proxy.request(method, path, headers=BEARER)
@@ -56,7 +78,8 @@ async def test_resource_paths_keep_method_and_go_to_the_resource(
     assert "x-azproxy-deployment" not in response.headers
     sent = fake_azure.last
     assert (sent.method, sent.path) == (method, azure_path)
-    assert list(sent.query.items()) == [("api-version", "2024-10-21")]
+    expected = [("api-version", version)] if version else []
+    assert list(sent.query.items()) == expected
     assert sent.headers["api-key"] == AZURE_KEY
     assert "Authorization" not in sent.headers
     assert sent.body == b""
@@ -178,7 +201,7 @@ async def test_a_file_upload_is_not_retried(proxy: Any, fake_azure: FakeAzure) -
 @pytest.mark.parametrize(
     ("path", "azure_path"),
     [
-        ("/v1/responses", "/openai/responses"),
+        ("/v1/responses", "/openai/v1/responses"),
         ("/v1/assistants", "/openai/assistants"),
         ("/v1/assistants/asst_1", "/openai/assistants/asst_1"),
         ("/v1/threads/runs", "/openai/threads/runs"),

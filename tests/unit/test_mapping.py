@@ -4,6 +4,7 @@ import pytest
 from multidict import MultiDict
 
 from azproxy.errors import MethodNotAllowed, NotFound
+from azproxy.families import Route
 from azproxy.mapping import (
     Scope,
     classify,
@@ -26,13 +27,16 @@ def test_upstream_base(template: str, resource: str, base: str) -> None:
     assert upstream_base(template, resource) == base
 
 
+V1 = Route(True, None)
+
+
 @pytest.mark.parametrize(
-    ("subpath", "deployment", "version", "query", "url"),
+    ("subpath", "deployment", "route", "query", "url"),
     [
         (
             "chat/completions",
             "dep",
-            "2024-10-21",
+            Route(False, "2024-10-21"),
             None,
             "https://r.openai.azure.com/openai/deployments/dep/chat/completions"
             "?api-version=2024-10-21",
@@ -40,7 +44,7 @@ def test_upstream_base(template: str, resource: str, base: str) -> None:
         (
             "embeddings",
             "text-embedding-3.small",
-            "2024-12-01-preview",
+            Route(False, "2024-12-01-preview"),
             None,
             "https://r.openai.azure.com/openai/deployments/text-embedding-3.small/"
             "embeddings?api-version=2024-12-01-preview",
@@ -48,14 +52,14 @@ def test_upstream_base(template: str, resource: str, base: str) -> None:
         (
             "chat/completions",
             "dep",
-            "v1",
+            V1,
             None,
             "https://r.openai.azure.com/openai/v1/chat/completions",
         ),
         (
             "chat/completions",
             "dep",
-            "2024-10-21",
+            Route(False, "2024-10-21"),
             MultiDict([("api-version", "x"), ("a", "b c")]),
             "https://r.openai.azure.com/openai/deployments/dep/chat/completions"
             "?a=b+c&api-version=2024-10-21",
@@ -64,14 +68,14 @@ def test_upstream_base(template: str, resource: str, base: str) -> None:
             # v1 preview features: the client asks with api-version=preview.
             "chat/completions",
             "dep",
-            "v1",
+            V1,
             MultiDict([("api-version", "preview")]),
             "https://r.openai.azure.com/openai/v1/chat/completions?api-version=preview",
         ),
         (
             "responses",
             "dep",
-            "v1",
+            V1,
             MultiDict([("api-version", "latest")]),
             "https://r.openai.azure.com/openai/v1/responses?api-version=latest",
         ),
@@ -79,14 +83,14 @@ def test_upstream_base(template: str, resource: str, base: str) -> None:
             # A dated version means nothing to v1: dropped.
             "chat/completions",
             "dep",
-            "v1",
+            V1,
             MultiDict([("api-version", "2024-10-21")]),
             "https://r.openai.azure.com/openai/v1/chat/completions",
         ),
         (
             "audio/transcriptions",
             "whisper",
-            "2024-06-01",
+            Route(False, "2024-06-01"),
             None,
             "https://r.openai.azure.com/openai/deployments/whisper/"
             "audio/transcriptions?api-version=2024-06-01",
@@ -94,7 +98,7 @@ def test_upstream_base(template: str, resource: str, base: str) -> None:
         (
             "files/file-abc/content",
             None,
-            "2024-10-21",
+            Route(False, "2024-10-21"),
             None,
             "https://r.openai.azure.com/openai/files/file-abc/content"
             "?api-version=2024-10-21",
@@ -102,7 +106,7 @@ def test_upstream_base(template: str, resource: str, base: str) -> None:
         (
             "files",
             None,
-            "2024-10-21",
+            Route(False, "2024-10-21"),
             MultiDict([("purpose", "batch"), ("limit", "2"), ("api-version", "x")]),
             "https://r.openai.azure.com/openai/files"
             "?purpose=batch&limit=2&api-version=2024-10-21",
@@ -110,7 +114,7 @@ def test_upstream_base(template: str, resource: str, base: str) -> None:
         (
             "threads/thread_1/runs",
             None,
-            "2024-05-01-preview",
+            Route(False, "2024-05-01-preview"),
             None,
             "https://r.openai.azure.com/openai/threads/thread_1/runs"
             "?api-version=2024-05-01-preview",
@@ -118,24 +122,63 @@ def test_upstream_base(template: str, resource: str, base: str) -> None:
         (
             "files/file-abc",
             None,
-            "v1",
+            V1,
             None,
             "https://r.openai.azure.com/openai/v1/files/file-abc",
         ),
         (
             "responses/resp_1/input_items",
             None,
-            "v1",
+            V1,
             MultiDict([("limit", "5"), ("api-version", "preview")]),
             "https://r.openai.azure.com/openai/v1/responses/resp_1/input_items"
             "?limit=5&api-version=preview",
+        ),
+        (
+            # A family v1 serves only in preview carries api-version=preview...
+            "audio/speech",
+            "tts",
+            Route(True, "preview"),
+            None,
+            "https://r.openai.azure.com/openai/v1/audio/speech?api-version=preview",
+        ),
+        (
+            # ...unless the client asked for `latest`.
+            "audio/speech",
+            "tts",
+            Route(True, "preview"),
+            MultiDict([("api-version", "latest")]),
+            "https://r.openai.azure.com/openai/v1/audio/speech?api-version=latest",
+        ),
+        (
+            # The client's key in the query never goes to Azure, in any case.
+            "chat/completions",
+            "dep",
+            Route(False, "2024-10-21"),
+            MultiDict([("api-key", "k1"), ("a", "1"), ("API-Key", "k2")]),
+            "https://r.openai.azure.com/openai/deployments/dep/chat/completions"
+            "?a=1&api-version=2024-10-21",
+        ),
+        (
+            "responses",
+            None,
+            V1,
+            MultiDict([("Api-Key", "k"), ("api-version", "preview")]),
+            "https://r.openai.azure.com/openai/v1/responses?api-version=preview",
+        ),
+        (
+            "files",
+            None,
+            Route(False, "2024-10-21"),
+            MultiDict([("API-KEY", "k")]),
+            "https://r.openai.azure.com/openai/files?api-version=2024-10-21",
         ),
     ],
 )
 def test_upstream_url(
     subpath: str,
     deployment: str | None,
-    version: str,
+    route: Route,
     query: MultiDict[str] | None,
     url: str,
 ) -> None:
@@ -143,7 +186,7 @@ def test_upstream_url(
         "https://r.openai.azure.com",
         subpath,
         deployment=deployment,
-        api_version=version,
+        route=route,
         client_query=query,
     )
     assert str(built) == url

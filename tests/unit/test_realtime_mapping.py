@@ -62,6 +62,31 @@ def test_realtime_url(
     assert str(realtime_url(base, "dep", version, client_query)) == expected
 
 
+@pytest.mark.parametrize(
+    ("version", "overrides", "expected"),
+    [
+        # A preview older than Azure's realtime does not serve it either.
+        (
+            "2024-08-01-preview",
+            {},
+            f"/openai/realtime?api-version={PREVIEW_API_VERSION}",
+        ),
+        ("2024-10-21", {"realtime": "v1"}, "/openai/v1/realtime?model=dep"),
+        (
+            "v1",
+            {"realtime": "2024-12-01-preview"},
+            "/openai/realtime?api-version=2024-12-01-preview",
+        ),
+    ],
+)
+def test_realtime_url_follows_the_family_table(
+    version: str, overrides: dict[str, str], expected: str
+) -> None:
+    empty = MultiDictProxy(MultiDict[str]())
+    url = realtime_url("https://r.openai.azure.com", "dep", version, empty, overrides)
+    assert str(url).startswith("wss://r.openai.azure.com" + expected)
+
+
 def test_offered_protocols_keep_order_across_header_lines() -> None:
     offered = headers(
         ("Sec-WebSocket-Protocol", "realtime, openai-insecure-api-key.k"),
