@@ -128,9 +128,9 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
             "/v1/realtime is a WebSocket endpoint: connect with ws:// or wss://.",
             headers={hdrs.UPGRADE: "websocket"},
         )
+    offered = offered_protocols(request.headers)
     model = request.query.get("model")
     backends = request[CALLER].backends(model)
-    offered = offered_protocols(request.headers)
     upstream, backend = await connect(request, backends, forwarded_protocols(offered))
     exchange = request[EXCHANGE]  # for the access log
     exchange.model, exchange.stream = model, True

@@ -14,6 +14,7 @@ from aiohttp import WSMsgType
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from azproxy import Config, create_app
+from azproxy.credentials import BAD_CREDENTIAL_PROTOCOL, BAD_SUBPROTOCOL
 from azproxy.realtime import PREVIEW_API_VERSION
 from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
 from tests.conftest import AZURE_KEY, BEARER, TOKEN
@@ -177,6 +178,40 @@ async def test_no_or_bad_credentials_are_401_before_upgrading(
     body = await response.json()
     assert body["error"]["code"] == "invalid_api_key"
     assert fake.handshakes == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "offered"),
+    [
+        # Percent-encoded CR LF (or NUL) would reach Azure's api-key header.
+        ({}, "realtime, " + key_protocol("myresource:dep1:key\r\nX-Injected: 1")),
+        ({}, "realtime, " + key_protocol("myresource:dep1:key\x00more")),
+        ({}, "realtime, " + key_protocol("myresource:dep1:k\u00e9y")),
+        # Not tokens (RFC 6455 §4.1): never forwarded to Azure or echoed.
+        ({}, f"realtime, openai-insecure-api-key.{TOKEN}"),  # raw ':'
+        (BEARER, "real\ttime"),
+        (BEARER, "realtime, caf\u00e9"),
+        (BEARER, 'realtime, "quoted"'),
+    ],
+)
+async def test_subprotocol_that_is_no_token_is_400_before_any_io(
+    rt: Any,
+    fake: FakeRealtime,
+    caplog: pytest.LogCaptureFixture,
+    headers: dict[str, str],
+    offered: str,
+) -> None:
+    request_headers = UPGRADE | headers | {"Sec-WebSocket-Protocol": offered}
+    response = await rt.get(PATH, headers=request_headers)
+    assert response.status == 400
+    body = await response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["code"] == "invalid_subprotocol"
+    # A fixed text: nothing offered is echoed.
+    assert body["error"]["message"] in (BAD_SUBPROTOCOL, BAD_CREDENTIAL_PROTOCOL)
+    assert "Injected" not in json.dumps(body)
+    assert fake.handshakes == []
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
 
 
 async def test_plain_get_is_426(rt: Any, fake: FakeRealtime) -> None:
