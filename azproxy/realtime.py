@@ -246,11 +246,16 @@ REFUSAL_HEADERS = ("retry-after", "retry-after-ms", "apim-request-id", "x-ms-reg
 
 
 def refused(exc: aiohttp.WSServerHandshakeError, backend: Backend) -> ProxyError:
-    """Azure's refusal as an OpenAI error with Azure's status, saying what to fix."""
+    """Azure's refusal as an OpenAI error with Azure's status, saying what to
+    fix. The client is told the endpoint's name; its URL, which is server-side
+    configuration, goes to the log."""
     status, endpoint = exc.status, backend.endpoint
-    where = (
-        f"deployment {backend.deployment!r} on endpoint {endpoint.name!r} "
-        f"at {endpoint.base_url}"
+    where = f"deployment {backend.deployment!r} on endpoint {endpoint.name!r}"
+    log.warning(
+        "Azure OpenAI answered the realtime handshake for %s at %s with HTTP %d",
+        where,
+        endpoint.base_url,
+        status,
     )
     if status < 400:
         # 101 with a wrong accept key or upgrade header, or a plain 200.

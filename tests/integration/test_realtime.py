@@ -325,7 +325,12 @@ async def test_pings_are_answered_by_the_proxy(rt: Any, fake: FakeRealtime) -> N
     ],
 )
 async def test_refused_handshake_is_an_openai_error_with_azures_status(
-    rt: Any, fake: FakeRealtime, status: int, code: str, headers: dict[str, str]
+    rt: Any,
+    fake: FakeRealtime,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    code: str,
+    headers: dict[str, str],
 ) -> None:
     fake.refuse(status, headers=headers)
     response = await rt.get(PATH, headers=UPGRADE | BEARER)
@@ -335,10 +340,14 @@ async def test_refused_handshake_is_an_openai_error_with_azures_status(
     assert body["error"]["code"] == code
     assert body["error"]["type"] == "invalid_request_error"
     assert "dep1" in body["error"]["message"]
+    assert "'myresource'" in body["error"]["message"]  # the endpoint's name
+    assert "127.0.0.1" not in json.dumps(body)  # not its URL: that is logged
     assert AZURE_KEY not in json.dumps(body)
     for name, value in headers.items():
         assert response.headers[name] == value
     assert len(fake.handshakes) == 1  # 4xx is never retried
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(fake.url in line and f"HTTP {status}" in line for line in logged)
 
 
 async def test_5xx_handshake_is_retried(rt: Any, fake: FakeRealtime) -> None:
