@@ -6,8 +6,8 @@ refused handshake (401, 404, 429...) reaches the client as an ordinary HTTP
 error in OpenAI's shape, which the SDKs raise. Then frames are relayed one
 at a time in both directions: text and binary unchanged (text is never
 decoded), close codes and reasons passed on, pings answered on each hop.
-Memory per session stays within one message (max_body_mb) per direction plus
-socket buffers (wsrelay.py).
+Memory per session stays within one message (realtime_max_message_mb) per
+direction plus socket buffers; an idle session is closed (wsrelay.py).
 
 Azure's two URL forms (its "GPT Realtime API via WebSockets" guide):
   classic (preview protocol)  /openai/realtime?api-version=V&deployment=D
@@ -58,6 +58,12 @@ DECIDED_PARAMS = frozenset({"model", "deployment", "api-version", "api-key"})
 # Each hop answers its own pings (autoping) and sends its own, so a peer that
 # vanished without a FIN is noticed and the other side closed.
 HEARTBEAT_S = 30.0
+
+
+def max_msg_size(config: Config) -> int:
+    """aiohttp's max_msg_size for the realtime cap: aiohttp refuses a message
+    of max_msg_size bytes or more, and the cap is the largest one relayed."""
+    return config.realtime_max_message_bytes + 1
 
 
 def realtime_api_version(api_version: str) -> str:
@@ -135,8 +141,8 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
     exchange = request[EXCHANGE]  # for the access log
     exchange.model, exchange.stream = model, True
     exchange.deployment, exchange.endpoint = backend.deployment, backend.endpoint.name
+    config = request.app[CONFIG]
     try:
-        config = request.app[CONFIG]
         client = web.WebSocketResponse(
             protocols=[p for p in [client_protocol(offered, upstream.protocol)] if p],
             timeout=CLOSE_TIMEOUT_S,
@@ -144,7 +150,7 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
             autoping=True,
             heartbeat=HEARTBEAT_S,
             compress=False,  # relay frames as they are, without recompressing
-            max_msg_size=config.max_body_bytes,
+            max_msg_size=max_msg_size(config),
             decode_text=False,
         )
         client.headers["x-azproxy-deployment"] = backend.deployment
@@ -152,7 +158,13 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
     except BaseException:
         await upstream.close(code=WSCloseCode.GOING_AWAY)
         raise
-    session = RealtimeSession(client, upstream)
+    session = RealtimeSession(
+        client,
+        upstream,
+        client_transport=request.transport,
+        idle_timeout_s=config.realtime_idle_timeout_s,
+        max_message_mb=config.realtime_max_message_mb,
+    )
     sessions = request.app[REALTIME_SESSIONS]
     sessions.add(session)
     try:
@@ -208,7 +220,7 @@ async def open_upstream(
                 autoclose=False,
                 autoping=True,
                 heartbeat=HEARTBEAT_S,
-                max_msg_size=config.max_body_bytes,
+                max_msg_size=max_msg_size(config),
                 decode_text=False,
             )
         except aiohttp.WSServerHandshakeError as exc:
