@@ -15,16 +15,19 @@ a misordered token could put the Azure key where the resource name belongs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from multidict import CIMultiDictProxy
 
-from .errors import InvalidCredentials
+from .errors import BadRequest, InvalidCredentials
 from .names import API_VERSION_RE, DEPLOYMENT_RE, MODEL_RE, RESOURCE_RE
 
 __all__ = [
+    "BAD_CREDENTIAL_PROTOCOL",
+    "BAD_SUBPROTOCOL",
     "KEY_PROTOCOL",
     "PassthroughToken",
     "offered_protocols",
@@ -36,6 +39,20 @@ __all__ = [
 TOKEN_FORMAT = "RESOURCE:DEPLOYMENT:AZURE_KEY[:API_VERSION]"
 # The subprotocol OpenAI's browser clients carry their key in.
 KEY_PROTOCOL = "openai-insecure-api-key."
+# RFC 6455 §4.1: each subprotocol is an RFC 7230 §3.2.6 token (tchar+).
+SUBPROTOCOL_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A percent-decoded credential becomes a header value (Azure's api-key) or is
+# compared with keys: visible ASCII only, so no CR, LF or NUL can reach a header.
+DECODED_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
+BAD_SUBPROTOCOL = (
+    "Sec-WebSocket-Protocol offers a subprotocol that is not a token (RFC 6455 "
+    "§4.1: letters, digits and !#$%&'*+-.^_`|~). Percent-encode the credentials "
+    f"in {KEY_PROTOCOL}<credentials> (encodeURIComponent)."
+)
+BAD_CREDENTIAL_PROTOCOL = (
+    f"The credentials in the {KEY_PROTOCOL}<credentials> subprotocol decode to "
+    "characters no credential has (control characters, spaces or non-ASCII)."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +92,21 @@ def presented_token(headers: CIMultiDictProxy[str]) -> str | None:
 
 
 def offered_protocols(headers: CIMultiDictProxy[str]) -> list[str]:
-    """The WebSocket subprotocols a client offers, in its order (RFC 6455 §4.1)."""
-    return [
+    """The WebSocket subprotocols a client offers, in its order (RFC 6455 §4.1).
+
+    Raises BadRequest (never echoing the value) for one that is not a token:
+    some go to Azure and one comes back to the client, where aiohttp would
+    refuse or forward a header that no WebSocket client can send.
+    """
+    offered = [
         name.strip()
         for value in headers.getall("Sec-WebSocket-Protocol", ())
         for name in value.split(",")
         if name.strip()
     ]
+    if not all(SUBPROTOCOL_RE.fullmatch(name) for name in offered):
+        raise BadRequest(BAD_SUBPROTOCOL, code="invalid_subprotocol")
+    return offered
 
 
 def protocol_token(headers: CIMultiDictProxy[str]) -> str | None:
@@ -94,7 +119,11 @@ def protocol_token(headers: CIMultiDictProxy[str]) -> str | None:
     for name in offered_protocols(headers):
         if name.startswith(KEY_PROTOCOL):
             token = unquote(name[len(KEY_PROTOCOL) :]).strip()
-            return token or None
+            if not token:
+                return None
+            if not DECODED_TOKEN_RE.fullmatch(token):
+                raise BadRequest(BAD_CREDENTIAL_PROTOCOL, code="invalid_subprotocol")
+            return token
     return None
 
 

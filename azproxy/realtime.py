@@ -6,8 +6,8 @@ refused handshake (401, 404, 429...) reaches the client as an ordinary HTTP
 error in OpenAI's shape, which the SDKs raise. Then frames are relayed one
 at a time in both directions: text and binary unchanged (text is never
 decoded), close codes and reasons passed on, pings answered on each hop.
-Memory per session stays within one message (max_body_mb) per direction plus
-socket buffers (wsrelay.py).
+Memory per session stays within one message (realtime_max_message_mb) per
+direction plus socket buffers; an idle session is closed (wsrelay.py).
 
 Azure's two URL forms (its "GPT Realtime API via WebSockets" guide):
   classic (preview protocol)  /openai/realtime?api-version=V&deployment=D
@@ -60,6 +60,12 @@ DECIDED_PARAMS = frozenset({"model", "deployment", "api-version", "api-key"})
 # Each hop answers its own pings (autoping) and sends its own, so a peer that
 # vanished without a FIN is noticed and the other side closed.
 HEARTBEAT_S = 30.0
+
+
+def max_msg_size(config: Config) -> int:
+    """aiohttp's max_msg_size for the realtime cap: aiohttp refuses a message
+    of max_msg_size bytes or more, and the cap is the largest one relayed."""
+    return config.realtime_max_message_bytes + 1
 
 
 def realtime_url(
@@ -125,15 +131,15 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
             "/v1/realtime is a WebSocket endpoint: connect with ws:// or wss://.",
             headers={hdrs.UPGRADE: "websocket"},
         )
+    offered = offered_protocols(request.headers)
     model = request.query.get("model")
     backends = request[CALLER].backends(model)
-    offered = offered_protocols(request.headers)
     upstream, backend = await connect(request, backends, forwarded_protocols(offered))
     exchange = request[EXCHANGE]  # for the access log
     exchange.model, exchange.stream = model, True
     exchange.deployment, exchange.endpoint = backend.deployment, backend.endpoint.name
+    config = request.app[CONFIG]
     try:
-        config = request.app[CONFIG]
         client = web.WebSocketResponse(
             protocols=[p for p in [client_protocol(offered, upstream.protocol)] if p],
             timeout=CLOSE_TIMEOUT_S,
@@ -141,7 +147,7 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
             autoping=True,
             heartbeat=HEARTBEAT_S,
             compress=False,  # relay frames as they are, without recompressing
-            max_msg_size=config.max_body_bytes,
+            max_msg_size=max_msg_size(config),
             decode_text=False,
         )
         client.headers["x-azproxy-deployment"] = backend.deployment
@@ -149,7 +155,13 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
     except BaseException:
         await upstream.close(code=WSCloseCode.GOING_AWAY)
         raise
-    session = RealtimeSession(client, upstream)
+    session = RealtimeSession(
+        client,
+        upstream,
+        client_transport=request.transport,
+        idle_timeout_s=config.realtime_idle_timeout_s,
+        max_message_mb=config.realtime_max_message_mb,
+    )
     sessions = request.app[REALTIME_SESSIONS]
     sessions.add(session)
     try:
@@ -209,7 +221,7 @@ async def open_upstream(
                 autoclose=False,
                 autoping=True,
                 heartbeat=HEARTBEAT_S,
-                max_msg_size=config.max_body_bytes,
+                max_msg_size=max_msg_size(config),
                 decode_text=False,
             )
         except aiohttp.WSServerHandshakeError as exc:
@@ -247,11 +259,16 @@ REFUSAL_HEADERS = ("retry-after", "retry-after-ms", "apim-request-id", "x-ms-reg
 
 
 def refused(exc: aiohttp.WSServerHandshakeError, backend: Backend) -> ProxyError:
-    """Azure's refusal as an OpenAI error with Azure's status, saying what to fix."""
+    """Azure's refusal as an OpenAI error with Azure's status, saying what to
+    fix. The client is told the endpoint's name; its URL, which is server-side
+    configuration, goes to the log."""
     status, endpoint = exc.status, backend.endpoint
-    where = (
-        f"deployment {backend.deployment!r} on endpoint {endpoint.name!r} "
-        f"at {endpoint.base_url}"
+    where = f"deployment {backend.deployment!r} on endpoint {endpoint.name!r}"
+    log.warning(
+        "Azure OpenAI answered the realtime handshake for %s at %s with HTTP %d",
+        where,
+        endpoint.base_url,
+        status,
     )
     if status < 400:
         # 101 with a wrong accept key or upgrade header, or a plain 200.

@@ -5,6 +5,13 @@ the next frame only after the previous one is written, so a slow side holds
 the other back through TCP rather than a queue. Whichever side ends first
 (close frame, lost connection, error) decides the close code and reason that
 both get; azproxy's own shutdown closes both with 1001 (going away).
+
+Bounds: aiohttp refuses a message over the cap before buffering it (the
+sender gets 1009 from aiohttp, the other side 1009 with a reason from here);
+a session with no text or binary message either way for the idle timeout is
+closed with 1001. Idleness costs one clock read per message and one timer
+per session, re-armed at most once per idle timeout. Closing takes at most
+CLOSE_TIMEOUT_S per side, and a client that stopped reading is dropped.
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ __all__ = [
     "RealtimeSession",
     "Side",
     "close_sessions",
-    "pump",
 ]
 
 log = logging.getLogger("azproxy.realtime")
@@ -64,21 +70,13 @@ INTERNAL = Ending(Side.SERVER, WSCloseCode.INTERNAL_ERROR, "azproxy internal err
 AnySocket = web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any]
 
 
-async def pump(source: AnySocket, sink: AnySocket, side: Side) -> Ending:
-    """Relay `source`'s frames to `sink` until `source` ends; say how it ended."""
-    while True:
-        message = await source.receive()
-        kind = message.type
-        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-            try:
-                await sink.send_frame(message.data, kind)
-            except (ConnectionError, aiohttp.ClientError):
-                return UPSTREAM_GONE if side is Side.CLIENT else CLIENT_GONE
-        elif kind is WSMsgType.CLOSE:
-            code = message.data if message.data in SENDABLE_CODES else 1000
-            return Ending(side, code, message.extra or "")
-        else:  # CLOSING, CLOSED or ERROR: gone without a close frame
-            return CLIENT_GONE if side is Side.CLIENT else UPSTREAM_GONE
+def too_big(message: aiohttp.WSMessage) -> bool:
+    """Whether `message` is aiohttp's refusal of a message over max_msg_size."""
+    error = message.data
+    return (
+        isinstance(error, aiohttp.WebSocketError)
+        and error.code == WSCloseCode.MESSAGE_TOO_BIG
+    )
 
 
 class RealtimeSession:
@@ -88,10 +86,20 @@ class RealtimeSession:
         self,
         client: web.WebSocketResponse[Any],
         upstream: aiohttp.ClientWebSocketResponse[Any],
+        *,
+        client_transport: asyncio.Transport | None,
+        idle_timeout_s: float,
+        max_message_mb: float,
     ) -> None:
         self.client = client
         self.upstream = upstream
         self.done = asyncio.Event()
+        self.idle_timeout_s = idle_timeout_s
+        self.too_big_reason = f"message over {max_message_mb:g} MB"
+        # loop.time() of the last text or binary message, either direction.
+        self.last_message = 0.0
+        self._client_transport = client_transport
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._pumps: list[asyncio.Task[Ending]] = []
         self._stop: Ending | None = None
 
@@ -102,20 +110,22 @@ class RealtimeSession:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        self.last_message = loop.time()
+        self._idle_timer = loop.call_at(
+            self.last_message + self.idle_timeout_s, self._check_idle
+        )
         self._pumps = [
-            loop.create_task(pump(self.client, self.upstream, Side.CLIENT)),
-            loop.create_task(pump(self.upstream, self.client, Side.UPSTREAM)),
+            loop.create_task(self._pump(self.client, self.upstream, Side.CLIENT)),
+            loop.create_task(self._pump(self.upstream, self.client, Side.UPSTREAM)),
         ]
         if self._stop is not None:
             self.stop(self._stop)
-        # Cancelled means the client's connection dropped (aiohttp cancels
-        # the handler) or the server is cutting requests.
-        ending = CLIENT_GONE
         try:
             await asyncio.wait(self._pumps, return_when=asyncio.FIRST_COMPLETED)
-            ending = self._stop or self._first_ending()
         finally:
             try:
+                self._idle_timer.cancel()
+                ending = self._stop or self._first_ending()
                 for task in self._pumps:
                     task.cancel()
                 await asyncio.wait(self._pumps)
@@ -123,7 +133,45 @@ class RealtimeSession:
             finally:
                 self.done.set()
 
+    def _check_idle(self) -> None:
+        """The timer's callback: stop the session if no message passed for the
+        idle timeout, else look again when it next could have."""
+        loop = asyncio.get_running_loop()
+        deadline = self.last_message + self.idle_timeout_s
+        if loop.time() < deadline:
+            self._idle_timer = loop.call_at(deadline, self._check_idle)
+            return
+        reason = f"idle for {self.idle_timeout_s:g} s"
+        self.stop(Ending(Side.SERVER, WSCloseCode.GOING_AWAY, reason))
+
+    async def _pump(self, source: AnySocket, sink: AnySocket, side: Side) -> Ending:
+        """Relay `source`'s frames to `sink` until `source` ends; say how it
+        ended. Pings never come out of receive() (autoping): no activity."""
+        clock = asyncio.get_running_loop().time
+        while True:
+            message = await source.receive()
+            kind = message.type
+            if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                self.last_message = clock()
+                try:
+                    await sink.send_frame(message.data, kind)
+                except (ConnectionError, aiohttp.ClientError):
+                    return UPSTREAM_GONE if side is Side.CLIENT else CLIENT_GONE
+            elif kind is WSMsgType.CLOSE:
+                code = message.data if message.data in SENDABLE_CODES else 1000
+                return Ending(side, code, message.extra or "")
+            elif kind is WSMsgType.ERROR and too_big(message):
+                # aiohttp already closed `source` with 1009 (and no reason).
+                return Ending(side, WSCloseCode.MESSAGE_TOO_BIG, self.too_big_reason)
+            else:  # CLOSING, CLOSED or ERROR: gone without a close frame
+                return CLIENT_GONE if side is Side.CLIENT else UPSTREAM_GONE
+
     def _first_ending(self) -> Ending:
+        """How the first pump to finish ended. None finished when this handler
+        was cancelled: the client's connection dropped (aiohttp cancels the
+        handler) or the server is cutting requests. A pump may have finished
+        just before: aiohttp closes the client's connection after its close
+        handshake (1009 for a message too big) and before run() wakes up."""
         for task in self._pumps:
             if task.done() and not task.cancelled():
                 exc = task.exception()
@@ -131,7 +179,7 @@ class RealtimeSession:
                     return task.result()
                 log.error("realtime relay failed", exc_info=exc)
                 return INTERNAL
-        return INTERNAL
+        return CLIENT_GONE
 
     async def _close(self, ending: Ending) -> None:
         """Close Azure's side first, then the client's: once the client's
@@ -144,10 +192,32 @@ class RealtimeSession:
             ending.code,
             ending.reason,
         )
-        with contextlib.suppress(Exception):
-            await self.upstream.close(code=ending.code, message=reason)
-        with contextlib.suppress(Exception):
-            await self.client.close(code=ending.code, message=reason)
+        # Each in a finally: aiohttp can raise CancelledError from a close when
+        # a pump was cancelled while waiting to write (its drain waiter stays
+        # cancelled), and the client must still be closed.
+        try:
+            await close_within_timeout(self.upstream, ending.code, reason)
+        finally:
+            try:
+                await close_within_timeout(self.client, ending.code, reason)
+            finally:
+                self._drop_unread_client()
+
+    def _drop_unread_client(self) -> None:
+        """Abort the client's connection if bytes are still waiting to go out:
+        a client that stopped reading never answers the close, and a plain
+        close would keep its socket and buffers until it reads again."""
+        transport = self._client_transport
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()
+
+
+async def close_within_timeout(socket: AnySocket, code: int, reason: bytes) -> None:
+    """Send a close frame and wait for the answer, CLOSE_TIMEOUT_S at most:
+    aiohttp bounds the wait for the answer but not the write of the frame."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await socket.close(code=code, message=reason)
 
 
 REALTIME_SESSIONS: web.AppKey[set[RealtimeSession]] = web.AppKey(

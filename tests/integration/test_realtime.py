@@ -4,19 +4,23 @@ codes and teardown, asserted at both ends (client and a WebSocket fake Azure).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from azproxy import Config, create_app
+from azproxy.credentials import BAD_CREDENTIAL_PROTOCOL, BAD_SUBPROTOCOL
 from azproxy.realtime import PREVIEW_API_VERSION
 from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
 from tests.conftest import AZURE_KEY, BEARER, TOKEN
+from tests.procfs import connection_owner, needs_proc
 from tests.realtime_fake import (
     UPGRADE,
     FakeRealtime,
@@ -179,6 +183,40 @@ async def test_no_or_bad_credentials_are_401_before_upgrading(
     assert fake.handshakes == []
 
 
+@pytest.mark.parametrize(
+    ("headers", "offered"),
+    [
+        # Percent-encoded CR LF (or NUL) would reach Azure's api-key header.
+        ({}, "realtime, " + key_protocol("myresource:dep1:key\r\nX-Injected: 1")),
+        ({}, "realtime, " + key_protocol("myresource:dep1:key\x00more")),
+        ({}, "realtime, " + key_protocol("myresource:dep1:k\u00e9y")),
+        # Not tokens (RFC 6455 §4.1): never forwarded to Azure or echoed.
+        ({}, f"realtime, openai-insecure-api-key.{TOKEN}"),  # raw ':'
+        (BEARER, "real\ttime"),
+        (BEARER, "realtime, caf\u00e9"),
+        (BEARER, 'realtime, "quoted"'),
+    ],
+)
+async def test_subprotocol_that_is_no_token_is_400_before_any_io(
+    rt: Any,
+    fake: FakeRealtime,
+    caplog: pytest.LogCaptureFixture,
+    headers: dict[str, str],
+    offered: str,
+) -> None:
+    request_headers = UPGRADE | headers | {"Sec-WebSocket-Protocol": offered}
+    response = await rt.get(PATH, headers=request_headers)
+    assert response.status == 400
+    body = await response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["code"] == "invalid_subprotocol"
+    # A fixed text: nothing offered is echoed.
+    assert body["error"]["message"] in (BAD_SUBPROTOCOL, BAD_CREDENTIAL_PROTOCOL)
+    assert "Injected" not in json.dumps(body)
+    assert fake.handshakes == []
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+
+
 async def test_plain_get_is_426(rt: Any, fake: FakeRealtime) -> None:
     response = await rt.get(PATH, headers=BEARER)
     assert response.status == 426
@@ -257,19 +295,114 @@ async def test_azure_connection_lost_closes_the_client_with_1014(
         assert (message.data, message.extra) == (1014, "Azure OpenAI connection lost")
 
 
-async def test_message_over_the_limit_closes_both(
+CAP_MB = 0.001  # realtime_max_message_mb in the cap tests
+CAP = int(CAP_MB * 1024 * 1024)  # 1048 bytes: the largest message relayed
+TOO_BIG = (aiohttp.WSCloseCode.MESSAGE_TOO_BIG, f"message over {CAP_MB:g} MB")
+
+
+async def test_client_message_over_the_cap_closes_both_with_1009(
     proxy_to: Any, fake: FakeRealtime
 ) -> None:
-    rt = await proxy_to(max_body_mb=0.01)
+    rt = await proxy_to(realtime_max_message_mb=CAP_MB, max_body_mb=1)
     async with rt.ws_connect(PATH, headers=BEARER) as ws:
         await fake.connected.wait()
-        await ws.send_bytes(b"x" * 20_000)
+        await ws.send_bytes(b"a" * CAP)  # at the cap: relayed both ways
+        assert await ws.receive_bytes() == b"a" * CAP
+        await ws.send_bytes(b"b" * (CAP + 1))
         message = await ws.receive()
         assert message.type is WSMsgType.CLOSE
+        # aiohttp refuses it itself: 1009, with no reason.
         assert message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
     await asyncio.wait_for(fake.closed.wait(), 5)
-    assert fake.close == (1001, "client went away")
+    assert fake.close == TOO_BIG
+    assert fake.received == [(WSMsgType.BINARY, b"a" * CAP)]
+
+
+async def test_azure_message_over_the_cap_closes_both_with_1009(
+    proxy_to: Any, fake: FakeRealtime
+) -> None:
+    rt = await proxy_to(realtime_max_message_mb=CAP_MB, max_body_mb=1)
+    async with rt.ws_connect(PATH, headers=BEARER) as ws:
+        await fake.connected.wait()
+        assert fake.socket is not None
+        await fake.socket.send_bytes(b"a" * CAP)
+        assert await ws.receive_bytes() == b"a" * CAP
+        await fake.socket.send_str("b" * (CAP + 1))
+        message = await ws.receive()
+        assert message.type is WSMsgType.CLOSE
+        assert (message.data, message.extra) == TOO_BIG
+    await asyncio.wait_for(fake.closed.wait(), 5)
+    assert fake.close is not None
+    assert fake.close[0] == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
     assert fake.received == []
+
+
+async def test_idle_session_is_closed_and_an_active_one_is_not(
+    proxy_to: Any, fake: FakeRealtime
+) -> None:
+    """Idle timeout 1 s. Messages every 0.1 s, first from the client only,
+    then from Azure only, keep the session open for 2 timeouts; after that
+    only pings flow, which are no activity, and both sides are closed."""
+    rt = await proxy_to(realtime_idle_timeout_s=1.0)
+    fake.echo = False
+    async with rt.ws_connect(PATH, headers=BEARER) as ws:
+        await fake.connected.wait()
+        assert fake.socket is not None
+        for n in range(10):
+            await ws.send_str(f"client {n}")
+            await asyncio.sleep(0.1)
+        for n in range(10):
+            await fake.socket.send_str(f"azure {n}")
+            assert await ws.receive_str() == f"azure {n}"
+            await asyncio.sleep(0.1)
+        pinging = asyncio.get_running_loop().create_task(keep_pinging(ws))
+        try:
+            message = await asyncio.wait_for(ws.receive(), 10)
+        finally:
+            pinging.cancel()
+        assert message.type is WSMsgType.CLOSE
+        assert (message.data, message.extra) == (1001, "idle for 1 s")
+    await asyncio.wait_for(fake.closed.wait(), 5)
+    assert fake.close == (1001, "idle for 1 s")
+    assert len(fake.received) == 10
+
+
+@needs_proc
+async def test_idle_client_that_stopped_reading_is_dropped(
+    proxy_to: Any, fake: FakeRealtime
+) -> None:
+    """Azure sends until every buffer is full while the client reads nothing:
+    the session goes idle, Azure's side is closed, and the client's connection
+    is dropped rather than kept waiting for a close answer that never comes."""
+    rt = await proxy_to(realtime_idle_timeout_s=0.5)
+    _, _, writer = await raw_handshake(rt.port, PATH, BEARER)
+    client_port = writer.get_extra_info("sockname")[1]
+    await fake.connected.wait()
+    assert fake.socket is not None
+    flood = asyncio.get_running_loop().create_task(send_until_closed(fake.socket))
+    try:
+        await asyncio.wait_for(fake.closed.wait(), 10)
+        assert fake.close == (1001, "idle for 0.5 s")
+        for _ in range(100):
+            if connection_owner(rt.port, client_port, [os.getpid()]) is None:
+                break
+            await asyncio.sleep(0.1)
+        assert connection_owner(rt.port, client_port, [os.getpid()]) is None
+    finally:
+        flood.cancel()
+        writer.close()
+
+
+async def send_until_closed(socket: web.WebSocketResponse[Any]) -> None:
+    with contextlib.suppress(ConnectionError):
+        for _ in range(100):
+            await socket.send_bytes(b"x" * 1_000_000)
+
+
+async def keep_pinging(ws: aiohttp.ClientWebSocketResponse[Any]) -> None:
+    while not ws.closed:
+        await ws.ping(b"still here?")
+        await asyncio.sleep(0.1)
 
 
 async def test_pings_are_answered_by_the_proxy(rt: Any, fake: FakeRealtime) -> None:
@@ -290,7 +423,12 @@ async def test_pings_are_answered_by_the_proxy(rt: Any, fake: FakeRealtime) -> N
     ],
 )
 async def test_refused_handshake_is_an_openai_error_with_azures_status(
-    rt: Any, fake: FakeRealtime, status: int, code: str, headers: dict[str, str]
+    rt: Any,
+    fake: FakeRealtime,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    code: str,
+    headers: dict[str, str],
 ) -> None:
     fake.refuse(status, headers=headers)
     response = await rt.get(PATH, headers=UPGRADE | BEARER)
@@ -300,10 +438,14 @@ async def test_refused_handshake_is_an_openai_error_with_azures_status(
     assert body["error"]["code"] == code
     assert body["error"]["type"] == "invalid_request_error"
     assert "dep1" in body["error"]["message"]
+    assert "'myresource'" in body["error"]["message"]  # the endpoint's name
+    assert "127.0.0.1" not in json.dumps(body)  # not its URL: that is logged
     assert AZURE_KEY not in json.dumps(body)
     for name, value in headers.items():
         assert response.headers[name] == value
     assert len(fake.handshakes) == 1  # 4xx is never retried
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(fake.url in line and f"HTTP {status}" in line for line in logged)
 
 
 async def test_5xx_handshake_is_retried(rt: Any, fake: FakeRealtime) -> None:

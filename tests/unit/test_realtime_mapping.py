@@ -8,6 +8,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from azproxy.credentials import offered_protocols, protocol_token
+from azproxy.errors import BadRequest
 from azproxy.realtime import (
     PREVIEW_API_VERSION,
     client_protocol,
@@ -112,6 +113,38 @@ def test_offered_protocols_keep_order_across_header_lines() -> None:
 )
 def test_protocol_token(value: str, token: str | None) -> None:
     assert protocol_token(headers(("Sec-WebSocket-Protocol", value))) == token
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "real time",
+        "real\ttime",
+        "a/b",
+        "a;b",
+        "a=b",
+        'a"b',
+        "caf\u00e9",
+        "openai-insecure-api-key.res:dep:k",
+        "openai-insecure-api-key.res%3Adep%3Ak%0D%0AX-Injected%3A%201",
+        "openai-insecure-api-key.res%3Adep%3Ak%00",
+        "openai-insecure-api-key.res%3Adep%3Ak%20k",
+        "openai-insecure-api-key.res%3Adep%3Ak%C3%A9",
+    ],
+)
+def test_subprotocols_must_be_tokens_and_credentials_visible_ascii(
+    value: str,
+) -> None:
+    offered = headers(("Sec-WebSocket-Protocol", f"realtime, {value}"))
+    with pytest.raises(BadRequest) as raised:
+        protocol_token(offered)
+    assert raised.value.code == "invalid_subprotocol"
+    assert "Injected" not in raised.value.message
+
+
+def test_every_token_character_is_accepted() -> None:
+    value = "!#$%&'*+-.^_`|~09AZaz"
+    assert offered_protocols(headers(("Sec-WebSocket-Protocol", value))) == [value]
 
 
 @pytest.mark.parametrize(
