@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from azproxy import Config
+from azproxy.connections import ConnectionGuard
 from azproxy.fdlimit import (
     RESERVE_FDS,
     auto_max_connections,
@@ -47,6 +49,11 @@ def test_auto_is_half_of_what_the_reserve_leaves() -> None:
     assert auto_max_connections(RESERVE_FDS) == 1
     assert auto_max_connections(None) is None
     assert max_connections(7) == 7
+
+
+def test_the_guard_resolves_auto_from_this_process_limit(low_soft_limit: int) -> None:
+    assert ConnectionGuard.for_config(Config()).limit == auto_max_connections(LOW)
+    assert ConnectionGuard.for_config(Config(max_connections=3)).limit == 3
 
 
 def test_the_start_raises_and_reports(

@@ -1,0 +1,316 @@
+"""Client connections: the bounds aiohttp's server does not set itself.
+
+aiohttp's RequestHandler is the protocol of one client connection. It has a
+keep-alive timer (keepalive_timeout_s, set through the app's handler_args)
+but none for headers: a client that sends half a request line, or trickles
+one byte a second, is waited for as long as the keep-alive timer allows.
+GuardedRequestHandler adds:
+
+- client_header_timeout_s: a request's headers must be complete within it,
+  from the moment the connection opens (first request) or from the first
+  byte of the next request on a kept-alive connection (nginx's rule). Then
+  408 if part of a request arrived, or a plain close for a silent connection;
+- max_connections: a connection past it gets 503 and is closed, and the
+  refusals are logged at most every REPORT_EVERY_S. A WebSocket session stays
+  counted until its connection closes.
+
+GuardedRunner, which server.app_runner builds, makes aiohttp use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from http import HTTPStatus
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from .config import Config
+from .errors import ProxyError, RequestTimeout, ServiceUnavailable
+from .fdlimit import max_connections
+
+__all__ = [
+    "LINGER_S",
+    "MAX_LINGERING",
+    "REPORT_EVERY_S",
+    "TOO_MANY_CONNECTIONS",
+    "ConnectionGuard",
+    "GuardedRequestHandler",
+    "GuardedRunner",
+    "GuardedServer",
+    "RefusedConnection",
+    "raw_response",
+    "send_and_close",
+]
+
+log = logging.getLogger("azproxy")
+
+REPORT_EVERY_S = 10.0
+# How long a connection closed with a last response still reads (and drops)
+# what the client sends; see send_and_close.
+LINGER_S = 1.0
+# Refused connections lingering at once; past this they are closed at once.
+# They hold descriptors out of fdlimit.RESERVE_FDS.
+MAX_LINGERING = 32
+
+
+def raw_response(error: ProxyError) -> bytes:
+    """A whole HTTP/1.1 response, for a connection about to be closed that
+    has no request object to answer (nothing, or half a request, arrived)."""
+    body = error.body()
+    lines = [
+        f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in error.headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+TOO_MANY_CONNECTIONS = raw_response(
+    ServiceUnavailable(
+        "This azproxy process has max_connections client connections open; "
+        "retry in a moment.",
+        code="too_many_connections",
+        headers={"Retry-After": "1"},
+    )
+)
+
+
+def send_and_close(
+    transport: asyncio.Transport, response: bytes
+) -> asyncio.TimerHandle:
+    """Send a last response and close in stages (RFC 9112 §9.6): the write
+    side at once, so the client sees the response end; the connection once
+    the client closes its side (the protocol's eof_received) or LINGER_S
+    later (the timer returned). Until then the protocol reads and drops what
+    arrives: closing with unread input sends a reset, which can destroy the
+    response before the client has read it."""
+    transport.write(response)
+    if transport.can_write_eof():
+        transport.write_eof()
+    return asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
+
+class RefusedConnection(asyncio.Protocol):
+    """A connection past max_connections, from its 503 to its close."""
+
+    def __init__(self, transport: asyncio.Transport, guard: ConnectionGuard) -> None:
+        self.transport = transport
+        self.guard = guard
+        self.linger: asyncio.TimerHandle | None = None
+        transport.set_protocol(self)
+        if len(guard.refused) >= MAX_LINGERING:
+            # Lingering holds a descriptor from the small reserve: in a flood
+            # the rest are closed at once (their 503 may then be lost).
+            transport.write(TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        guard.refused.add(self)
+        self.linger = send_and_close(transport, TOO_MANY_CONNECTIONS)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.linger is not None:
+            self.linger.cancel()
+        self.guard.refused.discard(self)
+
+
+class ConnectionGuard:
+    """The client connections of one process (one guard per runner): the
+    count behind max_connections, the header timeout, the refusal reports."""
+
+    def __init__(self, header_timeout_s: float, limit: int | None) -> None:
+        self.header_timeout_s = header_timeout_s
+        self.limit = limit
+        self.open = 0
+        self.refused: set[RefusedConnection] = set()  # still getting their 503
+        self.header_timeout_response = raw_response(
+            RequestTimeout(
+                "The request's headers did not arrive within "
+                f"client_header_timeout_s ({header_timeout_s:g} s)."
+            )
+        )
+        self._unreported = 0
+        self._report: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def for_config(cls, config: Config) -> ConnectionGuard:
+        return cls(
+            config.client_header_timeout_s, max_connections(config.max_connections)
+        )
+
+    def admit(self) -> bool:
+        if self.limit is not None and self.open >= self.limit:
+            self._unreported += 1
+            if self._report is None:
+                self._report_refusals()
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+
+    def _report_refusals(self) -> None:
+        """Log the refusals since the last line, then stay quiet for
+        REPORT_EVERY_S: a flood of refusals costs one line per interval."""
+        if not self._unreported:
+            self._report = None
+            return
+        log.warning(
+            "refused %d connection(s) with 503: this process has "
+            "max_connections (%d) client connections open "
+            "(at most one such line per %g s)",
+            self._unreported,
+            self.limit,
+            REPORT_EVERY_S,
+        )
+        self._unreported = 0
+        loop = asyncio.get_running_loop()
+        self._report = loop.call_later(REPORT_EVERY_S, self._report_refusals)
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's protocol for one client connection, with the guards above.
+
+    The header clock is a deadline and one timer that is never cancelled on
+    the way: when headers complete, the deadline is cleared and the timer,
+    when it fires, finds nothing to time; a timer armed for an earlier
+    request is moved on to the current deadline. So a kept-alive connection
+    costs a clock read per request, and a timer per client_header_timeout_s
+    at most, instead of a timer per request.
+    """
+
+    __slots__ = (
+        "_admitted",
+        "_guard",
+        "_header_bytes",
+        "_header_deadline",
+        "_header_timer",
+        "_linger",
+    )
+
+    def __init__(
+        self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._guard = guard
+        self._admitted = False
+        self._header_deadline: float | None = None  # None: no headers awaited
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = False  # has part of the awaited request arrived
+        self._linger: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        guard = self._guard
+        if not guard.admit():
+            # aiohttp never learns of it: no handler task, no timers.
+            RefusedConnection(cast(asyncio.Transport, transport), guard)
+            return
+        self._admitted = True
+        self._start_header_clock()
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        for timer in (self._header_timer, self._linger):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._linger = self._header_deadline = None
+        if self._admitted:
+            self._admitted = False
+            self._guard.release()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_deadline is None:
+            waiter = self._waiter
+            if waiter is None or waiter.done() or not data or self._force_close:
+                # A request in progress (these are body bytes) or a WebSocket.
+                super().data_received(data)
+                return
+            # The first byte of the next request on a kept-alive connection.
+            self._start_header_clock()
+        if data:
+            self._header_bytes = True
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed:  # headers complete, or malformed
+            self._header_deadline = None
+
+    def _start_header_clock(self) -> None:
+        loop = self._loop
+        deadline = self._header_deadline = loop.time() + self._guard.header_timeout_s
+        if self._header_timer is None:
+            self._header_timer = loop.call_at(deadline, self._check_header_clock)
+
+    def _check_header_clock(self) -> None:
+        self._header_timer = None
+        deadline = self._header_deadline
+        if deadline is None:
+            return  # the headers it was armed for arrived in time
+        loop = self._loop
+        if loop.time() < deadline:  # armed for an earlier request
+            self._header_timer = loop.call_at(deadline, self._check_header_clock)
+            return
+        self._header_deadline = None
+        transport = self.transport
+        if transport is None or self._force_close:
+            return
+        if self._header_bytes:
+            self._send_and_close(transport, self._guard.header_timeout_response)
+        else:
+            self.force_close()  # nothing to answer on a silent connection
+
+    def _process_keepalive(self) -> None:
+        if self._header_deadline is not None:
+            # A request's headers are arriving: client_header_timeout_s rules
+            # until they are complete. aiohttp re-arms its keep-alive timer
+            # after the response, since this one is gone.
+            self._keepalive_handle = None
+            return
+        super()._process_keepalive()
+
+    def _send_and_close(self, transport: asyncio.Transport, response: bytes) -> None:
+        self._force_close = True  # aiohttp's data_received drops what arrives
+        self._linger = send_and_close(transport, response)
+
+
+class GuardedServer(web.Server):
+    """The app's aiohttp Server, with a GuardedRequestHandler per connection."""
+
+    def __init__(self, app_server: web.Server, guard: ConnectionGuard) -> None:
+        super().__init__(
+            app_server.request_handler,
+            request_factory=app_server.request_factory,
+            handler_cancellation=app_server.handler_cancellation,
+            **app_server._kwargs,
+        )
+        self.guard = guard
+
+    def __call__(self) -> RequestHandler:
+        return GuardedRequestHandler(self, self.guard, loop=self._loop, **self._kwargs)
+
+    def pre_shutdown(self) -> None:
+        super().pre_shutdown()
+        for refused in list(self.guard.refused):  # aiohttp does not know them
+            refused.transport.close()
+
+
+class GuardedRunner(web.AppRunner):
+    """An AppRunner whose server guards its connections (none given: the
+    app is served as aiohttp serves it)."""
+
+    __slots__ = ("_guard",)
+
+    def __init__(
+        self, app: web.Application, guard: ConnectionGuard | None, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._guard = guard
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return server if self._guard is None else GuardedServer(server, self._guard)
