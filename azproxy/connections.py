@@ -3,8 +3,9 @@
 aiohttp's RequestHandler is the protocol of one client connection. It has a
 keep-alive timer (keepalive_timeout_s, set through the app's handler_args)
 but none for headers: a client that sends half a request line, or trickles
-one byte a second, is waited for as long as the keep-alive timer allows.
-GuardedRequestHandler adds:
+one byte a second, is waited for as long as the keep-alive timer allows, and
+aiohttp's own error replies quote the request line or header they could not
+parse, a pass-through token included. GuardedRequestHandler adds:
 
 - client_header_timeout_s: a request's headers must be complete within it,
   from the moment the connection opens (first request) or from the first
@@ -12,7 +13,8 @@ GuardedRequestHandler adds:
   408 if part of a request arrived, or a plain close for a silent connection;
 - max_connections: a connection past it gets 503 and is closed, and the
   refusals are logged at most every REPORT_EVERY_S. A WebSocket session stays
-  counted until its connection closes.
+  counted until its connection closes;
+- error replies in OpenAI's shape with a fixed message.
 
 GuardedRunner, which server.app_runner builds, makes aiohttp use it.
 """
@@ -28,7 +30,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from .config import Config
-from .errors import ProxyError, RequestTimeout, ServiceUnavailable
+from .errors import BadRequest, ProxyError, RequestTimeout, ServiceUnavailable
 from .fdlimit import max_connections
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "RefusedConnection",
     "raw_response",
     "send_and_close",
+    "unparsed_request_error",
 ]
 
 log = logging.getLogger("azproxy")
@@ -78,6 +81,18 @@ TOO_MANY_CONNECTIONS = raw_response(
         headers={"Retry-After": "1"},
     )
 )
+
+
+def unparsed_request_error(status: int) -> ProxyError:
+    """What azproxy answers where aiohttp would answer with its own text,
+    which quotes the offending request line or header (a token with it)."""
+    if status < 500:
+        return BadRequest("azproxy could not parse this HTTP request.")
+    error = ProxyError(
+        "azproxy failed to handle this request; its log has the details."
+    )
+    error.status = status
+    return error
 
 
 def send_and_close(
@@ -276,6 +291,21 @@ class GuardedRequestHandler(RequestHandler):
     def _send_and_close(self, transport: asyncio.Transport, response: bytes) -> None:
         self._force_close = True  # aiohttp's data_received drops what arrives
         self._linger = send_and_close(transport, response)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own logs the error (log.quiet_protocol_errors makes a
+        # malformed request one line, without its text) and refuses to
+        # answer after a response has started; its reply is replaced.
+        super().handle_error(request, status, exc, message)
+        response = unparsed_request_error(status).response()
+        response.force_close()
+        return response
 
 
 class GuardedServer(web.Server):

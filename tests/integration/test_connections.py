@@ -1,6 +1,6 @@
 """Client connections, over real sockets, against a server started the way
 production starts it (azproxy.server.start_site): the header timeout, the
-keep-alive timeout and max_connections.
+keep-alive timeout, max_connections and aiohttp's own error replies.
 
 Timeouts are tiny (0.3 s) and every wait for the server has a margin of
 seconds: a test fails when the server never acts, never because it is slow.
@@ -21,6 +21,7 @@ from pytest_aiohttp import AiohttpServer
 from azproxy import Config, create_app
 from azproxy import connections as connections_module
 from azproxy.connections import MAX_LINGERING, GuardedServer
+from azproxy.log import quiet_protocol_errors
 from azproxy.server import bound_port, start_site
 from tests.conftest import AZURE_KEY, BEARER, TOKEN
 from tests.fakes import FakeAzure
@@ -254,3 +255,47 @@ async def test_a_realtime_session_counts_until_it_closes(
             assert answer.error()["code"] == "too_many_connections"
         assert len(fake_realtime.handshakes) == 1
     await proxy.admitted()
+
+
+# A pass-through token where aiohttp's parser quotes it in its 400 reply.
+BAD_REQUESTS = {
+    "request line": f"GET /v1/models?api-key={TOKEN} HTTP/1.1 x\r\n\r\n",
+    "method": f"G@T /v1/models?api-key={TOKEN} HTTP/1.1\r\n\r\n",
+    "header": f"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\x01\r\n\r\n",
+    "target": f"GET http://{TOKEN}@/v1/models HTTP/1.1\r\nHost: a\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_text", BAD_REQUESTS.values(), ids=BAD_REQUESTS)
+async def test_a_malformed_request_gets_a_fixed_400_without_its_text(
+    serve: Serve,
+    fake_azure: FakeAzure,
+    caplog: pytest.LogCaptureFixture,
+    request_text: str,
+) -> None:
+    caplog.set_level(logging.DEBUG, "aiohttp.server")
+    proxy = await serve()
+    conn = await proxy.connect()
+    # A kept-alive connection first: the malformed request is not its first.
+    assert (await conn.ask()).status == 200
+    await conn.send(request_text.encode("latin-1"))
+    answer = await conn.answer()
+    rest = await conn.closed_by_server()
+    assert answer.status == 400
+    assert answer.error() == {
+        "message": "azproxy could not parse this HTTP request.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_request",
+    }
+    for part in (AZURE_KEY, "myresource", "dep1"):
+        assert part.encode() not in answer.body + rest
+        assert part not in str(answer.headers)
+    assert fake_azure.requests == []
+    # The log line, before any redaction: it names the error, not the request.
+    logged = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert logged
+    for record in logged:
+        quiet_protocol_errors(record)
+        assert AZURE_KEY not in record.getMessage()
+        assert record.exc_info is None
