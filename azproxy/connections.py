@@ -16,7 +16,10 @@ parse, a pass-through token included. GuardedRequestHandler adds:
   counted until its connection closes;
 - error replies in OpenAI's shape with a fixed message.
 
-GuardedRunner, which server.app_runner builds, makes aiohttp use it.
+GuardedRunner, which server.app_runner builds, makes aiohttp use it. The
+hooks lean on aiohttp 3.14 internals (RequestHandler's _waiter,
+_request_count, _force_close, _keepalive_handle and _process_keepalive;
+Server's _kwargs): tests/integration/test_connections.py fails if they move.
 """
 
 from __future__ import annotations

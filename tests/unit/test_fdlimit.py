@@ -70,11 +70,13 @@ def test_the_start_raises_and_reports(
 
 
 def test_a_max_connections_past_the_limit_is_warned_about(
-    caplog: pytest.LogCaptureFixture,
+    low_soft_limit: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    hard = low_soft_limit
     caplog.set_level(logging.INFO, "azproxy")
-    limit = open_file_limit()
-    assert limit is not None
-    start_with_open_file_limit(limit)
-    assert "may not fit the open-file limit" in caplog.messages[-1]
+    start_with_open_file_limit(hard)
+    assert caplog.messages[-1] == (
+        f"max_connections {hard} may not fit the open-file limit of {hard}: "
+        "a client connection can hold a connection to Azure too"
+    )
     assert caplog.records[-1].levelno == logging.WARNING
