@@ -243,7 +243,9 @@ async def fake_realtime(aiohttp_server: AiohttpServer) -> FakeRealtime:
 async def test_a_realtime_session_counts_until_it_closes(
     serve: Serve, fake_realtime: FakeRealtime
 ) -> None:
-    proxy = await serve(max_connections=1, upstream=fake_realtime.url)
+    proxy = await serve(
+        max_connections=1, client_header_timeout_s=SHORT_S, upstream=fake_realtime.url
+    )
     url = f"http://127.0.0.1:{proxy.port}/v1/realtime?model=gpt-4o-realtime-preview"
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, headers=BEARER) as ws:
@@ -253,6 +255,10 @@ async def test_a_realtime_session_counts_until_it_closes(
             answer = await proxy.ask()
             assert answer.status == 503
             assert answer.error()["code"] == "too_many_connections"
+            # Frames are not headers: no header timeout inside a session.
+            await asyncio.sleep(3 * SHORT_S)
+            await ws.send_str("pong")
+            assert await ws.receive_str() == "pong"
         assert len(fake_realtime.handshakes) == 1
     await proxy.admitted()
 
