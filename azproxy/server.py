@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .connections import ConnectionGuard, GuardedRunner
+from .connection_guard import ConnectionGuard
+from .connections import GuardedRunner
 from .keys import CONFIG
 
 __all__ = [

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from azproxy import Config, create_app
-from azproxy import connections as connections_module
-from azproxy.connections import MAX_LINGERING, GuardedServer
+from azproxy import Config, connection_guard, create_app
+from azproxy.connection_guard import MAX_LINGERING
+from azproxy.connections import GuardedServer
 from azproxy.log import quiet_protocol_errors
 from azproxy.server import bound_port, start_site
 from tests.conftest import AZURE_KEY, BEARER, TOKEN
@@ -175,7 +175,7 @@ async def test_refused_connections_linger_within_a_bound_until_shutdown(
     """A refused connection reads what its client still sends until the
     client closes (so its 503 is not lost to a reset), but only MAX_LINGERING
     at once, and none past the server's shutdown."""
-    monkeypatch.setattr(connections_module, "LINGER_S", 60.0)
+    monkeypatch.setattr(connection_guard, "LINGER_S", 60.0)
     app = create_app(make_config(max_connections=1))
     runner = await start_site(app, "127.0.0.1", 0)
     assert isinstance(runner.server, GuardedServer)
@@ -222,7 +222,7 @@ async def test_refusals_are_logged_once_per_interval(
 async def test_refusal_reports_count_every_refusal(
     serve: Serve, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(connections_module, "REPORT_EVERY_S", SHORT_S)
+    monkeypatch.setattr(connection_guard, "REPORT_EVERY_S", SHORT_S)
     caplog.set_level(logging.WARNING, "azproxy")
     proxy = await serve(max_connections=1)
     held = await proxy.connect()

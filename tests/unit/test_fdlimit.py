@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from azproxy import Config
-from azproxy.connections import ConnectionGuard
+from azproxy.connection_guard import ConnectionGuard
 from azproxy.fdlimit import (
     RESERVE_FDS,
     auto_max_connections,
