@@ -47,6 +47,7 @@ def create_app(config: Config) -> web.Application:
         handler_args={
             "max_line_size": config.max_header_kb * 1024,
             "max_field_size": config.max_header_kb * 1024,
+            "keepalive_timeout": config.keepalive_timeout_s,
         },
     )
     app[CONFIG] = config

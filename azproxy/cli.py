@@ -14,6 +14,7 @@ from . import __version__
 from .app import create_app
 from .config import Config, ConfigError, load_file, settings
 from .doctor import describe, probe
+from .fdlimit import start_with_open_file_limit
 from .lifecycle import drain
 from .log import configure_logging
 from .server import bound_port, run, start_site, wait_for_signal
@@ -154,6 +155,7 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "allow_anonymous = true: anyone who can reach this port can use "
             "the configured Azure credentials"
         )
+    start_with_open_file_limit(config.max_connections)
     if config.workers > 1:
         return serve_workers(config)
 

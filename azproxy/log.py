@@ -135,11 +135,13 @@ class JsonFormatter(logging.Formatter):
 
 def quiet_protocol_errors(record: logging.LogRecord) -> bool:
     """aiohttp logs a traceback when it rejects a malformed request (a header
-    too long, a bad request line); that is the client's mistake, worth one line."""
+    too long, a bad request line); that is the client's mistake, worth one line.
+    The line names the error's kind only: its message quotes the request line
+    or header, a token with it, in shapes no redaction pattern can foresee."""
     exc = record.exc_info[1] if record.exc_info else None
     if record.name == "aiohttp.server" and isinstance(exc, HttpProcessingError):
         record.msg = "rejected a malformed request: %s %s"
-        record.args = (exc.code, exc.message)
+        record.args = (exc.code, type(exc).__name__)
         record.exc_info = None
         record.exc_text = None
         record.levelno, record.levelname = logging.WARNING, "WARNING"

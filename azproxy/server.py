@@ -9,6 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .connection_guard import ConnectionGuard
+from .connections import GuardedRunner
+from .keys import CONFIG
+
 __all__ = [
     "app_runner",
     "bound_port",
@@ -38,8 +42,12 @@ def app_runner(app: web.Application) -> web.AppRunner:
     # with it the upstream request (aiohttp's run_app defaults to False).
     # shutdown_timeout is what remains after our own drain (lifecycle.drain)
     # has waited out the grace period: then the last requests are cut.
-    return web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+    config = app.get(CONFIG)
+    # An app without a Config is the simulator, a test double: served as
+    # aiohttp serves it, without azproxy's connection guards.
+    guard = None if config is None else ConnectionGuard.for_config(config)
+    return GuardedRunner(
+        app, guard, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
     )
 
 

@@ -108,3 +108,22 @@ def test_tracebacks_keep_their_lines_indented_and_escaped() -> None:
         "    ERROR forged record\\x1b[2J [redacted]",
     ]
     assert "s3cr3t" not in text
+
+
+def test_a_malformed_request_is_logged_without_its_text() -> None:
+    """A token in a shape no redaction pattern knows must not be logged
+    either: the line names the error, never the request line it quotes."""
+    from aiohttp.http_exceptions import BadStatusLine
+
+    from azproxy.log import quiet_protocol_errors
+
+    token = "opaque-token-in-no-known-shape"
+    try:
+        raise BadStatusLine(f"GET /v1/models?key={token} HTTP/1.1 x")
+    except BadStatusLine:
+        record = logging.LogRecord(
+            "aiohttp.server", logging.ERROR, __file__, 1, "Error", (), sys.exc_info()
+        )
+    quiet_protocol_errors(record)
+    assert record.getMessage() == "rejected a malformed request: 400 BadStatusLine"
+    assert token not in RedactingFormatter("%(message)s").format(record)
