@@ -10,6 +10,10 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from azproxy import Config, create_app
 from tests.fakes import FakeAzure
 
+# netguard: every test reaches loopback only (see its docstring); pytester
+# runs the guard's own test of itself in a child pytest.
+pytest_plugins = ("pytester", "tests.netguard")
+
 AZURE_KEY = "0123456789abcdef0123456789abcdef"  # the shape of a real Azure key
 TOKEN = f"myresource:dep1:{AZURE_KEY}"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
