@@ -1,8 +1,8 @@
 """Run the real `azproxy` command as a child process on a free loopback port.
 
-The child gets the test process's environment without AZPROXY_* settings:
-tests/netguard.py has already removed proxies and cloud identities from it,
-and it must announce a loopback address, or the test stops.
+The child gets tests/netguard.py's hermetic environment (no AZPROXY_*
+settings, proxies or cloud identities) plus the test's own `env`, and must
+announce a loopback address, or the test stops.
 """
 
 from __future__ import annotations
