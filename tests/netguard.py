@@ -15,7 +15,7 @@ tests/conftest.py loads it, so it guards every test. While pytest runs:
 - uvloop may not run here: its connections and lookups happen in libuv, out
   of the guard's sight. The `azproxy serve` child processes use it.
 - Proxy settings, cloud identities and the SDKs' defaults are removed from the
-  environment (see HERMETIC), so neither this process nor any child it spawns
+  environment (hermetic_environ), so neither this process nor any child it spawns
   sends a loopback request to a proxy elsewhere or probes a cloud identity
   endpoint (azure-identity asks 169.254.169.254 when nothing else is set).
 
@@ -247,11 +247,15 @@ def _loopback_only() -> Iterator[None]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    refused = GUARD.outside_tests + GUARD.take()
-    if refused:
-        session.config.get_terminal_writer().line(
-            "netguard: reached beyond loopback outside any test:\n  "
-            + "\n  ".join(refused),
-            red=True,
-        )
+    GUARD.outside_tests.extend(GUARD.take())
+    if GUARD.outside_tests:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if GUARD.outside_tests:
+        terminalreporter.section("netguard", red=True)
+        terminalreporter.line(
+            "reached beyond loopback outside any test:\n  "
+            + "\n  ".join(GUARD.outside_tests)
+        )

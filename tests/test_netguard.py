@@ -210,6 +210,11 @@ def test_the_environment_has_no_proxy_or_cloud_identity() -> None:
 SWALLOWED = """
 import socket
 
+try:  # at collection, outside any test
+    socket.getaddrinfo("example.org", 80)
+except OSError:
+    pass
+
 def test_reaches_out_and_hides_it():
     try:
         socket.create_connection(("192.0.2.1", 80), timeout=1)
@@ -248,5 +253,33 @@ def test_a_test_that_swallows_the_refusal_still_fails(
             "*connect to 192.0.2.1:80*",
             "*ERROR at teardown of test_looks_up_a_name_and_hides_it*",
             "*lookup of 'example.com'*",
+            "*= netguard =*",
+            "reached beyond loopback outside any test:",
+            "*lookup of 'example.org'*",
         ]
     )
+
+
+def test_a_refusal_outside_any_test_fails_the_session(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makepyfile(
+        test_inner="""
+        import socket
+        try:
+            socket.create_connection(("192.0.2.1", 443), timeout=1)
+        except OSError:
+            pass
+
+        def test_passes():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "tests.netguard", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*= netguard =*", "*connect to 192.0.2.1:443*"])
