@@ -5,10 +5,23 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import settings
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from azproxy import Config, create_app
 from tests.fakes import FakeAzure
+
+# netguard: every test reaches loopback only (see its docstring); pytester
+# runs the guard's own test of itself in a child pytest.
+pytest_plugins = ("pytester", "tests.netguard")
+
+# Property tests (tests/*/test_properties_*.py): the same examples on every
+# run (derandomize), no timing (deadline: the machines are noisy), no example
+# database written, and a bound on examples that keeps them all a few seconds.
+settings.register_profile(
+    "azproxy", derandomize=True, deadline=None, max_examples=100, database=None
+)
+settings.load_profile("azproxy")
 
 AZURE_KEY = "0123456789abcdef0123456789abcdef"  # the shape of a real Azure key
 TOKEN = f"myresource:dep1:{AZURE_KEY}"

@@ -2,7 +2,8 @@
 
 The site is deploy/nginx/azproxy.conf as shipped, with its two address lines
 (`listen 80;` and the upstream's `server 127.0.0.1:3000;`) pointed at the
-test's ports; everything else is what users install. nginx runs as in
+test's ports; everything else is what users install. Every site a test runs
+must listen and proxy on loopback only (`beyond_loopback`). nginx runs as in
 /work/shared/notes/containers.md: `-p PREFIX -g 'daemon off;'`, all state in a
 temp dir, stopped when the test is done.
 """
@@ -10,6 +11,7 @@ temp dir, stopped when the test is done.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.netguard import is_loopback_host
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "deploy" / "nginx" / "azproxy.conf"
@@ -56,6 +60,11 @@ server {{
 
 Site = Callable[[int, int], str]
 
+# The directives by which nginx listens or connects: (name, address).
+ADDRESS = re.compile(r"(?:^|[{;}])\s*(listen|server|proxy_pass|resolver)\s+([^\s;{]+)")
+UPSTREAM_NAME = re.compile(r"\bupstream\s+(\S+)\s*\{")
+COMMENT = re.compile(r"#.*")
+
 
 def find_nginx() -> str | None:
     """nginx on PATH, or in the sbin folders a non-root PATH may lack."""
@@ -78,6 +87,26 @@ def shipped_site(listen: int, upstream: int) -> str:
 
 def stock_site(listen: int, upstream: int) -> str:
     return STOCK_SITE.format(listen=listen, upstream=upstream)
+
+
+def beyond_loopback(site: str) -> list[str]:
+    """The directives of `site` that listen or connect beyond loopback.
+
+    `listen` and an upstream's `server` take HOST:PORT (a bare port listens on
+    every interface), `proxy_pass` a URL to HOST:PORT or to one of the site's
+    upstream blocks; a `resolver` would send DNS queries, so none may appear.
+    """
+    site = COMMENT.sub("", site)
+    upstreams = set(UPSTREAM_NAME.findall(site))
+    wrong = []
+    for directive, value in ADDRESS.findall(site):
+        address = re.sub(r"^\w+://", "", value).split("/")[0]
+        if directive == "proxy_pass" and address in upstreams:
+            continue
+        host = address.rpartition(":")[0].strip("[]")
+        if directive == "resolver" or not is_loopback_host(host):
+            wrong.append(f"{directive} {value}")
+    return wrong
 
 
 @dataclass
@@ -157,7 +186,9 @@ def fronting(upstream_port: int, site: Site = shipped_site) -> Iterator[Front]:
         process = None
         for _ in range(5):  # a free port can be taken before nginx binds it
             port = free_port()
-            (prefix / "site.conf").write_text(site(port, upstream_port))
+            text = site(port, upstream_port)
+            assert not beyond_loopback(text), beyond_loopback(text)
+            (prefix / "site.conf").write_text(text)
             process = start(nginx, prefix, port)
             if process is not None:
                 break

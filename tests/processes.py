@@ -1,4 +1,9 @@
-"""Run the real `azproxy` command as a child process on a free loopback port."""
+"""Run the real `azproxy` command as a child process on a free loopback port.
+
+The child gets tests/netguard.py's hermetic environment (no AZPROXY_*
+settings, proxies or cloud identities) plus the test's own `env`, and must
+announce a loopback address, or the test stops.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-LISTENING = re.compile(rb"listening on http://[^:]+:(\d+)")
-SIMULATOR = re.compile(rb"simulator on http://[^:]+:(\d+)")
+from tests.netguard import hermetic_environ, is_loopback_host
+
+LISTENING = re.compile(rb"listening on http://(?P<host>[^\s/]+):(?P<port>\d+)")
+SIMULATOR = re.compile(rb"simulator on http://(?P<host>[^\s/]+):(?P<port>\d+)")
 
 
 @dataclass
@@ -41,8 +48,7 @@ def running(
     timeout_s: float = 15.0,
 ) -> Iterator[Running]:
     """Start `python -m azproxy ARGS`, wait until it logs its port, stop it after."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AZPROXY_")}
-    full_env |= dict(env or {})
+    full_env = hermetic_environ(dict(os.environ)) | dict(env or {})
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "azproxy", *args],
@@ -59,7 +65,10 @@ def running(
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"azproxy did not start:\n{log_path.read_text()}")
             time.sleep(0.05)
-        yield Running(process, int(found.group(1)), log_path)
+        host = found["host"].decode().strip("[]")
+        if not is_loopback_host(host):
+            raise RuntimeError(f"azproxy listens beyond loopback, on {host}")
+        yield Running(process, int(found["port"]), log_path)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

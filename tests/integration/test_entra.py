@@ -3,6 +3,12 @@
 App Service and Container Apps give a process IDENTITY_ENDPOINT and
 IDENTITY_HEADER; azure-identity's DefaultAzureCredential then asks that
 endpoint for tokens. A fake token endpoint on loopback serves them here.
+
+Nothing else in the credential chain may run: with no identity found, a
+managed identity would ask the instance metadata service (169.254.169.254),
+and the developer credentials would run `az`, `azd` or PowerShell, which reach
+Entra ID on a developer's machine. AZURE_TOKEN_CREDENTIALS keeps the chain to
+the managed identity alone, and tests/netguard.py fails any test that probes.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ class TokenService:
     def __init__(self, first_lifetime_s: float) -> None:
         self.first_lifetime_s = first_lifetime_s
         self.calls: list[dict[str, str]] = []
+        self.refused = 0
 
     async def token(self, request: web.Request) -> web.Response:
         if request.headers.get("X-IDENTITY-HEADER") != IDENTITY_HEADER:
+            self.refused += 1
             return web.json_response({"error": "bad header"}, status=401)
         self.calls.append(dict(request.query))
         lifetime = self.first_lifetime_s if len(self.calls) == 1 else 3600
@@ -50,6 +58,8 @@ class TokenService:
 async def token_service(
     aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
 ) -> TokenService:
+    """The token service, and the environment of an App Service managed
+    identity that uses it, and nothing else."""
     service = TokenService(first_lifetime_s=2)
     app = web.Application()
     app.router.add_get("/msi/token", service.token)
@@ -59,10 +69,13 @@ async def token_service(
         "AZURE_TENANT_ID",
         "AZURE_CLIENT_SECRET",
         "AZURE_FEDERATED_TOKEN_FILE",
+        "IDENTITY_SERVER_THUMBPRINT",
+        "IMDS_ENDPOINT",
         "MSI_ENDPOINT",
         "MSI_SECRET",
     ):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential")
     monkeypatch.setenv("IDENTITY_ENDPOINT", str(server.make_url("/msi/token")))
     monkeypatch.setenv("IDENTITY_HEADER", IDENTITY_HEADER)
     return service
@@ -106,13 +119,12 @@ async def test_entra_tokens_are_sent_and_refreshed_before_expiry(
 async def test_without_a_token_requests_get_a_clear_503(
     aiohttp_client: AiohttpClient,
     fake_azure: FakeAzure,
+    token_service: TokenService,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A token endpoint that refuses: no token can be had.
-    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", "http://127.0.0.1:9/none")
-    monkeypatch.setenv("IDENTITY_HEADER", IDENTITY_HEADER)
+    # The token endpoint refuses this identity (a 401, which azure-identity
+    # does not retry): no token can be had.
+    monkeypatch.setenv("IDENTITY_HEADER", "not-the-identity-header")
     config = Config(
         endpoints=parse_endpoints({"east": {"url": fake_azure.url, "entra": True}}, {}),
         model_map=parse_model_map("gpt-4o=east/dep"),
@@ -128,3 +140,4 @@ async def test_without_a_token_requests_get_a_clear_503(
     error = (await response.json())["error"]
     assert error["code"] == "entra_token_unavailable"
     assert fake_azure.requests == []
+    assert token_service.refused >= 1 and token_service.calls == []

@@ -23,7 +23,14 @@ from pytest_aiohttp import AiohttpServer
 from azproxy.realtime import PREVIEW_API_VERSION
 from tests.conftest import AZURE_KEY, BEARER, TOKEN
 from tests.fakes import FakeAzure, sse_answer, sse_event
-from tests.nginx_front import Site, fronting, shipped_site, stock_site
+from tests.nginx_front import (
+    SITE,
+    Site,
+    beyond_loopback,
+    fronting,
+    shipped_site,
+    stock_site,
+)
 from tests.processes import Running, running
 from tests.realtime_fake import start_fake_realtime
 
@@ -40,6 +47,28 @@ def server(fake_azure: FakeAzure, tmp_path: Path) -> Iterator[Running]:
     env = {"AZPROXY_UPSTREAM": fake_azure.url}
     with running(["serve", "--port", "0"], tmp_path / "azproxy.log", env=env) as proc:
         yield proc
+
+
+def test_the_sites_the_tests_run_stay_on_loopback() -> None:
+    assert beyond_loopback(shipped_site(8080, 3000)) == []
+    assert beyond_loopback(stock_site(8080, 3000)) == []
+    # As shipped, the site listens on every interface: fine for users, never
+    # in a test; so are a public upstream and a DNS resolver.
+    assert beyond_loopback(SITE.read_text()) == ["listen 80"]
+    elsewhere = """
+    upstream up { server 10.0.0.7:3000; }
+    server {
+        listen [::1]:8080;
+        resolver 127.0.0.53;
+        location / { proxy_pass http://example.com/v1; }
+        location /up { proxy_pass http://up; }
+    }
+    """
+    assert beyond_loopback(elsewhere) == [
+        "server 10.0.0.7:3000",
+        "resolver 127.0.0.53",
+        "proxy_pass http://example.com/v1",
+    ]
 
 
 async def read_event(response: aiohttp.ClientResponse) -> bytes:
