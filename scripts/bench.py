@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark azproxy against the simulator direct and against nginx.
+"""Benchmark azproxy against the simulator direct, a bare aiohttp relay and nginx.
 
     python scripts/bench.py [--quick] [--duration S] [--json OUT] [--only SECTIONS]
 

@@ -20,14 +20,22 @@ from .report import LEGEND, column_names, metadata, render_table, write_json
 from .runner import run_sections
 from .sections import SECTIONS
 from .services import (
+    LOOPBACK,
     Services,
     StartError,
     find_tool,
     start_azproxy,
+    start_floor,
     start_nginx,
     start_simulator,
 )
-from .targets import azproxy_target, direct_target, nginx_target
+from .targets import (
+    AZURE_URL_PATH,
+    azproxy_target,
+    direct_target,
+    floor_target,
+    nginx_target,
+)
 
 __all__ = ["main"]
 
@@ -36,7 +44,8 @@ T = TypeVar("T")
 
 def parse_args(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(
-        description="Benchmark azproxy against the simulator direct and nginx."
+        description="Benchmark azproxy against the simulator direct, "
+        "a bare aiohttp relay and nginx."
     )
     parser.add_argument(
         "--quick", action="store_true", help="shorter runs (about 30 s in all)"
@@ -74,11 +83,17 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 
 def _start_targets(bench: Bench, nginx: str | None) -> None:
-    """The simulator and azproxy, or no run; nginx where it starts."""
+    """The simulator and azproxy, or no run; the floor and nginx where they
+    start. In the table's order."""
     services = bench.services
     sim = start_simulator(services)
     bench.targets.append(direct_target(sim))
     bench.targets.append(azproxy_target(start_azproxy(services, sim.port)))
+    try:
+        upstream = f"http://{LOOPBACK}:{sim.port}{AZURE_URL_PATH}"
+        bench.targets.append(floor_target(start_floor(services, upstream)))
+    except StartError as exc:
+        bench.note(f"skipped: the floor relay did not start: {exc}")
     if nginx is None:
         bench.note("skipped: nginx not found: no nginx column")
         return
@@ -120,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(options, services, [], wrk, tmp)
     try:
         _start_targets(bench, nginx)
-        rows, failed = _run_async(run_sections(bench))
+        runs, failed = _run_async(run_sections(bench))
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the servers", file=sys.stderr, flush=True)
         return 130
@@ -138,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     print()
-    print(render_table(rows, column_names(rows)) if rows else "no measurements ran")
+    print(render_table(runs, column_names(runs)) if runs else "no measurements ran")
     print(f"\n{LEGEND}")
     if bench.notes:
         print("\nnotes:")
@@ -148,6 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\ntotal time {elapsed:.0f} s")
     if options.json_out is not None:
         meta["elapsed_s"] = elapsed
-        write_json(options.json_out, meta, rows, bench)
+        write_json(options.json_out, meta, runs, bench)
         print(f"wrote {options.json_out}")
     return 1 if failed else 0

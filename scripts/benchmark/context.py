@@ -35,7 +35,7 @@ class Options:
 class Bench:
     options: Options
     services: Services
-    targets: list[Target]
+    targets: list[Target]  # in TARGET_ORDER
     wrk: str | None
     tmp: Path
     raw: dict[str, Any] = field(default_factory=dict)  # details for --json
@@ -43,6 +43,11 @@ class Bench:
 
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
+
+    @property
+    def stream_targets(self) -> list[Target]:
+        """The targets that relay a stream as it comes (all but the floor)."""
+        return [t for t in self.targets if t.streams]
 
     def note(self, text: str) -> None:
         self.notes.append(text)

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "busy_pct",
+    "CLK_TCK",
+    "Busy",
+    "LoadSample",
     "child_pids",
     "cpu_seconds",
-    "machine_jiffies",
+    "load_sample",
     "proc_available",
     "reset_peak_rss",
     "status_kib",
@@ -38,6 +41,10 @@ def _parent(fields: list[str]) -> int:
 
 def _own_ticks(fields: list[str]) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime: fields 14 and 15
+
+
+def _reaped_ticks(fields: list[str]) -> int:
+    return int(fields[13]) + int(fields[14])  # cutime + cstime: fields 16 and 17
 
 
 def _all_processes() -> dict[int, list[str]]:
@@ -81,7 +88,25 @@ def reset_peak_rss(pids: Iterable[int]) -> bool:
     return True
 
 
-def machine_jiffies() -> tuple[int, int]:
+# ---------------------------------------------------------------------------
+# How busy the machine is, and how much of that is someone else
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """CPU time spent so far, in clock ticks summed over all CPUs."""
+
+    machine_busy: int
+    machine_total: int
+    bench: int  # this process and every process it started, alive or reaped
+
+
+def load_sample() -> LoadSample:
+    busy, total = _machine_ticks()
+    return LoadSample(busy, total, _bench_ticks())
+
+
+def _machine_ticks() -> tuple[int, int]:
     """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
     first = Path("/proc/stat").read_text().split("\n", 1)[0]  # "cpu  user nice ..."
     fields = [int(v) for v in first.split()[1:]]
@@ -90,6 +115,41 @@ def machine_jiffies() -> tuple[int, int]:
     return total - idle, total
 
 
-def busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
-    busy, total = after[0] - before[0], after[1] - before[1]
-    return 100 * busy / total if total else 0.0
+def _bench_ticks() -> int:
+    """CPU time of this process and its descendants. A descendant that ended
+    is in its parent's cutime/cstime once reaped, so a server stopped in the
+    middle of a measurement still counts. The descendants are read before
+    this process, so one reaped in between counts twice, never not at all."""
+    processes = _all_processes()
+    children: dict[int, list[int]] = {}
+    for pid, fields in processes.items():
+        children.setdefault(_parent(fields), []).append(pid)
+    ticks, pending = 0, list(children.get(os.getpid(), []))
+    while pending:
+        pid = pending.pop()
+        fields = processes[pid]
+        ticks += _own_ticks(fields) + _reaped_ticks(fields)
+        pending += children.get(pid, [])
+    own = _stat_fields("self")
+    return ticks + _own_ticks(own) + _reaped_ticks(own)
+
+
+@dataclass(frozen=True)
+class Busy:
+    """How busy all CPUs were between two samples, in % of their time: in
+    all (`machine_pct`) and by processes other than the bench's own servers,
+    load generators and itself (`outside_pct`: others sharing the machine,
+    the noise in the numbers)."""
+
+    machine_pct: float
+    outside_pct: float
+
+    @classmethod
+    def between(cls, before: LoadSample, after: LoadSample) -> Busy:
+        total = after.machine_total - before.machine_total
+        if total <= 0:
+            return cls(0.0, 0.0)
+        busy = after.machine_busy - before.machine_busy
+        outside = busy - (after.bench - before.bench)
+        # Clamped: the two clocks are read a moment apart.
+        return cls(100 * busy / total, max(0.0, 100 * outside / total))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import Bench, Options
-from .results import Row
+from .results import Row, SectionRun
 from .sections.memory import RSS_STREAMS
 from .sections.streams import STREAM_CONCURRENCY
 from .stream_client import BUNCHED_MS, STREAM_CHUNKS, STREAM_DELAY_MS
@@ -24,14 +24,18 @@ from .targets import TARGET_ORDER
 __all__ = ["LEGEND", "column_names", "metadata", "render_table", "write_json"]
 
 LEGEND = """\
-(x) = ratio to direct. In CPU and memory rows, direct is the simulator process \
-itself and nginx is master + worker.
-Targets are azproxy's; PASS/MISS is informative, never asserted. Absolute \
-numbers depend on the machine's other load."""
+(x) = ratio to direct. floor is scripts/floor_relay.py, the bare aiohttp relay
+(it reads whole answers, so the stream sections leave it out). In CPU and memory
+rows, direct is the simulator process itself and nginx is master + worker.
+Machine CPU busy: all cores, during a target's measured run or [a whole section];
+outside the bench: the part not spent by the bench's own processes, the noise.
+Targets are azproxy's; PASS/MISS is informative, never asserted. Absolute numbers
+depend on the machine's other load."""
 
 
-def column_names(rows: Sequence[Row]) -> list[str]:
+def column_names(runs: Sequence[SectionRun]) -> list[str]:
     """The targets that have a value in any row, in the table's order."""
+    rows = [row for run in runs for row in run.rows]
     return [n for n in TARGET_ORDER if any(n in row.values for row in rows)]
 
 
@@ -48,6 +52,16 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3f}"
 
 
+def _summary(run: SectionRun) -> str:
+    text = f"  [{run.name}: {run.seconds:.0f} s"
+    if run.busy is not None:
+        text += (
+            f"; machine CPU {run.busy.machine_pct:.0f}% busy, "
+            f"{run.busy.outside_pct:.0f}% outside the bench"
+        )
+    return text + "]"
+
+
 def _cells(row: Row, names: Sequence[str]) -> list[str]:
     cells = [f"  {row.metric}", row.unit]
     for name in names:
@@ -60,16 +74,19 @@ def _cells(row: Row, names: Sequence[str]) -> list[str]:
     return [*cells, verdict, row.target]
 
 
-def render_table(rows: Sequence[Row], names: Sequence[str]) -> str:
-    """One line per row, under its section's title."""
+def render_table(runs: Sequence[SectionRun], names: Sequence[str]) -> str:
+    """One line per row under its section's title, each section closed by
+    its time and how busy the machine was."""
     header = ["metric", "unit", *names, "", "azproxy target"]
-    lines: list[list[str] | str] = []  # a str line stands alone: a title
-    title = None
-    for row in rows:
-        if row.section != title:
-            title = row.section
-            lines.append(title)
-        lines.append(_cells(row, names))
+    lines: list[list[str] | str] = []  # a str line stands alone: title, summary
+    for run in runs:
+        title = None
+        for row in run.rows:
+            if row.section != title:
+                title = row.section
+                lines.append(title)
+            lines.append(_cells(row, names))
+        lines.append(_summary(run))
     table = [header] + [line for line in lines if isinstance(line, list)]
     widths = [max(len(cells[i]) for cells in table) for i in range(len(header))]
 
@@ -127,11 +144,12 @@ def metadata(options: Options, wrk: str | None, nginx: str | None) -> dict[str, 
 
 
 def write_json(
-    out: Path, meta: dict[str, Any], rows: Sequence[Row], bench: Bench
+    out: Path, meta: dict[str, Any], runs: Sequence[SectionRun], bench: Bench
 ) -> None:
     document = {
         "meta": meta,
-        "rows": [row.as_json() for row in rows],
+        "sections": [run.as_json() for run in runs],
+        "rows": [row.as_json() for run in runs for row in run.rows],
         "raw": bench.raw,
         "notes": bench.notes,
     }

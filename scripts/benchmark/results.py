@@ -7,9 +7,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .procfs import Busy
 from .targets import DIRECT
 
-__all__ = ["Row", "check", "minus", "percentile", "ratio"]
+__all__ = ["Row", "SectionRun", "check", "minus", "percentile", "ratio"]
 
 
 @dataclass
@@ -38,6 +39,25 @@ class Row:
             if self.ratio_to_direct(name) is not None
         }
         return data
+
+
+@dataclass(frozen=True)
+class SectionRun:
+    """One section's rows, how long it ran and how busy the machine was."""
+
+    name: str
+    rows: list[Row]
+    seconds: float
+    busy: Busy | None  # None: no /proc here
+
+    def as_json(self) -> dict[str, Any]:
+        busy = self.busy
+        return {
+            "name": self.name,
+            "seconds": self.seconds,
+            "machine_busy_pct": None if busy is None else busy.machine_pct,
+            "outside_busy_pct": None if busy is None else busy.outside_pct,
+        }
 
 
 def check(value: float | None, ok: Callable[[float], bool]) -> bool | None:

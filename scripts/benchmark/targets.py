@@ -3,6 +3,9 @@ the requests sent to them.
 
   direct    the simulator itself
   azproxy   OpenAI-style requests through `azproxy serve`
+  floor     OpenAI-style requests through scripts/floor_relay.py, the leanest
+            aiohttp relay: what the framework alone costs. It reads whole
+            answers, so the stream sections leave it out.
   nginx     Azure-style requests through nginx (proxy_buffering off,
             HTTP/1.1 keepalive upstream), the reference for a lean proxy
 """
@@ -21,6 +24,7 @@ __all__ = [
     "AZURE_URL_PATH",
     "DEPLOYMENT",
     "DIRECT",
+    "FLOOR",
     "NGINX",
     "OPENAI_PATH",
     "SMALL_BODY",
@@ -29,6 +33,7 @@ __all__ = [
     "Target",
     "azproxy_target",
     "direct_target",
+    "floor_target",
     "nginx_target",
 ]
 
@@ -42,8 +47,8 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 SMALL_BODY = json.dumps({"model": DEPLOYMENT, "messages": MESSAGES})
 STREAM_BODY = json.dumps({"model": DEPLOYMENT, "messages": MESSAGES, "stream": True})
 
-DIRECT, AZPROXY, NGINX = "direct", "azproxy", "nginx"
-TARGET_ORDER = (DIRECT, AZPROXY, NGINX)
+DIRECT, AZPROXY, FLOOR, NGINX = "direct", "azproxy", "floor", "nginx"
+TARGET_ORDER = (DIRECT, AZPROXY, FLOOR, NGINX)
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Target:
     path: str
     headers: dict[str, str]
     pids: Callable[[], list[int]]
+    streams: bool = True  # relays a stream as it comes (False: the floor)
 
     @property
     def url(self) -> str:
@@ -79,6 +85,13 @@ def azproxy_target(proxy: Service, name: str = AZPROXY) -> Target:
         {"Authorization": f"Bearer {PASSTHROUGH_TOKEN}"},
         # The serving process and any workers it forks.
         lambda: [proxy.popen.pid, *child_pids(proxy.popen.pid)],
+    )
+
+
+def floor_target(floor: Service) -> Target:
+    # No credentials: the floor relay sends its own api-key upstream.
+    return Target(
+        FLOOR, floor.port, OPENAI_PATH, {}, lambda: [floor.popen.pid], streams=False
     )
 
 

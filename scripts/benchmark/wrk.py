@@ -1,5 +1,5 @@
 """wrk, the load generator for non-streamed requests: one run, its parsed
-report, and the server CPU read around it."""
+report, and the server CPU and machine load read around it."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from .context import Bench, progress
-from .procfs import cpu_seconds, proc_available
+from .procfs import Busy, cpu_seconds, load_sample, proc_available
+from .results import Row
 from .targets import SMALL_BODY, Target
 
 __all__ = [
     "WrkResult",
+    "busy_rows",
     "parse_wrk",
     "per_target",
     "run_wrk",
@@ -42,6 +44,8 @@ class WrkResult:
     socket_errors: int
     non_2xx: int
     cpu_ms_per_request: float | None = None  # the target's server processes
+    machine_busy_pct: float | None = None  # all CPUs, during the measured run
+    outside_busy_pct: float | None = None  # of it, not the bench's processes
 
     @property
     def errors(self) -> int:
@@ -129,17 +133,24 @@ async def _run_wrk_once(
 
 
 async def run_wrk(bench: Bench, target: Target, connections: int) -> WrkResult:
-    """A warm-up run, then the measured run with the server's CPU time read
-    around it."""
+    """A warm-up run, then the measured run with the server's CPU time and
+    the machine's load read around it."""
     options = bench.options
     progress(f"wrk c{connections} -> {target.name}")
     await _run_wrk_once(bench, target, connections, options.warmup_s)
-    pids = target.pids() if proc_available() else []
-    cpu_before = cpu_seconds(pids)
+    if not proc_available():
+        return await _run_wrk_once(bench, target, connections, options.duration_s)
+    pids = target.pids()
+    cpu_before, load_before = cpu_seconds(pids), load_sample()
     result = await _run_wrk_once(bench, target, connections, options.duration_s)
+    busy = Busy.between(load_before, load_sample())
     cpu_s = cpu_seconds(pids) - cpu_before
-    cpu_ms = cpu_s * 1e3 / result.requests if pids and result.requests else None
-    return dataclasses.replace(result, cpu_ms_per_request=cpu_ms)
+    return dataclasses.replace(
+        result,
+        cpu_ms_per_request=cpu_s * 1e3 / result.requests if result.requests else None,
+        machine_busy_pct=busy.machine_pct,
+        outside_busy_pct=busy.outside_pct,
+    )
 
 
 async def wrk_all(bench: Bench, connections: int, key: str) -> dict[str, WrkResult]:
@@ -160,3 +171,24 @@ def per_target(
     results: dict[str, R], get: Callable[[R], float | None]
 ) -> dict[str, float | None]:
     return {name: get(r) for name, r in results.items()}
+
+
+def busy_rows(section: str, results: dict[str, WrkResult]) -> list[Row]:
+    """How busy the machine was during each target's run: near 100 % means no
+    core was left over; the part outside the bench is the noise."""
+    return [
+        Row(
+            section,
+            "machine CPU busy",
+            "%",
+            per_target(results, lambda r: r.machine_busy_pct),
+            ratio=False,
+        ),
+        Row(
+            section,
+            "machine CPU busy outside the bench",
+            "%",
+            per_target(results, lambda r: r.outside_busy_pct),
+            ratio=False,
+        ),
+    ]

@@ -2,8 +2,9 @@
 
 A section is an async function `(Bench) -> list[Row]` (see context.py): it
 measures, keeps its details in `bench.raw` for --json, and returns its rows of
-the table; it raises `Skip` when it cannot run here. To add one, write it in a
-module of its own here and name it below: `--only NAME` selects it.
+the table; it raises `Skip` when it cannot run here. The runner times it and
+reads how busy the machine was around it. To add one, write it in a module of
+its own here and name it below: `--only NAME` selects it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Server memory while every target carries 200 concurrent streams."""
+"""Server memory while every streaming target carries 200 concurrent streams."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def streams_200_rss(bench: Bench) -> list[Row]:
     peak: dict[str, float | None] = {}
     ttlb: dict[str, float | None] = {}
     errors: dict[str, float | None] = {}
-    for target in bench.targets:
+    for target in bench.stream_targets:
         progress(f"{RSS_STREAMS} streams -> {target.name}")
         pids = target.pids()
         if not reset_peak_rss(pids):

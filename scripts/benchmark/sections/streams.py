@@ -1,5 +1,5 @@
-"""Streamed answers through every target: first and last byte, the first
-answer event, and the gaps between events (no buffering)."""
+"""Streamed answers through every target that streams: first and last byte,
+the first answer event, and the gaps between events (no buffering)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ async def streams_c50(bench: Bench) -> list[Row]:
         f"c{STREAM_CONCURRENCY} ({bench.options.stream_rounds} rounds)"
     )
     stats: dict[str, StreamStats] = {}
-    for target in bench.targets:
+    for target in bench.stream_targets:
         progress(f"streams c{STREAM_CONCURRENCY} -> {target.name}")
         async with client_session() as session:
             # Warm-up: open the connections (client side and proxy upstream).
