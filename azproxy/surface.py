@@ -58,16 +58,19 @@ async def handle_upload(
     request: web.Request, subpath: str, caller: Caller
 ) -> web.StreamResponse:
     body, model = await read_upload(request, need_model=caller.needs_model)
-    outgoing = Outgoing(request.method, subpath, body, None, scope=Scope.UPLOAD)
-    # relay sends a body that cannot be replayed to one backend only.
-    return await relay_streamed(
-        request,
-        caller.backends(model),
-        outgoing,
-        body,
-        failover=caller.failover,
-        model=model,
-    )
+    try:
+        outgoing = Outgoing(request.method, subpath, body, None, scope=Scope.UPLOAD)
+        # relay sends a body that cannot be replayed to one backend only.
+        return await relay_streamed(
+            request,
+            caller.backends(model),
+            outgoing,
+            body,
+            failover=caller.failover,
+            model=model,
+        )
+    finally:
+        body.close()  # the head's spool and its budget, also when refused
 
 
 async def handle_resource(
@@ -120,13 +123,11 @@ async def relay_streamed(
     failover: bool = False,
     model: str | None = None,
 ) -> web.StreamResponse:
-    """Relay, then free the spool; a failure caused by the body (too large)
-    is reported as such, not as the broken upstream connection it caused."""
+    """Relay; a failure caused by the body (too large, too slow) is reported
+    as such, not as the broken upstream connection it caused."""
     try:
         return await relay(request, backends, outgoing, failover=failover, model=model)
     except ProxyError:
         if body.error is not None:
             raise body.error from None
         raise
-    finally:
-        body.close()

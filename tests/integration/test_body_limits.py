@@ -9,8 +9,11 @@ import io
 from collections.abc import Callable
 
 from aiohttp import web
+from pytest_aiohttp import AiohttpClient
 
+from azproxy import Config, create_app
 from azproxy.keys import BUDGETS, LIMITER
+from azproxy.routes import parse_endpoints, parse_model_map
 from tests.conftest import AZURE_KEY, BEARER, ProxyFactory
 from tests.fakes import CHAT_JSON, FakeAzure, json_answer
 from tests.forms import AUDIO, CONTENT_TYPE, field, file_part, form
@@ -227,3 +230,28 @@ async def test_upload_spooling_counts_against_max_spool_mb(
     assert fake_azure.last.body == small
     budgets = proxy.server.app[BUDGETS]
     assert budgets.memory.used == 0 and budgets.disk.used == 0
+
+
+async def test_an_upload_refused_after_its_head_was_read_gives_its_budget_back(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure
+) -> None:
+    config = Config(
+        endpoints=parse_endpoints(
+            {"e": {"url": fake_azure.url, "api_key": AZURE_KEY}}, {}
+        ),
+        model_map=parse_model_map({"whisper": "e/dep-w"}),
+        allow_anonymous=True,
+    )
+    app = create_app(config)
+    proxy = await aiohttp_client(app)
+    body = form(file_part(b"a" * (2 * MB)), field("model", "not-mapped"))
+    response = await proxy.post(
+        "/v1/audio/transcriptions",
+        data=io.BytesIO(body),
+        headers={"Content-Type": CONTENT_TYPE},
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "model_not_found"
+    budgets = app[BUDGETS]
+    assert (budgets.memory.used, budgets.disk.used) == (0, 0)
+    assert fake_azure.requests == []
