@@ -59,10 +59,14 @@ class Budget:
     def give(self, size: int) -> None:
         self.used -= size
 
-    def busy(self) -> ServiceUnavailable:
+    def busy(self, size: int) -> ServiceUnavailable:
+        """The 503 for a body of `size` bytes that this budget cannot hold."""
+        if size > self.limit:
+            reason = f"a body this large never fits in {self.setting}; raise it"
+        else:
+            reason = f"it holds as many as {self.setting} allows; retry shortly"
         return ServiceUnavailable(
-            "azproxy holds as many request bodies as it may right now "
-            f"({self.setting}); retry shortly.",
+            f"azproxy cannot hold this request body now: {reason}.",
             code="server_busy",
             headers={"Retry-After": "1"},
         )
@@ -104,17 +108,17 @@ class BodyBuffer:
                 self.size += size
                 return
             if not self._spill:
-                raise self._budgets.memory.busy()
-            self._move_to_disk()
+                raise self._budgets.memory.busy(self.size + size)
+            self._move_to_disk(size)
         if not self._budgets.disk.take(size):
-            raise self._budgets.disk.busy()
+            raise self._budgets.disk.busy(self.size + size)
         self._file.write(data)
         self.size += size
 
-    def _move_to_disk(self) -> None:
+    def _move_to_disk(self, pending: int) -> None:
         disk = self._budgets.disk
         if not disk.take(self.size):
-            raise disk.busy()
+            raise disk.busy(self.size + pending)
         assert isinstance(self._file, io.BytesIO)
         # Closed by close(), not by a with block here.
         spool = tempfile.TemporaryFile()  # noqa: SIM115

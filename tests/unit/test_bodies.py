@@ -53,20 +53,30 @@ def test_a_memory_cap_sends_the_rest_to_disk() -> None:
 
 
 @pytest.mark.parametrize(
-    ("spill", "disk_bytes", "setting"),
-    [(False, 1000, "max_buffered_body_mb"), (True, 50, "max_spool_mb")],
+    ("spill", "setting"), [(False, "max_buffered_body_mb"), (True, "max_spool_mb")]
 )
 def test_past_every_budget_it_is_503_naming_the_setting(
-    spill: bool, disk_bytes: int, setting: str
+    spill: bool, setting: str
 ) -> None:
-    budgets = Budgets(memory_bytes=100, disk_bytes=disk_bytes)
+    budgets = Budgets(memory_bytes=100, disk_bytes=100)
+    budgets.memory.take(50)  # other requests' bodies
+    budgets.disk.take(50)
     buffer = BodyBuffer(budgets, spill=spill)
-    buffer.write(b"a" * 60)
+    buffer.write(b"a" * 30)
     with pytest.raises(ServiceUnavailable) as raised:
-        buffer.write(b"b" * 60)
+        buffer.write(b"b" * 30)
     error = raised.value
     assert error.status == 503 and error.code == "server_busy"
     assert error.headers["Retry-After"] == "1"
-    assert setting in error.message
+    assert f"as many as {setting} allows; retry shortly" in error.message
     buffer.close()
-    assert budgets.memory.used == 0 and budgets.disk.used == 0
+    assert budgets.memory.used == 50 and budgets.disk.used == 50
+
+
+def test_a_body_larger_than_the_whole_budget_is_told_so() -> None:
+    budgets = Budgets(memory_bytes=100, disk_bytes=100)
+    buffer = BodyBuffer(budgets, spill=False)
+    with pytest.raises(ServiceUnavailable) as raised:
+        buffer.write(b"a" * 101)
+    assert "never fits in max_buffered_body_mb; raise it" in raised.value.message
+    buffer.close()
