@@ -9,11 +9,22 @@ import aiohttp
 from aiohttp import web
 
 from .access import Gate, match_access_key
+from .bodies import Budgets
 from .config import Config, ConfigError
 from .credentials import presented_token
 from .errors import InvalidCredentials
 from .health import HealthBoard
-from .keys import CONFIG, GATE, HEALTH, LIFECYCLE, LIMITER, METRICS, OBSERVER, SESSION
+from .keys import (
+    BUDGETS,
+    CONFIG,
+    GATE,
+    HEALTH,
+    LIFECYCLE,
+    LIMITER,
+    METRICS,
+    OBSERVER,
+    SESSION,
+)
 from .lifecycle import Lifecycle, readyz
 from .limits import Limiter
 from .mapping import DEPLOYMENT_PATHS
@@ -48,10 +59,15 @@ def create_app(config: Config) -> web.Application:
             "max_line_size": config.max_header_kb * 1024,
             "max_field_size": config.max_header_kb * 1024,
             "keepalive_timeout": config.keepalive_timeout_s,
+            # Bodies arrive as the client sent them: uploads are relayed
+            # with their own Content-Encoding and Content-Length, and a
+            # compressed body azproxy must read is refused (415).
+            "auto_decompress": False,
         },
     )
     app[CONFIG] = config
     app[LIFECYCLE] = Lifecycle()
+    app[BUDGETS] = Budgets(config.max_buffered_body_bytes, config.max_spool_bytes)
     entra = entra_auth(config)
     app[GATE] = Gate(config, Router(config, lambda e: upstream_auth(e, entra)))
     app[HEALTH] = HealthBoard(

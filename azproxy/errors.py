@@ -7,6 +7,7 @@
   + NotFound                 404 invalid_request_error / unknown_url
   + MethodNotAllowed         405 invalid_request_error
   + RequestTimeout           408 invalid_request_error / request_timeout
+                               (then the connection closes: ClosingResponse)
   + PayloadTooLarge          413 invalid_request_error
   + UnsupportedMediaType     415 invalid_request_error / unsupported_content_encoding
   + RateLimited              429 requests / rate_limit_exceeded
@@ -21,13 +22,17 @@ Messages say what to fix and never contain a secret.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 __all__ = [
     "BadRequest",
+    "ClosingResponse",
     "Forbidden",
     "InvalidCredentials",
     "MethodNotAllowed",
@@ -45,6 +50,27 @@ __all__ = [
 ]
 
 
+class ClosingResponse(web.Response):
+    """A response after which the connection closes at once (Connection:
+    close), without first reading, for aiohttp's lingering time, the rest
+    of a request body that the client stopped sending."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.force_close()
+        self._closing: web.BaseRequest | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        self._closing = request
+        return await super().prepare(request)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await super().write_eof(data)
+        if self._closing is not None:
+            # Sent: the transport flushes it, then closes.
+            self._closing.protocol.force_close()
+
+
 def error_body(message: str, type_: str, code: str, param: str | None = None) -> bytes:
     """The JSON body OpenAI uses for errors: {"error": {message, type, param, code}}."""
     error = {"message": message, "type": type_, "param": param, "code": code}
@@ -55,6 +81,7 @@ class ProxyError(Exception):
     status = 500
     type = "api_error"
     code = "internal_error"
+    response_class: ClassVar[builtins.type[web.Response]] = web.Response
 
     def __init__(
         self,
@@ -75,7 +102,7 @@ class ProxyError(Exception):
         return error_body(self.message, self.type, self.code, self.param)
 
     def response(self) -> web.Response:
-        return web.Response(
+        return self.response_class(
             status=self.status,
             body=self.body(),
             content_type="application/json",
@@ -119,6 +146,7 @@ class RequestTimeout(ProxyError):
     status = 408
     type = "invalid_request_error"
     code = "request_timeout"
+    response_class = ClosingResponse
 
 
 class UnsupportedMediaType(ProxyError):

@@ -15,6 +15,7 @@ from .config import Config
 
 if TYPE_CHECKING:
     from .access import Gate
+    from .bodies import Budgets
     from .health import HealthBoard
     from .lifecycle import Lifecycle
     from .limits import Limiter
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .routing import Caller
 
 __all__ = [
+    "BUDGETS",
     "CALLER",
     "CONFIG",
     "EXCHANGE",
@@ -49,3 +51,4 @@ CALLER: web.RequestKey[Caller] = web.RequestKey("azproxy.caller")
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("azproxy.exchange")
 METRICS: web.AppKey[Metrics] = web.AppKey("azproxy.metrics")
 OBSERVER: web.AppKey[Observer] = web.AppKey("azproxy.observer")
+BUDGETS: web.AppKey[Budgets] = web.AppKey("azproxy.budgets")

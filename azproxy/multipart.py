@@ -6,17 +6,19 @@ few bytes, where a delimiter may be split, plus the current part's headers
 or the model's value). The body itself is never changed or re-encoded: the
 relay forwards the client's bytes, and at most splices a new model value in
 at the offsets the scanner reports (RFC 7578, RFC 2046 §5.1.1 for the syntax).
+
+The scan goes on after the model field, to the end of the body: a second
+`model` field is refused (400 ambiguous_model) rather than leaving Azure to
+pick one that azproxy did not check.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from aiohttp.multipart import parse_content_disposition
 
 from .errors import BadRequest
 
-__all__ = ["MultipartScanner", "Splice", "boundary_of", "model_part"]
+__all__ = ["MultipartScanner", "boundary_of", "model_part"]
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_MODEL_BYTES = 1024
@@ -42,19 +44,6 @@ def boundary_of(content_type: str) -> bytes | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Splice:
-    """Replace body bytes [start, end) with `data` (start == end: insert)."""
-
-    start: int
-    end: int
-    data: bytes
-
-    @property
-    def growth(self) -> int:
-        return len(self.data) - (self.end - self.start)
-
-
 def model_part(boundary: bytes, value: str) -> bytes:
     """A whole `model` form field, for a body that has none."""
     return (
@@ -64,12 +53,14 @@ def model_part(boundary: bytes, value: str) -> bytes:
 
 
 class MultipartScanner:
-    """Reads a multipart body in pieces until it finds the `model` field.
+    """Reads a multipart body in pieces, finding its `model` field.
 
     After each feed(), `model` is the field's value once its part has ended,
     `model_at` its (start, end) offsets in the body, and `finished` says
-    the closing delimiter went past without one. `first_part_at` is where
-    the first part's delimiter starts, where a missing field can be added.
+    the closing delimiter went past. `first_part_at` is where the first
+    part's delimiter starts, where a missing field can be added. A second
+    `model` field raises BadRequest (ambiguous_model) as soon as its part's
+    headers have arrived.
     """
 
     def __init__(self, boundary: bytes) -> None:
@@ -85,12 +76,8 @@ class MultipartScanner:
         self.first_part_at: int | None = None
         self.finished = False
 
-    @property
-    def done(self) -> bool:
-        return self.model is not None or self.finished
-
     def feed(self, data: bytes) -> None:
-        if self.done:
+        if self.finished:
             return
         self._buf += data
         while self._step():
@@ -116,7 +103,8 @@ class MultipartScanner:
                 return False
             if self._in_model:
                 self._found_model(bytes(buf[:found]))
-                return False
+                self._drop(found)
+                return True
             if self._state == _PREAMBLE:
                 self.first_part_at = self._base + found + 2  # after the CRLF
             self._drop(found + len(self.delimiter))
@@ -148,6 +136,12 @@ class MultipartScanner:
                     return False
                 headers, size = bytes(buf[:end]), end + 4
             self._in_model = _is_model_field(headers)
+            if self._in_model and self.model_at is not None:
+                raise BadRequest(
+                    "The form has more than one 'model' field; send one.",
+                    param="model",
+                    code="ambiguous_model",
+                )
             self._drop(size)
             self._state = _BODY
             return True
@@ -163,8 +157,7 @@ class MultipartScanner:
                 "The 'model' form field is not UTF-8 text.", param="model"
             ) from None
         self.model_at = (self._base, self._base + len(value))
-        self._state = _DONE
-        self._buf.clear()
+        self._in_model = False
 
 
 def _is_model_field(headers: bytes) -> bool:

@@ -5,33 +5,83 @@ beyond reading the body.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import hdrs, web
 
-from .errors import BadRequest, PayloadTooLarge
+from .bodies import BodyBuffer, next_chunk, refuse_encoded
+from .errors import PayloadTooLarge
 from .families import route_for
 from .headers import request_headers
-from .keys import CALLER, CONFIG
+from .jsonbody import JsonObject, read_object
+from .jsonshape import JsonBounds
+from .keys import BUDGETS, CALLER, CONFIG
 from .mapping import Scope, upstream_url
 from .routing import Backend
-from .uploads import StreamBody, can_send_again
+from .splice import spliced
+from .uploads import StreamBody, can_send_again, spooled
 from .upstream import Target
 
-__all__ = ["Outgoing", "build_target", "json_call", "json_object", "read_body"]
+__all__ = [
+    "Outgoing",
+    "build_target",
+    "json_call",
+    "parse_json",
+    "read_body",
+    "release_body",
+]
 
 
-async def read_body(request: web.Request) -> bytes:
+async def read_body(request: web.Request, *, spill: bool) -> bytes | StreamBody:
+    """The whole request body, held within the process's budgets: bytes in
+    memory, or, when the memory budget is spent and `spill` allows it (the
+    body will not be parsed), a StreamBody spooled to disk. Give it back
+    with release_body() once the request ends."""
+    refuse_encoded(request)
+    app = request.app
+    config, budgets = app[CONFIG], app[BUDGETS]
+    limit = config.max_body_bytes
+    content = request.content
+    if content.is_eof():
+        # The whole body came with the headers, as most do: take it as it is.
+        chunk = content.read_nowait()
+        if len(chunk) <= limit and budgets.memory.take(len(chunk)):
+            return chunk
+    else:
+        length = request.content_length
+        if length is not None and length > limit:
+            raise _too_large(limit)
+        chunk = b""
+    buffer = BodyBuffer(budgets, spill=spill)
     try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[CONFIG].max_body_mb
-        raise PayloadTooLarge(
-            f"The request body is larger than {limit:g} MB "
-            "(raise max_body_mb to accept it)."
-        ) from None
+        while True:
+            if buffer.size + len(chunk) > limit:
+                raise _too_large(limit)
+            buffer.write(chunk)
+            chunk = await next_chunk(content, config.client_body_timeout_s)
+            if not chunk:
+                break
+    except BaseException:
+        buffer.close()
+        raise
+    if buffer.on_disk:
+        return spooled(buffer, limit, config.client_body_timeout_s)
+    return buffer.take_bytes()
+
+
+def release_body(request: web.Request, body: bytes | StreamBody) -> None:
+    """Give back what read_body() held."""
+    if isinstance(body, StreamBody):
+        body.close()
+    else:
+        request.app[BUDGETS].memory.give(len(body))
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is larger than {limit / 1024 / 1024:g} MB "
+        "(raise max_body_mb to accept it)."
+    )
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x on every request
@@ -41,7 +91,7 @@ class Outgoing:
     method: str
     subpath: str  # the OpenAI path after /v1/
     body: bytes | StreamBody
-    document: dict[str, Any] | None  # the parsed body, when it was needed
+    fields: JsonObject | None  # the parsed body, when it was needed
     scope: Scope = Scope.DEPLOYMENT
 
     @property
@@ -49,20 +99,32 @@ class Outgoing:
         return can_send_again(self.body)
 
 
+def parse_json(request: web.Request, body: bytes | StreamBody) -> JsonObject:
+    """The body as a JSON object, within the structure bounds (400 else)."""
+    assert isinstance(body, bytes)  # read_body(spill=False) for bodies to parse
+    config = request.app[CONFIG]
+    return read_object(
+        body,
+        JsonBounds(
+            config.max_json_depth, config.max_json_containers, config.max_json_values
+        ),
+    )
+
+
 def json_call(
-    request: web.Request, subpath: str, body: bytes
+    request: web.Request, subpath: str, body: bytes | StreamBody
 ) -> tuple[Outgoing, str | None]:
     """A deployment-scoped JSON call (chat, completions, embeddings, ...):
     what to send, and the model it asks for."""
-    document: dict[str, Any] | None = None
+    fields: JsonObject | None = None
     model: str | None = None
     # Parse JSON only when the answer depends on it: a pass-through token
     # with one deployment skips it.
     if request[CALLER].needs_model:
-        document = json_object(body)
-        found = document.get("model")
+        fields = parse_json(request, body)
+        found = fields.model
         model = found if isinstance(found, str) else None
-    return Outgoing(request.method, subpath, body, document), model
+    return Outgoing(request.method, subpath, body, fields), model
 
 
 def build_target(
@@ -70,19 +132,18 @@ def build_target(
 ) -> Target:
     """Decide the Azure URL, headers and body for one backend. No I/O."""
     endpoint = backend.endpoint
-    body, document = outgoing.body, outgoing.document
+    body, fields = outgoing.body, outgoing.fields
     resource = outgoing.scope is Scope.RESOURCE
     route = route_for(outgoing.subpath, endpoint)
     if (
         (route.v1 or resource)
-        and document is not None
-        and document.get("model") != backend.deployment
+        and fields is not None
+        and isinstance(body, bytes)
+        and fields.model != backend.deployment
     ):
         # Azure's v1 API takes the deployment name in the body's `model`;
         # so do the resource calls that carry a document (responses, ...).
-        body = json.dumps(
-            document | {"model": backend.deployment}, ensure_ascii=False
-        ).encode()
+        body = spliced(body, [fields.set_model(backend.deployment)])
     if isinstance(body, StreamBody) and route.v1:
         body = body.with_model(backend.deployment)  # the form's model field
     url = upstream_url(
@@ -100,17 +161,3 @@ def build_target(
     # Resource calls other than GET create or change state: sent once.
     stateful = resource and outgoing.method != "GET"
     return Target(outgoing.method, url, headers, body, backend, stateful)
-
-
-def json_object(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    if not isinstance(document, dict):
-        raise BadRequest(
-            "The request body must be a JSON object with a 'model' field; "
-            "azproxy picks the Azure deployment from it.",
-            param="model",
-        )
-    return document

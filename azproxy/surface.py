@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from aiohttp import hdrs, web
 
 from .errors import BadRequest, ProxyError
-from .keys import CALLER, CONFIG
+from .keys import CALLER
 from .mapping import Scope, classify, model_names_deployment, unknown_url
-from .outgoing import Outgoing, json_call, json_object, read_body
+from .outgoing import Outgoing, json_call, parse_json, read_body, release_body
 from .relay import relay
 from .routing import Backend, Caller, Endpoint
 from .uploads import StreamBody, read_upload, stream_through
@@ -36,15 +36,19 @@ async def handle(request: web.Request) -> web.StreamResponse:
     caller = request[CALLER]
     if scope is Scope.DEPLOYMENT:
         # Inline rather than a handler of its own: one coroutine less on the
-        # path most requests take.
-        outgoing, model = json_call(request, subpath, await read_body(request))
-        return await relay(
-            request,
-            caller.backends(model),
-            outgoing,
-            failover=caller.failover,
-            model=model,
-        )
+        # path most requests take. A body that is not parsed may be spooled.
+        body = await read_body(request, spill=not caller.needs_model)
+        try:
+            outgoing, model = json_call(request, subpath, body)
+            return await relay(
+                request,
+                caller.backends(model),
+                outgoing,
+                failover=caller.failover,
+                model=model,
+            )
+        finally:
+            release_body(request, body)
     if scope is Scope.UPLOAD:
         return await handle_upload(request, subpath, caller)
     return await handle_resource(request, subpath, caller)
@@ -53,18 +57,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
 async def handle_upload(
     request: web.Request, subpath: str, caller: Caller
 ) -> web.StreamResponse:
-    limit = request.app[CONFIG].max_upload_bytes
-    body, model = await read_upload(request, limit, need_model=caller.needs_model)
-    outgoing = Outgoing(request.method, subpath, body, None, scope=Scope.UPLOAD)
-    # relay sends a body that cannot be replayed to one backend only.
-    return await relay_streamed(
-        request,
-        caller.backends(model),
-        outgoing,
-        body,
-        failover=caller.failover,
-        model=model,
-    )
+    body, model = await read_upload(request, need_model=caller.needs_model)
+    try:
+        outgoing = Outgoing(request.method, subpath, body, None, scope=Scope.UPLOAD)
+        # relay sends a body that cannot be replayed to one backend only.
+        return await relay_streamed(
+            request,
+            caller.backends(model),
+            outgoing,
+            body,
+            failover=caller.failover,
+            model=model,
+        )
+    finally:
+        body.close()  # the head's spool and its budget, also when refused
 
 
 async def handle_resource(
@@ -75,19 +81,23 @@ async def handle_resource(
     content_type = request.headers.get(hdrs.CONTENT_TYPE, "")
     if method == "POST" and content_type.lower().startswith("multipart/"):
         # File uploads: streamed through, up to max_upload_mb.
-        body = stream_through(request, request.app[CONFIG].max_upload_bytes)
+        body = stream_through(request)
         outgoing = Outgoing(method, subpath, body, None, scope=Scope.RESOURCE)
         return await relay_streamed(request, [Backend(endpoint, "")], outgoing, body)
-    raw = await read_body(request)
-    deployment, document = "", None
-    if raw and model_names_deployment(method, subpath):
-        found = json_object(raw)
-        model = found.get("model")
-        if isinstance(model, str):
-            deployment = deployment_on(endpoint, caller.backends(model), model)
-            document = found
-    outgoing = Outgoing(method, subpath, raw, document, scope=Scope.RESOURCE)
-    return await relay(request, [Backend(endpoint, deployment)], outgoing)
+    names_deployment = model_names_deployment(method, subpath)
+    raw = await read_body(request, spill=not names_deployment)
+    try:
+        deployment, fields = "", None
+        if raw and names_deployment:
+            found = parse_json(request, raw)
+            model = found.model
+            if isinstance(model, str):
+                deployment = deployment_on(endpoint, caller.backends(model), model)
+                fields = found
+        outgoing = Outgoing(method, subpath, raw, fields, scope=Scope.RESOURCE)
+        return await relay(request, [Backend(endpoint, deployment)], outgoing)
+    finally:
+        release_body(request, raw)
 
 
 def deployment_on(endpoint: Endpoint, backends: Sequence[Backend], model: str) -> str:
@@ -113,13 +123,11 @@ async def relay_streamed(
     failover: bool = False,
     model: str | None = None,
 ) -> web.StreamResponse:
-    """Relay, then free the spool; a failure caused by the body (too large)
-    is reported as such, not as the broken upstream connection it caused."""
+    """Relay; a failure caused by the body (too large, too slow) is reported
+    as such, not as the broken upstream connection it caused."""
     try:
         return await relay(request, backends, outgoing, failover=failover, model=model)
     except ProxyError:
         if body.error is not None:
             raise body.error from None
         raise
-    finally:
-        body.close()

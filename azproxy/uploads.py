@@ -3,40 +3,44 @@
 Two kinds, both limited by max_upload_mb:
 - a multipart upload whose `model` field picks the deployment (audio
   transcriptions and translations, image edits): read until the field has
-  gone past, spooling what was read (to disk beyond SPOOL_MEMORY_BYTES), then
-  sent upstream as the spooled head followed by the rest as it arrives. A
-  Python SDK puts fields before the file, so the head is small and sending
-  starts at once; a client that puts the file first gets it spooled;
-- any other multipart body (files, upload parts): streamed through chunk by
-  chunk, nothing kept.
-The client's bytes are forwarded unchanged (same boundary, same parts), except
+  gone past, holding what was read (in memory up to SPOOL_MEMORY_BYTES and
+  within max_buffered_body_mb, then on disk within max_spool_mb), then sent
+  upstream as that head followed by the rest as it arrives. A Python SDK
+  puts fields before the file, so the head is small and sending starts at
+  once; a client that puts the file first gets it spooled. The rest is
+  scanned on its way: a second `model` field stops the upload (400);
+- any other multipart body (files, upload parts, uploads whose model does
+  not matter): streamed through chunk by chunk, nothing kept, with the
+  client's own Content-Encoding and Content-Length.
+Every pause of the client is bounded by client_body_timeout_s (408). The
+client's bytes are forwarded unchanged (same boundary, same parts), except
 on Azure's v1 API, where the `model` value is replaced by the deployment.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 
 from aiohttp import hdrs, web
 from aiohttp.streams import StreamReader
 
+from .bodies import BodyBuffer, next_chunk, refuse_encoded
 from .errors import BadRequest, PayloadTooLarge, ProxyError
-from .multipart import MultipartScanner, Splice, boundary_of, model_part
+from .keys import BUDGETS, CONFIG
+from .multipart import MultipartScanner, boundary_of, model_part
+from .splice import Splice, pieces
 
 __all__ = [
     "SPOOL_MEMORY_BYTES",
     "StreamBody",
     "can_send_again",
     "read_upload",
+    "spooled",
     "stream_through",
 ]
 
 SPOOL_MEMORY_BYTES = 1024 * 1024
-READ_BYTES = 64 * 1024
-
-Spool = tempfile.SpooledTemporaryFile[bytes]
 
 
 def can_send_again(body: bytes | StreamBody) -> bool:
@@ -56,12 +60,17 @@ def _too_large(limit: int) -> PayloadTooLarge:
 class _Source:
     """What one upload read: shared by every StreamBody made from it."""
 
-    head: Spool | None  # the bytes read before relaying started
-    head_size: int
+    head: BodyBuffer | None  # the bytes read before relaying started
     rest: StreamReader | None  # the bytes still to come; None: all in head
     limit: int
+    timeout_s: float  # the longest pause while reading `rest`
+    scanner: MultipartScanner | None = None  # reads `rest` for a second model
     error: ProxyError | None = None  # why the stream was cut, if it was
     sent: bool = False
+
+    @property
+    def head_size(self) -> int:
+        return 0 if self.head is None else self.head.size
 
 
 @dataclass(slots=True)
@@ -70,9 +79,8 @@ class StreamBody:
 
     source: _Source
     length: int | None  # the Content-Length to send, None for chunked
-    scanner: MultipartScanner | None = None
     boundary: bytes = b""
-    splice: Splice | None = field(default=None)
+    splices: tuple[Splice, ...] = ()  # edits within the head
 
     @property
     def replayable(self) -> bool:
@@ -85,7 +93,7 @@ class StreamBody:
 
     def with_model(self, deployment: str) -> StreamBody:
         """This body with its `model` field set to `deployment` (Azure's v1 API)."""
-        scanner = self.scanner
+        scanner = self.source.scanner
         if scanner is None:
             return self
         if scanner.model_at is not None:
@@ -96,53 +104,52 @@ class StreamBody:
         elif self.replayable and scanner.first_part_at is not None:
             # No model field at all: v1 needs one, so add it as the first part.
             at = scanner.first_part_at
-            splice = Splice(at, at, model_part(self.boundary, deployment))
+            splice = Splice.insert(at, model_part(self.boundary, deployment))
         else:
             return self
         length = None if self.length is None else self.length + splice.growth
-        return replace(self, length=length, splice=splice)
+        return replace(self, length=length, splices=(splice,))
 
     async def chunks(self) -> AsyncIterator[bytes]:
         source = self.source
         if source.sent and not self.replayable:
             raise RuntimeError("a streamed request body can be sent only once")
         source.sent = True
-        if source.head is not None:
-            splice = self.splice
-            if splice is None:
-                for piece in _read_range(source.head, 0, source.head_size):
+        head = source.head
+        if head is not None:
+            for piece in pieces(head.size, self.splices):
+                if isinstance(piece, bytes):
                     yield piece
-            else:
-                for piece in _read_range(source.head, 0, splice.start):
-                    yield piece
-                yield splice.data
-                for piece in _read_range(source.head, splice.end, source.head_size):
-                    yield piece
+                else:
+                    for block in head.read_range(*piece):
+                        yield block
         if source.rest is not None:
-            received = source.head_size
-            while chunk := await source.rest.readany():
-                received += len(chunk)
-                if received > source.limit:
-                    source.error = _too_large(source.limit)
-                    raise source.error
+            async for chunk in _rest(source):
                 yield chunk
 
     def close(self) -> None:
         if self.source.head is not None:
-            self.source.head.close()  # a spooled temporary file is deleted
+            self.source.head.close()  # gives its budget back, deletes a file
 
 
-def _read_range(spool: Spool, start: int, end: int) -> Iterator[bytes]:
-    """Blocks of the spool between two offsets; a disk read here comes from
-    the page cache, fast enough not to need a thread."""
-    position = start
-    while position < end:
-        spool.seek(position)  # another send of a replayable body may interleave
-        piece = spool.read(min(READ_BYTES, end - position))
-        if not piece:
-            return
-        position += len(piece)
-        yield piece
+async def _rest(source: _Source) -> AsyncIterator[bytes]:
+    """What the client sends after the head, checked on its way: a failure
+    is kept in source.error, since aiohttp reports it as a broken upstream
+    connection."""
+    assert source.rest is not None
+    received = source.head_size
+    scanner = source.scanner
+    try:
+        while chunk := await next_chunk(source.rest, source.timeout_s):
+            received += len(chunk)
+            if received > source.limit:
+                raise _too_large(source.limit)
+            if scanner is not None:
+                scanner.feed(chunk)  # before Azure sees a second model field
+            yield chunk
+    except ProxyError as exc:
+        source.error = exc
+        raise
 
 
 def _check_length(request: web.Request, limit: int) -> None:
@@ -151,15 +158,24 @@ def _check_length(request: web.Request, limit: int) -> None:
         raise _too_large(limit)
 
 
-def stream_through(request: web.Request, limit: int) -> StreamBody:
-    """The request body as it arrives, with nothing read or kept."""
+def stream_through(request: web.Request) -> StreamBody:
+    """The request body as it arrives, with nothing read or kept: the
+    client's bytes, compressed or not, with its own Content-Length."""
+    config = request.app[CONFIG]
+    limit = config.max_upload_bytes
     _check_length(request, limit)
-    source = _Source(None, 0, request.content, limit)
+    source = _Source(None, request.content, limit, config.client_body_timeout_s)
     return StreamBody(source, request.content_length)
 
 
+def spooled(buffer: BodyBuffer, limit: int, timeout_s: float) -> StreamBody:
+    """A body read whole into a buffer (on disk): sent from there, as often
+    as needed."""
+    return StreamBody(_Source(buffer, None, limit, timeout_s), buffer.size)
+
+
 async def read_upload(
-    request: web.Request, limit: int, *, need_model: bool
+    request: web.Request, *, need_model: bool
 ) -> tuple[StreamBody, str | None]:
     """Read a multipart upload until its `model` field has gone past.
 
@@ -173,19 +189,20 @@ async def read_upload(
             "fields, with a boundary), as the OpenAI SDKs do."
         )
     if not need_model:
-        return stream_through(request, limit), None
+        return stream_through(request), None
+    refuse_encoded(request)  # its model field must be read
+    config = request.app[CONFIG]
+    limit = config.max_upload_bytes
+    timeout_s = config.client_body_timeout_s
     _check_length(request, limit)
     scanner = MultipartScanner(boundary)
-    # Closed by StreamBody.close() once relayed, not by a with block here.
-    head: Spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
-    size = 0
+    head = BodyBuffer(request.app[BUDGETS], spill=True, memory_cap=SPOOL_MEMORY_BYTES)
     try:
         while scanner.model is None:
-            chunk = await request.content.readany()
+            chunk = await next_chunk(request.content, timeout_s)
             if not chunk:
                 break
-            size += len(chunk)
-            if size > limit:
+            if head.size + len(chunk) > limit:
                 raise _too_large(limit)
             head.write(chunk)
             scanner.feed(chunk)
@@ -193,6 +210,6 @@ async def read_upload(
         head.close()
         raise
     rest = None if request.content.at_eof() else request.content
-    source = _Source(head, size, rest, limit)
-    body = StreamBody(source, request.content_length, scanner, boundary)
+    source = _Source(head, rest, limit, timeout_s, scanner)
+    body = StreamBody(source, request.content_length, boundary)
     return body, scanner.model

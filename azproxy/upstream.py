@@ -147,6 +147,10 @@ async def send_once(
             retryable=False,
         ) from None
     except aiohttp.ClientError as exc:
+        if isinstance(exc.__cause__, ProxyError):
+            # The client's body broke off (too large, too slow, a second
+            # model field): the client's error, not Azure's, never retried.
+            raise exc.__cause__ from None
         raise Failure(
             UpstreamUnreachable(
                 f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."

@@ -58,7 +58,10 @@ class FakeAzure:
     url: str = ""
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024**3)
+        # Record bodies as azproxy sent them: never decompressed.
+        app = web.Application(
+            client_max_size=1024**3, handler_args={"auto_decompress": False}
+        )
         app.router.add_route("*", "/{path:.*}", self.handle)
         return app
 

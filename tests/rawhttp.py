@@ -1,5 +1,6 @@
-"""HTTP/1.1 over raw sockets: what a test needs to send half a request, hold
-a connection idle, or see exactly when the server closes one."""
+"""HTTP/1.1 over raw sockets: what a test needs to send half a request (or
+half a body), hold a connection idle, or see exactly when the server closes
+one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from aiohttp.test_utils import TestClient
 
 MARGIN_S = 5.0  # how long a test waits for something the server must do
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: azproxy\r\n\r\n"
@@ -32,6 +35,25 @@ class Conn:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def to(cls, proxy: TestClient[Any, Any]) -> Conn:
+        """A connection to a test client's server."""
+        reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        return cls(reader, writer)
+
+    async def send_head(
+        self, method: str, path: str, headers: dict[str, str], length: int | None
+    ) -> None:
+        """A request's head; its body (Content-Length, or chunked when
+        length is None) is up to the test to send, or not."""
+        lines = [f"{method} {path} HTTP/1.1", "Host: azproxy"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if length is None:
+            lines.append("Transfer-Encoding: chunked")
+        else:
+            lines.append(f"Content-Length: {length}")
+        await self.send(("\r\n".join(lines) + "\r\n\r\n").encode())
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)

@@ -5,6 +5,7 @@ gets the client's bytes intact, and the body streams through."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -276,3 +277,89 @@ async def test_a_chunked_upload_goes_upstream_chunked(
     assert fake_azure.last.body == FIELDS_FIRST
     assert "Content-Length" not in fake_azure.last.headers
     assert fake_azure.last.headers["Transfer-Encoding"] == "chunked"
+
+
+async def test_a_second_model_field_in_the_head_is_400_before_azure(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    body = form(field("model", "whisper"), field("model", "gpt-image-1"), file_part())
+    response = await proxy.post(
+        "/v1/audio/transcriptions", data=body, headers=multipart(MAPPED)
+    )
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "ambiguous_model" and error["param"] == "model"
+    assert fake_azure.requests == []
+
+
+async def test_a_second_model_field_while_streaming_stops_the_upload(
+    aiohttp_server: AiohttpServer, proxy_for: ProxyFactory
+) -> None:
+    # Relaying starts after the first model field; the second one comes
+    # later, and Azure must never get a whole body (nor answer it).
+    arrived = asyncio.Event()
+    received = bytearray()
+    answered: list[int] = []
+
+    async def upstream(request: web.Request) -> web.Response:
+        async for piece in request.content.iter_any():
+            received.extend(piece)
+            arrived.set()
+        answered.append(len(received))
+        return web.json_response(TRANSCRIPT)
+
+    app = web.Application()
+    app.router.add_post("/{path:.*}", upstream)
+    server = await aiohttp_server(app)
+    proxy = await proxy_for(upstream=str(server.make_url("")).rstrip("/"))
+    head = field("model", "whisper") + file_part(AUDIO)
+    tail = field("model", "gpt-image-1") + b"--azproxy-test-boundary-7d3f--\r\n"
+
+    async def client_body() -> AsyncIterator[bytes]:
+        yield head
+        await asyncio.wait_for(arrived.wait(), 5)  # Azure is reading
+        yield tail
+
+    response = await proxy.post(
+        "/v1/audio/transcriptions", data=client_body(), headers=multipart(MAPPED)
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "ambiguous_model"
+    assert answered == []
+    assert bytes(received) == head[: len(received)]  # never the second field
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/v1/files", SINGLE),
+        ("/v1/audio/transcriptions", SINGLE),  # one deployment: model not read
+    ],
+)
+async def test_a_compressed_upload_is_relayed_as_the_client_sent_it(
+    proxy: Any, fake_azure: FakeAzure, path: str, headers: dict[str, str]
+) -> None:
+    compressed = gzip.compress(FIELDS_FIRST)
+    response = await proxy.post(
+        path,
+        data=compressed,
+        headers=multipart(headers) | {"Content-Encoding": "gzip"},
+    )
+    assert response.status == 200
+    sent = fake_azure.last
+    assert sent.body == compressed
+    assert sent.headers["Content-Encoding"] == "gzip"
+    assert sent.headers["Content-Length"] == str(len(compressed))
+
+
+async def test_a_compressed_upload_whose_model_must_be_read_is_415(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    response = await proxy.post(
+        "/v1/audio/transcriptions",
+        data=gzip.compress(FIELDS_FIRST),
+        headers=multipart(MAPPED) | {"Content-Encoding": "gzip"},
+    )
+    assert response.status == 415
+    assert (await response.json())["error"]["code"] == "unsupported_content_encoding"
+    assert fake_azure.requests == []

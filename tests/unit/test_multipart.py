@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from azproxy.errors import BadRequest
-from azproxy.multipart import MultipartScanner, Splice, boundary_of, model_part
+from azproxy.multipart import MultipartScanner, boundary_of, model_part
+from azproxy.splice import Splice
 
 BOUNDARY = b"b0undary-XyZ"
 AUDIO = bytes(range(256)) * 40 + b"\r\n--b0undar" + b"\r\n-" + b"end"
@@ -69,20 +70,22 @@ def test_model_found_when_fed_in_small_pieces(size: int) -> None:
         assert scanner.model == "whisper-1"
 
 
-def test_the_scan_stops_at_the_model_and_keeps_little() -> None:
+def test_the_scan_goes_on_after_the_model_keeping_little() -> None:
     scanner = MultipartScanner(BOUNDARY)
     head = FIELDS_FIRST.index(b"whisper-1") + len(b"whisper-1\r\n--") + len(BOUNDARY)
     scanner.feed(FIELDS_FIRST[:head])
-    assert scanner.done and scanner.model == "whisper-1"
-    scanner.feed(b"anything at all, not parsed")
-    assert scanner.model == "whisper-1"
+    assert scanner.model == "whisper-1" and not scanner.finished
+    scanner.feed(FIELDS_FIRST[head:-30])
+    assert len(scanner._buf) < 100
+    scanner.feed(FIELDS_FIRST[-30:])
+    assert scanner.model == "whisper-1" and scanner.finished
 
 
 def test_file_bytes_are_not_kept_while_scanning() -> None:
     scanner = MultipartScanner(BOUNDARY)
     scanner.feed(file_part(data=b"x" * 1_000_000)[:-2])
     assert len(scanner._buf) < 100
-    assert scanner.model is None and not scanner.done
+    assert scanner.model is None and not scanner.finished
 
 
 def test_a_file_named_model_is_not_the_model_field() -> None:

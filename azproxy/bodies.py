@@ -1,0 +1,181 @@
+"""Request bodies while azproxy reads them: what they may hold, how long a
+client may pause, and which encodings azproxy can read.
+
+- Budgets: request bodies held whole (JSON, the head of an upload read until
+  its model field) count against one process-wide memory budget
+  (max_buffered_body_mb) while in memory, and against one disk budget
+  (max_spool_mb) once spilled to a temporary file. Past both: 503 with
+  Retry-After, naming the setting. Bytes are counted as they are read, not
+  by the Content-Length a client announces: a client that announces a
+  large body and sends nothing must not hold the budget.
+- client_body_timeout_s bounds every pause while reading a body: then 408,
+  and the connection is closed.
+- Bodies azproxy reads must arrive as sent (Content-Encoding identity):
+  the server does not decompress them (app.py), so a compressed body it
+  would have to read is refused with 415.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from aiohttp import hdrs, web
+from aiohttp.streams import StreamReader
+
+from .errors import RequestTimeout, ServiceUnavailable, UnsupportedMediaType
+
+__all__ = [
+    "READ_BYTES",
+    "BodyBuffer",
+    "Budget",
+    "Budgets",
+    "next_chunk",
+    "refuse_encoded",
+]
+
+READ_BYTES = 64 * 1024
+
+
+class Budget:
+    """Bytes this process may hold at once for one purpose."""
+
+    __slots__ = ("limit", "setting", "used")
+
+    def __init__(self, limit: int, setting: str) -> None:
+        self.limit = limit
+        self.setting = setting  # named in the 503, to say what to raise
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+    def busy(self, size: int) -> ServiceUnavailable:
+        """The 503 for a body of `size` bytes that this budget cannot hold."""
+        if size > self.limit:
+            reason = f"a body this large never fits in {self.setting}; raise it"
+        else:
+            reason = f"it holds as many as {self.setting} allows; retry shortly"
+        return ServiceUnavailable(
+            f"azproxy cannot hold this request body now: {reason}.",
+            code="server_busy",
+            headers={"Retry-After": "1"},
+        )
+
+
+class Budgets:
+    __slots__ = ("disk", "memory")
+
+    def __init__(self, memory_bytes: int, disk_bytes: int) -> None:
+        self.memory = Budget(memory_bytes, "max_buffered_body_mb")
+        self.disk = Budget(disk_bytes, "max_spool_mb")
+
+
+class BodyBuffer:
+    """One request body as it is read: in memory while the memory budget
+    allows (and up to `memory_cap` bytes), then, when `spill` allows it, in
+    a temporary file within the disk budget. close() gives everything back
+    and deletes the file."""
+
+    def __init__(
+        self, budgets: Budgets, *, spill: bool, memory_cap: int | None = None
+    ) -> None:
+        self._budgets = budgets
+        self._spill = spill
+        self._memory_cap = memory_cap
+        self._file: BinaryIO = io.BytesIO()
+        self.size = 0
+        self.on_disk = False
+
+    def write(self, data: bytes) -> None:
+        """Hold `data` too; 503 (ServiceUnavailable) when no budget allows it."""
+        size = len(data)
+        if not self.on_disk:
+            cap = self._memory_cap
+            if (cap is None or self.size + size <= cap) and self._budgets.memory.take(
+                size
+            ):
+                self._file.write(data)
+                self.size += size
+                return
+            if not self._spill:
+                raise self._budgets.memory.busy(self.size + size)
+            self._move_to_disk(size)
+        if not self._budgets.disk.take(size):
+            raise self._budgets.disk.busy(self.size + size)
+        self._file.write(data)
+        self.size += size
+
+    def _move_to_disk(self, pending: int) -> None:
+        disk = self._budgets.disk
+        if not disk.take(self.size):
+            raise disk.busy(self.size + pending)
+        assert isinstance(self._file, io.BytesIO)
+        # Closed by close(), not by a with block here.
+        spool = tempfile.TemporaryFile()  # noqa: SIM115
+        spool.write(self._file.getbuffer())
+        self._file = spool
+        self._budgets.memory.give(self.size)
+        self.on_disk = True
+
+    def take_bytes(self) -> bytes:
+        """The bytes held in memory, without a copy. The caller now holds
+        them against the memory budget: it gives len() back when done."""
+        assert isinstance(self._file, io.BytesIO)
+        data = self._file.getvalue()
+        self._file = io.BytesIO()
+        self.size = 0
+        return data
+
+    def read_range(self, start: int, end: int) -> Iterator[bytes]:
+        """The bytes between two offsets, in blocks. A disk read comes from
+        the page cache, fast enough not to need a thread."""
+        position = start
+        while position < end:
+            self._file.seek(position)  # another send may have moved it
+            piece = self._file.read(min(READ_BYTES, end - position))
+            if not piece:
+                return
+            position += len(piece)
+            yield piece
+
+    def close(self) -> None:
+        (self._budgets.disk if self.on_disk else self._budgets.memory).give(self.size)
+        self.size = 0
+        self._file.close()  # a temporary file is deleted
+
+
+async def next_chunk(content: StreamReader, timeout_s: float) -> bytes:
+    """The next piece of a request body (b"" at its end); 408 when the
+    client sends nothing for timeout_s."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await content.readany()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The client sent no part of its request body for {timeout_s:g} s "
+            "(client_body_timeout_s)."
+        ) from None
+
+
+def refuse_encoded(request: web.Request) -> None:
+    """415 for a body azproxy must read that came compressed."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+    if (
+        encoding is not None
+        and encoding.strip().lower() != "identity"
+        and request.body_exists
+    ):
+        raise UnsupportedMediaType(
+            "azproxy reads this request's body and cannot read it compressed: "
+            "send it without Content-Encoding."
+        )

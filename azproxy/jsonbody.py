@@ -1,0 +1,163 @@
+"""Read what azproxy needs from a JSON request body, and edit it in place.
+
+`read_object` checks the body's shape (jsonshape), then walks only the top
+level of the object: json's own C scanner reads each member's value, and a
+regular expression skips runs of plain members (a key that cannot be
+`model`, a string, number or literal value) without building them, so a
+body with a million top-level members costs C time, not a Python loop
+turn each. It records where the `model` value lies, so that replacing it
+(Azure's v1 API and the resource calls take the deployment name there) is a
+byte splice: every other byte reaches Azure as the client sent it.
+
+Two top-level `model` members, however spelled (`"mod\\u0065l"`), are
+refused (400 ambiguous_model): parsers differ on which one wins, and Azure
+must not read a model other than the one azproxy checked. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import BadRequest
+from .jsonshape import InvalidJson, JsonBounds, check_shape
+from .splice import Splice
+
+__all__ = ["JsonObject", "read_object"]
+
+_WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, not \s (RFC 8259 §2)
+_WHITESPACE = " \t\n\r"
+_W = r"[ \t\n\r]*+"
+# A key without escapes, and the colon after it.
+_PLAIN_KEY = re.compile(rf'"([^"\\\x00-\x1f]*+)"{_W}:{_W}')
+# A run of members that cannot matter: a key that is no spelling of `model`,
+# then a short string, a number or a literal. Possessive throughout (nothing
+# to backtrack into), and exactly JSON's grammar for these tokens: what it
+# skips, json would have accepted. Longer strings are left to json's own
+# scanner, which is faster on them.
+_STRING = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}){0,256}+"'
+_MODEL = r'"(?:m|\\u006[dD])(?:o|\\u006[fF])(?:d|\\u0064)(?:e|\\u0065)(?:l|\\u006[cC])"'
+_NUMBER = r"-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][-+]?+[0-9]++)?+"
+_SCALAR = f"(?:{_STRING}|{_NUMBER}|true|false|null)"
+_PLAIN_MEMBERS = re.compile(f"(?:(?!{_MODEL}){_STRING}{_W}:{_W}{_SCALAR}{_W},{_W})*+")
+# json's C scanner, public in its module but absent from the type stubs:
+# a string from just after its opening quote, and any value at an offset.
+_scan_string: Callable[[str, int], tuple[str, int]]
+_scan_string = json.decoder.scanstring  # type: ignore[attr-defined]
+_scan_value: Callable[[str, int], tuple[object, int]]
+_scan_value = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class JsonObject:
+    """A JSON object body: its top-level `model`, and where to edit it."""
+
+    model: object  # the value of the top-level `model`, None when absent
+    model_at: tuple[int, int] | None  # its value's byte offsets
+    opening: int  # the byte offset just after `{`, where a member can go
+    empty: bool  # no members at all
+
+    def set_model(self, value: str) -> Splice:
+        """The splice that makes the top-level `model` equal to `value`."""
+        encoded = json.dumps(value).encode()
+        if self.model_at is None:
+            return self.insert_member("model", encoded)
+        start, end = self.model_at
+        return Splice(start, end, encoded)
+
+    def insert_member(self, name: str, value: bytes) -> Splice:
+        """A splice that adds the member `name` (value: JSON text) first."""
+        member = json.dumps(name).encode() + b":" + value
+        return Splice.insert(self.opening, member if self.empty else member + b",")
+
+
+def read_object(body: bytes, bounds: JsonBounds) -> JsonObject:
+    """The body as a JSON object; BadRequest when it is too complex, not a
+    JSON object, or names two models."""
+    try:
+        check_shape(body, bounds)
+        text = body.decode()  # strict UTF-8 (RFC 8259 §8.1)
+        return _walk(text, ascii_only=len(text) == len(body))
+    except (ValueError, StopIteration, IndexError, RecursionError):
+        # ValueError covers InvalidJson, json's errors and UnicodeDecodeError;
+        # StopIteration and IndexError are how the scanner says "no value here".
+        raise BadRequest(
+            "The request body must be a JSON object with a 'model' field; "
+            "azproxy picks the Azure deployment from it.",
+            param="model",
+        ) from None
+
+
+def _walk(text: str, *, ascii_only: bool) -> JsonObject:
+    at = _skip_ws(text, 0)
+    if text[at] != "{":
+        raise InvalidJson("not an object")
+    opening = at + 1  # only ASCII before it: a byte offset too
+    position = _skip_ws(text, opening)
+    empty = text[position] == "}"
+    model: object = None
+    model_at: tuple[int, int] | None = None
+    if not empty:
+        model, model_at, position = _members(text, position)
+    if _skip_ws(text, position + 1) != len(text):
+        raise InvalidJson("text after the object")
+    if model_at is not None and not ascii_only:
+        model_at = _byte_span(text, *model_at)
+    return JsonObject(model, model_at, opening, empty)
+
+
+def _members(text: str, position: int) -> tuple[object, tuple[int, int] | None, int]:
+    """Walk the top-level members from the first key: the `model` value, its
+    span in `text`, and the position of the closing `}`."""
+    model: object = None
+    model_at: tuple[int, int] | None = None
+    while True:
+        position = _skip(_PLAIN_MEMBERS, text, position)
+        found = _PLAIN_KEY.match(text, position)
+        if found is not None:
+            key, start = found[1], found.end()
+        else:  # a key with escapes
+            if text[position] != '"':
+                raise InvalidJson("a member must start with a key")
+            key, position = _scan_string(text, position + 1)
+            position = _skip_ws(text, position)
+            if text[position] != ":":
+                raise InvalidJson("a key must be followed by ':'")
+            start = _skip_ws(text, position + 1)
+        value, end = _scan_value(text, start)
+        if key == "model":
+            if model_at is not None:
+                raise _ambiguous()
+            model, model_at = value, (start, end)
+        if text[end] in _WHITESPACE:
+            end = _skip_ws(text, end)
+        if text[end] == "}":
+            return model, model_at, end
+        if text[end] != ",":
+            raise InvalidJson("members must be separated by ','")
+        position = _skip_ws(text, end + 1)
+
+
+def _skip(pattern: re.Pattern[str], text: str, position: int) -> int:
+    """Where a pattern that can match nothing ends, matched at `position`."""
+    return pattern.match(text, position).end()  # type: ignore[union-attr]
+
+
+def _skip_ws(text: str, position: int) -> int:
+    return _skip(_WS, text, position)
+
+
+def _byte_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Offsets in the UTF-8 body of text[start:end]."""
+    byte_start = len(text[:start].encode())
+    return byte_start, byte_start + len(text[start:end].encode())
+
+
+def _ambiguous() -> BadRequest:
+    return BadRequest(
+        "The JSON body has more than one top-level 'model' member; send one.",
+        param="model",
+        code="ambiguous_model",
+    )

@@ -1,0 +1,82 @@
+"""Budgets for the request bodies a process holds: in memory, then on disk,
+then 503 naming the setting to raise; everything given back on close."""
+
+from __future__ import annotations
+
+import pytest
+
+from azproxy.bodies import BodyBuffer, Budgets
+from azproxy.errors import ServiceUnavailable
+
+
+def contents(buffer: BodyBuffer) -> bytes:
+    return b"".join(buffer.read_range(0, buffer.size))
+
+
+def test_a_body_within_the_memory_budget_stays_in_memory() -> None:
+    budgets = Budgets(memory_bytes=100, disk_bytes=100)
+    buffer = BodyBuffer(budgets, spill=False)
+    buffer.write(b"a" * 60)
+    buffer.write(b"b" * 40)
+    assert not buffer.on_disk and budgets.memory.used == 100
+    data = buffer.take_bytes()
+    assert data == b"a" * 60 + b"b" * 40
+    buffer.close()  # what was taken is the caller's to give back
+    assert budgets.memory.used == 100
+    budgets.memory.give(len(data))
+    assert budgets.memory.used == 0
+
+
+def test_past_the_memory_budget_a_body_that_may_spill_goes_to_disk() -> None:
+    budgets = Budgets(memory_bytes=100, disk_bytes=1000)
+    budgets.memory.take(50)  # another request's body
+    buffer = BodyBuffer(budgets, spill=True)
+    buffer.write(b"a" * 40)
+    buffer.write(b"b" * 40)
+    assert buffer.on_disk
+    assert (budgets.memory.used, budgets.disk.used) == (50, 80)
+    assert contents(buffer) == b"a" * 40 + b"b" * 40
+    assert b"".join(buffer.read_range(30, 50)) == b"a" * 10 + b"b" * 10
+    buffer.close()
+    assert (budgets.memory.used, budgets.disk.used) == (50, 0)
+
+
+def test_a_memory_cap_sends_the_rest_to_disk() -> None:
+    budgets = Budgets(memory_bytes=1000, disk_bytes=1000)
+    buffer = BodyBuffer(budgets, spill=True, memory_cap=64)
+    buffer.write(b"x" * 64)
+    assert (buffer.on_disk, budgets.memory.used) == (False, 64)
+    buffer.write(b"y")
+    assert (buffer.on_disk, budgets.memory.used, budgets.disk.used) == (True, 0, 65)
+    buffer.close()
+    assert budgets.disk.used == 0
+
+
+@pytest.mark.parametrize(
+    ("spill", "setting"), [(False, "max_buffered_body_mb"), (True, "max_spool_mb")]
+)
+def test_past_every_budget_it_is_503_naming_the_setting(
+    spill: bool, setting: str
+) -> None:
+    budgets = Budgets(memory_bytes=100, disk_bytes=100)
+    budgets.memory.take(50)  # other requests' bodies
+    budgets.disk.take(50)
+    buffer = BodyBuffer(budgets, spill=spill)
+    buffer.write(b"a" * 30)
+    with pytest.raises(ServiceUnavailable) as raised:
+        buffer.write(b"b" * 30)
+    error = raised.value
+    assert error.status == 503 and error.code == "server_busy"
+    assert error.headers["Retry-After"] == "1"
+    assert f"as many as {setting} allows; retry shortly" in error.message
+    buffer.close()
+    assert budgets.memory.used == 50 and budgets.disk.used == 50
+
+
+def test_a_body_larger_than_the_whole_budget_is_told_so() -> None:
+    budgets = Budgets(memory_bytes=100, disk_bytes=100)
+    buffer = BodyBuffer(budgets, spill=False)
+    with pytest.raises(ServiceUnavailable) as raised:
+        buffer.write(b"a" * 101)
+    assert "never fits in max_buffered_body_mb; raise it" in raised.value.message
+    buffer.close()
