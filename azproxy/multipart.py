@@ -118,9 +118,11 @@ class MultipartScanner:
                 self._state = _DONE
                 return False
             end = buf.find(b"\r\n")
-            if end < 0 and len(buf) <= MAX_PADDING_BYTES:
+            # The same bound whether the CRLF is here yet or not, so the
+            # verdict does not depend on how the body was split.
+            if end < 0 and len(buf) < MAX_PADDING_BYTES + 2:
                 return False
-            if end < 0 or buf[:end].strip(b" \t"):
+            if end < 0 or end > MAX_PADDING_BYTES or buf[:end].strip(b" \t"):
                 raise BadRequest("The multipart body is malformed.")
             self._drop(end + 2)
             self._state = _HEADERS
@@ -130,9 +132,12 @@ class MultipartScanner:
                 headers, size = b"", 2
             else:
                 end = buf.find(b"\r\n\r\n")
+                # As for padding: one bound, however the body was split.
+                if end > MAX_HEADER_BYTES or (
+                    end < 0 and len(buf) >= MAX_HEADER_BYTES + 4
+                ):
+                    raise BadRequest("A multipart part has too large headers.")
                 if end < 0:
-                    if len(buf) > MAX_HEADER_BYTES:
-                        raise BadRequest("A multipart part has too large headers.")
                     return False
                 headers, size = bytes(buf[:end]), end + 4
             self._in_model = _is_model_field(headers)

@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from azproxy.errors import BadRequest
-from azproxy.multipart import MultipartScanner, boundary_of, model_part
+from azproxy.multipart import (
+    MAX_HEADER_BYTES,
+    MAX_PADDING_BYTES,
+    MultipartScanner,
+    boundary_of,
+    model_part,
+)
 from azproxy.splice import Splice
 
 BOUNDARY = b"b0undary-XyZ"
@@ -153,3 +159,46 @@ def test_malformed_bodies_are_400(data: bytes) -> None:
 )
 def test_boundary_of(content_type: str, boundary: bytes | None) -> None:
     assert boundary_of(content_type) == boundary
+
+
+def _verdict(body: bytes, cuts: tuple[int, ...]) -> str:
+    scanner = MultipartScanner(b"xyz")
+    pieces = [body[a:b] for a, b in zip((0, *cuts), (*cuts, len(body)), strict=True)]
+    try:
+        for piece in pieces:
+            scanner.feed(piece)
+    except BadRequest as exc:
+        return exc.message
+    return f"model={scanner.model}"
+
+
+@pytest.mark.parametrize(
+    ("head", "limit"),
+    [
+        # Header block exactly at the bound, then one byte over it.
+        (b'Content-Disposition: form-data; name="model"\r\nX-Pad: ', MAX_HEADER_BYTES),
+        # Transport padding after the delimiter, at the bound and over it.
+        (None, MAX_PADDING_BYTES),
+    ],
+)
+@pytest.mark.parametrize("over", [0, 1])
+def test_size_bounds_do_not_depend_on_where_the_body_is_split(
+    head: bytes | None, limit: int, over: int
+) -> None:
+    if head is None:
+        body = (
+            b"--xyz" + b" " * (limit + over) + b"\r\nContent-Disposition: form-data; "
+            b'name="model"\r\n\r\ngpt-4o\r\n--xyz--\r\n'
+        )
+    else:
+        pad = limit + over - len(head)
+        body = b"--xyz\r\n" + head + b"a" * pad + b"\r\n\r\ngpt-4o\r\n--xyz--\r\n"
+    whole = _verdict(body, ())
+    assert whole == ("model=gpt-4o" if not over else whole)
+    assert (whole == "model=gpt-4o") == (not over)
+    # Every cut near the start and around where the bound is crossed, and a
+    # sample of the rest (every cut of a 16 KiB header block takes seconds).
+    end = len(b"--xyz\r\n") + limit + over
+    cuts = {*range(1, 48), *range(end - 48, end + 48), *range(1, len(body), 101)}
+    for cut in sorted(c for c in cuts if 0 < c < len(body)):
+        assert _verdict(body, (cut,)) == whole, cut
