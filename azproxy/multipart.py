@@ -14,7 +14,9 @@ pick one that azproxy did not check.
 
 from __future__ import annotations
 
-from aiohttp.multipart import parse_content_disposition
+import warnings
+
+from aiohttp.multipart import BadContentDispositionHeader, parse_content_disposition
 
 from .errors import BadRequest
 
@@ -166,15 +168,25 @@ class MultipartScanner:
 
 
 def _is_model_field(headers: bytes) -> bool:
-    """Whether a part's headers say it is the plain `model` field (no file)."""
+    """Whether a part's headers say it is the plain `model` field (no file).
+
+    A Content-Disposition aiohttp cannot read (a parameter given twice, say)
+    is refused rather than guessed at: another parser might read `model`
+    in it. `name*` (RFC 2231) is read like `name` for the same reason.
+    """
     for line in headers.split(b"\r\n"):
         name, _, value = line.partition(b":")
         if name.strip().lower() != b"content-disposition":
             continue
-        kind, params = parse_content_disposition(value.decode("latin-1").strip())
+        with warnings.catch_warnings():
+            # aiohttp warns about the malformed header; it is refused below.
+            warnings.simplefilter("ignore", BadContentDispositionHeader)
+            kind, params = parse_content_disposition(value.decode("latin-1").strip())
+        if kind is None:
+            raise BadRequest("A multipart part has a malformed Content-Disposition.")
         return (
             kind == "form-data"
-            and params.get("name") == "model"
+            and "model" in (params.get("name"), params.get("name*"))
             and "filename" not in params
             and "filename*" not in params
         )

@@ -202,3 +202,22 @@ def test_size_bounds_do_not_depend_on_where_the_body_is_split(
     cuts = {*range(1, 48), *range(end - 48, end + 48), *range(1, len(body), 101)}
     for cut in sorted(c for c in cuts if 0 < c < len(body)):
         assert _verdict(body, (cut,)) == whole, cut
+
+
+def test_name_star_is_read_as_the_model_field() -> None:
+    scanner = MultipartScanner(b"xyz")
+    scanner.feed(
+        b"--xyz\r\nContent-Disposition: form-data; name*=utf-8''model\r\n\r\n"
+        b"gpt-4o\r\n--xyz--\r\n"
+    )
+    assert scanner.model == "gpt-4o"
+
+
+def test_an_unreadable_content_disposition_is_refused_not_guessed() -> None:
+    # Another parser might take the first name and see a model here.
+    scanner = MultipartScanner(b"xyz")
+    with pytest.raises(BadRequest, match="malformed Content-Disposition"):
+        scanner.feed(
+            b'--xyz\r\nContent-Disposition: form-data; name="model"; name="x"'
+            b"\r\n\r\ngpt-4o\r\n--xyz--\r\n"
+        )
