@@ -1,5 +1,6 @@
 """Writing an answer to the client, chunk by chunk, and ending it explicitly
-when Azure fails midway. A client that stops reading cannot pin the proxy."""
+when it breaks: Azure fails midway, or the shutdown grace runs out. A client
+that stops reading cannot pin the proxy."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import aiohttp
 from aiohttp import web
 
 from .errors import error_body
-from .keys import CONFIG, EXCHANGE
+from .keys import CONFIG, EXCHANGE, LIFECYCLE
+from .lifecycle import ShuttingDown
 from .observe import Exchange, usage_of
 from .sse import normaliser_for
 from .upstream import Reply
@@ -29,7 +31,22 @@ async def pump(
     sse: bool,
     exchange: Exchange,
 ) -> None:
-    """Relay the body chunk by chunk; end it explicitly if Azure fails."""
+    """Relay the body as it arrives; end it explicitly if it breaks."""
+    lifecycle = request.app[LIFECYCLE]
+    lifecycle.relaying(reply.response)  # a shutdown past its grace cuts it
+    try:
+        await relay_body(request, response, reply, sse, exchange)
+    finally:
+        lifecycle.relayed(reply.response)
+
+
+async def relay_body(
+    request: web.Request,
+    response: web.StreamResponse,
+    reply: Reply,
+    sse: bool,
+    exchange: Exchange,
+) -> None:
     upstream = reply.response
     # sse_compat=openai: whole events, minus Azure's extra chunks.
     tidy = normaliser_for(request, sse)
@@ -41,7 +58,7 @@ async def pump(
             return
         try:
             next_chunk = await upstream.content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ShuttingDown) as exc:
             # The normaliser writes whole events only (a partial one it holds
             # is dropped): the error event needs no separator then.
             last = chunk if tidy is None else b"\n\n"
@@ -100,26 +117,14 @@ async def end_broken_stream(
     last_chunk: bytes,
     exc: BaseException,
 ) -> None:
-    """Azure failed after the answer started: make the failure explicit.
+    """The answer started but cannot end well: make the failure explicit.
 
     SSE gets a final `data: {"error": ...}` event, which the openai SDKs raise
     as an APIError. Then the connection closes without the chunked
     terminator, so even a client that ignores the event sees a broken
     transfer, never a clean-looking truncated answer.
     """
-    if isinstance(exc, TimeoutError):
-        timeout = request.app[CONFIG].read_timeout_s
-        message = (
-            f"Azure OpenAI sent nothing for {timeout:g} s (read_timeout_s); "
-            "the answer is incomplete."
-        )
-        code = "upstream_timeout"
-    else:
-        message = (
-            "The connection to Azure OpenAI broke mid-answer "
-            f"({type(exc).__name__}); the answer is incomplete."
-        )
-        code = "upstream_stream_error"
+    message, code = broken_stream_error(request, exc)
     log.warning("stream to client cut: %s", message)
     if sse:
         # A partial event would swallow the error event's first line.
@@ -133,3 +138,25 @@ async def end_broken_stream(
         # close() flushes what is buffered, then closes; the write_eof that
         # aiohttp attempts afterwards finds the transport closing and stops.
         request.transport.close()
+
+
+def broken_stream_error(request: web.Request, exc: BaseException) -> tuple[str, str]:
+    """What the client is told (message, code) for a stream cut by `exc`."""
+    if isinstance(exc, TimeoutError):
+        timeout = request.app[CONFIG].read_timeout_s
+        return (
+            f"Azure OpenAI sent nothing for {timeout:g} s (read_timeout_s); "
+            "the answer is incomplete.",
+            "upstream_timeout",
+        )
+    if isinstance(exc, ShuttingDown):
+        return (
+            "azproxy is shutting down and its shutdown_grace_s is over; "
+            "the answer is incomplete. Retry on another instance.",
+            "service_unavailable",
+        )
+    return (
+        "The connection to Azure OpenAI broke mid-answer "
+        f"({type(exc).__name__}); the answer is incomplete.",
+        "upstream_stream_error",
+    )
