@@ -11,6 +11,7 @@ from aiohttp import web
 from .access import Gate, match_access_key
 from .config import Config, ConfigError
 from .credentials import presented_token
+from .delivery import SLICE_BYTES
 from .errors import InvalidCredentials
 from .health import HealthBoard
 from .keys import CONFIG, GATE, HEALTH, LIFECYCLE, LIMITER, METRICS, OBSERVER, SESSION
@@ -137,6 +138,9 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=False,  # relay bytes and Content-Encoding exactly as sent
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=NO_AUTO_HEADERS,
+        # Bounded reads: a stream whose client stops reading holds about two
+        # slices of Azure's answer here (aiohttp's default is 256 KiB, x2).
+        read_bufsize=SLICE_BYTES,
     ) as session:
         app[SESSION] = session
         app[LIFECYCLE].ready = True

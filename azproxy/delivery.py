@@ -1,4 +1,4 @@
-"""Writing an answer to the client, chunk by chunk, and ending it explicitly
+"""Writing an answer to the client, slice by slice, and ending it explicitly
 when it breaks: Azure fails midway, or the shutdown grace runs out. A client
 that stops reading cannot pin the proxy."""
 
@@ -17,11 +17,16 @@ from .observe import Exchange, usage_of
 from .sse import normaliser_for
 from .upstream import Reply
 
-__all__ = ["deliver", "end_broken_stream", "pump"]
+__all__ = ["SLICE_BYTES", "deliver", "end_broken_stream", "pump"]
 
 log = logging.getLogger("azproxy.relay")
 
 EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+# The most read from Azure, or written to the client, in one go. With the
+# session's read_bufsize of the same size, a stream whose client stops reading
+# holds about two slices from Azure and the client transport's high-water mark
+# plus one slice: little, even for 1 MB events.
+SLICE_BYTES = 64 * 1024
 
 
 async def pump(
@@ -50,19 +55,19 @@ async def relay_body(
     upstream = reply.response
     # sse_compat=openai: whole events, minus Azure's extra chunks.
     tidy = normaliser_for(request, sse)
-    chunk, previous = reply.first, b""
+    chunk, previous, sent = reply.first, b"", b""
     while chunk:
         out = chunk if tidy is None else tidy.feed(chunk)
-        if out and not await deliver(request, response, out, exchange):
-            upstream.close()  # the client is gone: so is the Azure request
-            return
+        if out:
+            if not await deliver(request, response, out, exchange):
+                upstream.close()  # the client is gone: so is the Azure request
+                return
+            sent = out
         try:
-            next_chunk = await upstream.content.readany()
+            next_chunk = await upstream.content.read(SLICE_BYTES)
         except (aiohttp.ClientError, TimeoutError, ShuttingDown) as exc:
-            # The normaliser writes whole events only (a partial one it holds
-            # is dropped): the error event needs no separator then.
-            last = chunk if tidy is None else b"\n\n"
-            await end_broken_stream(request, response, sse, last, exc)
+            # A partial event the normaliser holds is dropped.
+            await end_broken_stream(request, response, sse, sent, exc)
             return
         if next_chunk:
             previous = chunk
@@ -81,10 +86,11 @@ async def deliver(
 ) -> bool:
     """Write a chunk to the client; False when the client is gone or stalled.
 
-    A client that stops reading makes writes block once the transport's
-    buffer is full, which also stops reading from Azure (backpressure, so
-    memory stays bounded). Such a client gets client_write_timeout_s to read
-    again; then both connections are dropped.
+    Nothing is written past the transport's high-water mark before the
+    client has read the buffer down: a client that stops reading holds at
+    most the mark plus one slice here, and since the relay waits, it stops
+    reading from Azure too (backpressure). Such a client gets
+    client_write_timeout_s to read again; then both connections are dropped.
     """
     transport = request.transport
     try:
@@ -96,17 +102,33 @@ async def deliver(
             await response.write(chunk)
             exchange.sent(len(chunk))
             return True
-        timeout = request.app[CONFIG].client_write_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                await response.write(chunk)
-            exchange.sent(len(chunk))
-        except TimeoutError:
-            log.warning("client read nothing for %g s; dropping the stream", timeout)
-            transport.abort()
-            return False
+        return await deliver_when_read(request, response, chunk, exchange)
     except ConnectionError:
         return False
+
+
+async def deliver_when_read(
+    request: web.Request,
+    response: web.StreamResponse,
+    chunk: bytes,
+    exchange: Exchange,
+) -> bool:
+    """Write slice by slice, each once the client has read the buffer below
+    the high-water mark, waiting at most client_write_timeout_s each time."""
+    timeout = request.app[CONFIG].client_write_timeout_s
+    view = memoryview(chunk)
+    for start in range(0, len(chunk), SLICE_BYTES):
+        piece = view[start : start + SLICE_BYTES]
+        try:
+            async with asyncio.timeout(timeout):
+                await request.writer.drain()  # waits while over the mark
+                await response.write(piece)
+        except TimeoutError:
+            log.warning("client read nothing for %g s; dropping the stream", timeout)
+            if request.transport is not None:
+                request.transport.abort()
+            return False
+        exchange.sent(len(piece))
     return True
 
 
@@ -114,7 +136,7 @@ async def end_broken_stream(
     request: web.Request,
     response: web.StreamResponse,
     sse: bool,
-    last_chunk: bytes,
+    last_sent: bytes,
     exc: BaseException,
 ) -> None:
     """The answer started but cannot end well: make the failure explicit.
@@ -128,7 +150,8 @@ async def end_broken_stream(
     log.warning("stream to client cut: %s", message)
     if sse:
         # A partial event would swallow the error event's first line.
-        separator = b"" if last_chunk.endswith(EVENT_ENDINGS) else b"\n\n"
+        whole = not last_sent or last_sent.endswith(EVENT_ENDINGS)
+        separator = b"" if whole else b"\n\n"
         event = b"data: " + error_body(message, "api_error", code) + b"\n\n"
         # Through deliver(): a client that stopped reading gets no more
         # time here than anywhere else.

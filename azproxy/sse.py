@@ -44,9 +44,11 @@ EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 # Bytes before new data that may hold the start of a split event ending.
 OVERLAP = 3
-# The largest partial event held for filtering: Azure's extra events are
-# small, and a larger one is passed on unfiltered rather than held.
-MAX_HELD_BYTES = 1024 * 1024
+# The largest partial event held for filtering. Azure's extra events take a
+# few KiB (more only for a completions call with hundreds of prompts); a
+# larger event is passed on unfiltered rather than held. What a client that
+# stops reading can pin here is about twice this.
+MAX_HELD_BYTES = 256 * 1024
 
 
 def normaliser_for(request: web.Request, sse: bool) -> StreamNormaliser | None:
