@@ -1,6 +1,6 @@
 """Writing an answer to the client, slice by slice, and ending it explicitly
-when it breaks: Azure fails midway, or the shutdown grace runs out. A client
-that stops reading cannot pin the proxy."""
+when it breaks: Azure fails midway, a stream stops before its last event, or
+the shutdown grace runs out. A client that stops reading cannot pin the proxy."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from .keys import CONFIG, EXCHANGE, LIFECYCLE
 from .lifecycle import ShuttingDown
 from .observe import Exchange, usage_of
 from .sse import normaliser_for
+from .terminal import StreamEnd, terminal_for
 from .upstream import Reply
 
-__all__ = ["SLICE_BYTES", "deliver", "end_broken_stream", "pump"]
+__all__ = ["SLICE_BYTES", "StreamIncomplete", "deliver", "end_broken_stream", "pump"]
 
 log = logging.getLogger("azproxy.relay")
 
@@ -27,6 +28,14 @@ EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 # holds about two slices from Azure and the client transport's high-water mark
 # plus one slice: little, even for 1 MB events.
 SLICE_BYTES = 64 * 1024
+
+
+class StreamIncomplete(Exception):
+    """Internal: Azure ended a stream cleanly but before its last event."""
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(missing)
+        self.missing = missing
 
 
 async def pump(
@@ -55,8 +64,12 @@ async def relay_body(
     upstream = reply.response
     # sse_compat=openai: whole events, minus Azure's extra chunks.
     tidy = normaliser_for(request, sse)
+    # A 2xx stream of a known family must end with that family's last event.
+    end = stream_end(request.path) if sse and upstream.status < 300 else None
     chunk, previous, sent = reply.first, b"", b""
     while chunk:
+        if end is not None:
+            end.feed(chunk)
         out = chunk if tidy is None else tidy.feed(chunk)
         if out:
             if not await deliver(request, response, out, exchange):
@@ -72,10 +85,19 @@ async def relay_body(
         if next_chunk:
             previous = chunk
         chunk = next_chunk
+    if end is not None and not end.complete:
+        incomplete = StreamIncomplete(end.missing)
+        await end_broken_stream(request, response, sse, sent, incomplete)
+        return
     if tidy is not None and (rest := tidy.flush()):
         await deliver(request, response, rest, exchange)
     # A stream's usage (stream_options.include_usage) is in its last events.
     exchange.usage = usage_of(previous + chunk) if sse else None
+
+
+def stream_end(path: str) -> StreamEnd | None:
+    terminal = terminal_for(path)
+    return None if terminal is None else StreamEnd(terminal)
 
 
 async def deliver(
@@ -177,6 +199,12 @@ def broken_stream_error(request: web.Request, exc: BaseException) -> tuple[str, 
             "azproxy is shutting down and its shutdown_grace_s is over; "
             "the answer is incomplete. Retry on another instance.",
             "service_unavailable",
+        )
+    if isinstance(exc, StreamIncomplete):
+        return (
+            "Azure OpenAI ended the stream before its last event "
+            f"({exc.missing}); the answer is incomplete.",
+            "upstream_stream_error",
         )
     return (
         "The connection to Azure OpenAI broke mid-answer "
