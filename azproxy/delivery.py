@@ -1,5 +1,6 @@
-"""Writing an answer to the client, chunk by chunk, and ending it explicitly
-when Azure fails midway. A client that stops reading cannot pin the proxy."""
+"""Writing an answer to the client, slice by slice, and ending it explicitly
+when it breaks: Azure fails midway, a stream stops before its last event, or
+the shutdown grace runs out. A client that stops reading cannot pin the proxy."""
 
 from __future__ import annotations
 
@@ -10,16 +11,31 @@ import aiohttp
 from aiohttp import web
 
 from .errors import error_body
-from .keys import CONFIG, EXCHANGE
+from .keys import CONFIG, EXCHANGE, LIFECYCLE
+from .lifecycle import ShuttingDown
 from .observe import Exchange, usage_of
 from .sse import normaliser_for
+from .terminal import StreamEnd, terminal_for
 from .upstream import Reply
 
-__all__ = ["deliver", "end_broken_stream", "pump"]
+__all__ = ["SLICE_BYTES", "StreamIncomplete", "deliver", "end_broken_stream", "pump"]
 
 log = logging.getLogger("azproxy.relay")
 
 EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+# The most read from Azure, or written to the client, in one go. With the
+# session's read_bufsize of the same size, a stream whose client stops reading
+# holds about two slices from Azure and the client transport's high-water mark
+# plus one slice: little, even for 1 MB events.
+SLICE_BYTES = 64 * 1024
+
+
+class StreamIncomplete(Exception):
+    """Internal: Azure ended a stream cleanly but before its last event."""
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(missing)
+        self.missing = missing
 
 
 async def pump(
@@ -29,31 +45,59 @@ async def pump(
     sse: bool,
     exchange: Exchange,
 ) -> None:
-    """Relay the body chunk by chunk; end it explicitly if Azure fails."""
+    """Relay the body as it arrives; end it explicitly if it breaks."""
+    lifecycle = request.app[LIFECYCLE]
+    lifecycle.relaying(reply.response)  # a shutdown past its grace cuts it
+    try:
+        await relay_body(request, response, reply, sse, exchange)
+    finally:
+        lifecycle.relayed(reply.response)
+
+
+async def relay_body(
+    request: web.Request,
+    response: web.StreamResponse,
+    reply: Reply,
+    sse: bool,
+    exchange: Exchange,
+) -> None:
     upstream = reply.response
     # sse_compat=openai: whole events, minus Azure's extra chunks.
     tidy = normaliser_for(request, sse)
-    chunk, previous = reply.first, b""
+    # A 2xx stream of a known family must end with that family's last event.
+    end = stream_end(request.path) if sse and upstream.status < 300 else None
+    chunk, previous, sent = reply.first, b"", b""
     while chunk:
+        if end is not None:
+            end.feed(chunk)
         out = chunk if tidy is None else tidy.feed(chunk)
-        if out and not await deliver(request, response, out, exchange):
-            upstream.close()  # the client is gone: so is the Azure request
-            return
+        if out:
+            if not await deliver(request, response, out, exchange):
+                upstream.close()  # the client is gone: so is the Azure request
+                return
+            sent = out
         try:
-            next_chunk = await upstream.content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # The normaliser writes whole events only (a partial one it holds
-            # is dropped): the error event needs no separator then.
-            last = chunk if tidy is None else b"\n\n"
-            await end_broken_stream(request, response, sse, last, exc)
+            next_chunk = await upstream.content.read(SLICE_BYTES)
+        except (aiohttp.ClientError, TimeoutError, ShuttingDown) as exc:
+            # A partial event the normaliser holds is dropped.
+            await end_broken_stream(request, response, sse, sent, exc)
             return
         if next_chunk:
             previous = chunk
         chunk = next_chunk
+    if end is not None and not end.complete:
+        incomplete = StreamIncomplete(end.missing)
+        await end_broken_stream(request, response, sse, sent, incomplete)
+        return
     if tidy is not None and (rest := tidy.flush()):
         await deliver(request, response, rest, exchange)
     # A stream's usage (stream_options.include_usage) is in its last events.
     exchange.usage = usage_of(previous + chunk) if sse else None
+
+
+def stream_end(path: str) -> StreamEnd | None:
+    terminal = terminal_for(path)
+    return None if terminal is None else StreamEnd(terminal)
 
 
 async def deliver(
@@ -64,10 +108,11 @@ async def deliver(
 ) -> bool:
     """Write a chunk to the client; False when the client is gone or stalled.
 
-    A client that stops reading makes writes block once the transport's
-    buffer is full, which also stops reading from Azure (backpressure, so
-    memory stays bounded). Such a client gets client_write_timeout_s to read
-    again; then both connections are dropped.
+    Nothing is written past the transport's high-water mark before the
+    client has read the buffer down: a client that stops reading holds at
+    most the mark plus one slice here, and since the relay waits, it stops
+    reading from Azure too (backpressure). Such a client gets
+    client_write_timeout_s to read again; then both connections are dropped.
     """
     transport = request.transport
     try:
@@ -79,17 +124,33 @@ async def deliver(
             await response.write(chunk)
             exchange.sent(len(chunk))
             return True
-        timeout = request.app[CONFIG].client_write_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                await response.write(chunk)
-            exchange.sent(len(chunk))
-        except TimeoutError:
-            log.warning("client read nothing for %g s; dropping the stream", timeout)
-            transport.abort()
-            return False
+        return await deliver_when_read(request, response, chunk, exchange)
     except ConnectionError:
         return False
+
+
+async def deliver_when_read(
+    request: web.Request,
+    response: web.StreamResponse,
+    chunk: bytes,
+    exchange: Exchange,
+) -> bool:
+    """Write slice by slice, each once the client has read the buffer below
+    the high-water mark, waiting at most client_write_timeout_s each time."""
+    timeout = request.app[CONFIG].client_write_timeout_s
+    view = memoryview(chunk)
+    for start in range(0, len(chunk), SLICE_BYTES):
+        piece = view[start : start + SLICE_BYTES]
+        try:
+            async with asyncio.timeout(timeout):
+                await request.writer.drain()  # waits while over the mark
+                await response.write(piece)
+        except TimeoutError:
+            log.warning("client read nothing for %g s; dropping the stream", timeout)
+            if request.transport is not None:
+                request.transport.abort()
+            return False
+        exchange.sent(len(piece))
     return True
 
 
@@ -97,33 +158,22 @@ async def end_broken_stream(
     request: web.Request,
     response: web.StreamResponse,
     sse: bool,
-    last_chunk: bytes,
+    last_sent: bytes,
     exc: BaseException,
 ) -> None:
-    """Azure failed after the answer started: make the failure explicit.
+    """The answer started but cannot end well: make the failure explicit.
 
     SSE gets a final `data: {"error": ...}` event, which the openai SDKs raise
     as an APIError. Then the connection closes without the chunked
     terminator, so even a client that ignores the event sees a broken
     transfer, never a clean-looking truncated answer.
     """
-    if isinstance(exc, TimeoutError):
-        timeout = request.app[CONFIG].read_timeout_s
-        message = (
-            f"Azure OpenAI sent nothing for {timeout:g} s (read_timeout_s); "
-            "the answer is incomplete."
-        )
-        code = "upstream_timeout"
-    else:
-        message = (
-            "The connection to Azure OpenAI broke mid-answer "
-            f"({type(exc).__name__}); the answer is incomplete."
-        )
-        code = "upstream_stream_error"
+    message, code = broken_stream_error(request, exc)
     log.warning("stream to client cut: %s", message)
     if sse:
         # A partial event would swallow the error event's first line.
-        separator = b"" if last_chunk.endswith(EVENT_ENDINGS) else b"\n\n"
+        whole = not last_sent or last_sent.endswith(EVENT_ENDINGS)
+        separator = b"" if whole else b"\n\n"
         event = b"data: " + error_body(message, "api_error", code) + b"\n\n"
         # Through deliver(): a client that stopped reading gets no more
         # time here than anywhere else.
@@ -133,3 +183,31 @@ async def end_broken_stream(
         # close() flushes what is buffered, then closes; the write_eof that
         # aiohttp attempts afterwards finds the transport closing and stops.
         request.transport.close()
+
+
+def broken_stream_error(request: web.Request, exc: BaseException) -> tuple[str, str]:
+    """What the client is told (message, code) for a stream cut by `exc`."""
+    if isinstance(exc, TimeoutError):
+        timeout = request.app[CONFIG].read_timeout_s
+        return (
+            f"Azure OpenAI sent nothing for {timeout:g} s (read_timeout_s); "
+            "the answer is incomplete.",
+            "upstream_timeout",
+        )
+    if isinstance(exc, ShuttingDown):
+        return (
+            "azproxy is shutting down and its shutdown_grace_s is over; "
+            "the answer is incomplete. Retry on another instance.",
+            "service_unavailable",
+        )
+    if isinstance(exc, StreamIncomplete):
+        return (
+            "Azure OpenAI ended the stream before its last event "
+            f"({exc.missing}); the answer is incomplete.",
+            "upstream_stream_error",
+        )
+    return (
+        "The connection to Azure OpenAI broke mid-answer "
+        f"({type(exc).__name__}); the answer is incomplete.",
+        "upstream_stream_error",
+    )

@@ -32,16 +32,20 @@ _WHITESPACE = " \t\n\r"
 _W = r"[ \t\n\r]*+"
 # A key without escapes, and the colon after it.
 _PLAIN_KEY = re.compile(rf'"([^"\\\x00-\x1f]*+)"{_W}:{_W}')
-# A run of members that cannot matter: a key that is no spelling of `model`,
-# then a short string, a number or a literal. Possessive throughout (nothing
+# A run of members that cannot matter: a key azproxy does not read, then a
+# short string, a number or a literal. Possessive throughout (nothing
 # to backtrack into), and exactly JSON's grammar for these tokens: what it
 # skips, json would have accepted. Longer strings are left to json's own
 # scanner, which is faster on them.
 _STRING = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}){0,256}+"'
-_MODEL = r'"(?:m|\\u006[dD])(?:o|\\u006[fF])(?:d|\\u0064)(?:e|\\u0065)(?:l|\\u006[cC])"'
+_PLAIN = r'"[^"\\\x00-\x1f]{0,256}+"'  # a short string without escapes
 _NUMBER = r"-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][-+]?+[0-9]++)?+"
 _SCALAR = f"(?:{_STRING}|{_NUMBER}|true|false|null)"
-_PLAIN_MEMBERS = re.compile(f"(?:(?!{_MODEL}){_STRING}{_W}:{_W}{_SCALAR}{_W},{_W})*+")
+# Keys azproxy reads are never skipped; nor is any key with an escape, which
+# could spell one of them (`"mod\\u0065l"`): those take the slow way below.
+_NOTED = ("model", "stream")
+_SKIPPED_KEY = rf'(?!"(?:{"|".join(_NOTED)})"){_PLAIN}'
+_PLAIN_MEMBERS = re.compile(f"(?:{_SKIPPED_KEY}{_W}:{_W}{_SCALAR}{_W},{_W})*+")
 # json's C scanner, public in its module but absent from the type stubs:
 # a string from just after its opening quote, and any value at an offset.
 _scan_string: Callable[[str, int], tuple[str, int]]
@@ -58,6 +62,7 @@ class JsonObject:
     model_at: tuple[int, int] | None  # its value's byte offsets
     opening: int  # the byte offset just after `{`, where a member can go
     empty: bool  # no members at all
+    stream: object = None  # the value of the top-level `stream`, if any
 
     def set_model(self, value: str) -> Splice:
         """The splice that makes the top-level `model` equal to `value`."""
@@ -97,22 +102,32 @@ def _walk(text: str, *, ascii_only: bool) -> JsonObject:
     opening = at + 1  # only ASCII before it: a byte offset too
     position = _skip_ws(text, opening)
     empty = text[position] == "}"
-    model: object = None
-    model_at: tuple[int, int] | None = None
-    if not empty:
-        model, model_at, position = _members(text, position)
+    if empty:
+        members = _Members()
+    else:
+        members = _members(text, position)
+        position = members.end
     if _skip_ws(text, position + 1) != len(text):
         raise InvalidJson("text after the object")
+    model_at = members.model_at
     if model_at is not None and not ascii_only:
         model_at = _byte_span(text, *model_at)
-    return JsonObject(model, model_at, opening, empty)
+    return JsonObject(members.model, model_at, opening, empty, members.stream)
 
 
-def _members(text: str, position: int) -> tuple[object, tuple[int, int] | None, int]:
-    """Walk the top-level members from the first key: the `model` value, its
-    span in `text`, and the position of the closing `}`."""
+@dataclass(slots=True)
+class _Members:
+    """What the walk of the top-level members noted."""
+
     model: object = None
-    model_at: tuple[int, int] | None = None
+    model_at: tuple[int, int] | None = None  # in the text, not yet in bytes
+    stream: object = None
+    end: int = 0  # the position of the closing `}`
+
+
+def _members(text: str, position: int) -> _Members:
+    """Walk the top-level members from the first key."""
+    noted = _Members()
     while True:
         position = _skip(_PLAIN_MEMBERS, text, position)
         found = _PLAIN_KEY.match(text, position)
@@ -128,13 +143,16 @@ def _members(text: str, position: int) -> tuple[object, tuple[int, int] | None, 
             start = _skip_ws(text, position + 1)
         value, end = _scan_value(text, start)
         if key == "model":
-            if model_at is not None:
+            if noted.model_at is not None:
                 raise _ambiguous()
-            model, model_at = value, (start, end)
+            noted.model, noted.model_at = value, (start, end)
+        elif key == "stream":
+            noted.stream = value
         if text[end] in _WHITESPACE:
             end = _skip_ws(text, end)
         if text[end] == "}":
-            return model, model_at, end
+            noted.end = end
+            return noted
         if text[end] != ",":
             raise InvalidJson("members must be separated by ','")
         position = _skip_ws(text, end + 1)

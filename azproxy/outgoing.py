@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 
 from .bodies import BodyBuffer, next_chunk, refuse_encoded
+from .config import Config
 from .errors import PayloadTooLarge
 from .families import route_for
 from .headers import request_headers
@@ -25,6 +26,7 @@ from .upstream import Target
 __all__ = [
     "Outgoing",
     "build_target",
+    "json_bounds",
     "json_call",
     "parse_json",
     "read_body",
@@ -102,12 +104,13 @@ class Outgoing:
 def parse_json(request: web.Request, body: bytes | StreamBody) -> JsonObject:
     """The body as a JSON object, within the structure bounds (400 else)."""
     assert isinstance(body, bytes)  # read_body(spill=False) for bodies to parse
-    config = request.app[CONFIG]
-    return read_object(
-        body,
-        JsonBounds(
-            config.max_json_depth, config.max_json_containers, config.max_json_values
-        ),
+    return read_object(body, json_bounds(request.app[CONFIG]))
+
+
+def json_bounds(config: Config) -> JsonBounds:
+    """The bounds every JSON body azproxy parses must keep."""
+    return JsonBounds(
+        config.max_json_depth, config.max_json_containers, config.max_json_values
     )
 
 

@@ -20,8 +20,9 @@ from .failover import fail_over
 from .headers import response_headers
 from .keys import CONFIG, EXCHANGE, LIMITER, METRICS, SESSION
 from .observe import usage_of
-from .outgoing import Outgoing, build_target
+from .outgoing import Outgoing, build_target, json_bounds
 from .routing import Backend
+from .terminal import stream_asked
 from .upstream import Reply, send_with_retries
 
 __all__ = ["answer", "relay", "with_deployment_hint"]
@@ -55,7 +56,7 @@ async def relay(
             target = build_target(backend, outgoing, request)
             reply = await send_with_retries(app[SESSION], app[CONFIG], target, exchange)
         try:
-            response = await answer(request, reply, backend)
+            response = await answer(request, reply, backend, outgoing)
         except BaseException:
             # Client gone (cancelled): drop the upstream connection at once
             # rather than draining it.
@@ -93,15 +94,22 @@ def with_deployment_hint(body: bytes, backend: Backend) -> bytes:
 
 
 async def answer(
-    request: web.Request, reply: Reply, backend: Backend
+    request: web.Request, reply: Reply, backend: Backend, outgoing: Outgoing
 ) -> web.StreamResponse:
-    """Relay status, headers and body; the body chunk by chunk as it arrives."""
+    """Relay status, headers and body; the body chunk by chunk as it arrives.
+
+    A 2xx answer to a request that asked to stream is relayed as a stream
+    even without Azure's `text/event-stream` (a gateway may relabel it).
+    """
     upstream, first = reply.response, reply.first
     exchange = request[EXCHANGE]
     headers = response_headers(upstream.headers)
     if backend.deployment:  # resource calls (files, ...) use none
         headers["x-azproxy-deployment"] = backend.deployment
-    sse = reply.is_sse
+    sse = reply.is_sse or (
+        upstream.status < 300
+        and stream_asked(request.path, outgoing, json_bounds(request.app[CONFIG]))
+    )
     if reply.deployment_not_found and upstream.content.at_eof():
         first = with_deployment_hint(first, backend)
     if not sse and upstream.content.at_eof():

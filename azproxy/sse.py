@@ -15,7 +15,8 @@ with `usage`, kept), and `[DONE]`. `raw` relays Azure's bytes untouched.
 Cost: a chunk holding only whole events without either marker string is
 passed on as it is, with no copy and no JSON parsing; only events that
 contain a marker are parsed. A partial event is held until its blank line
-arrives, never longer: a complete event is never delayed.
+arrives, never longer: a complete event is never delayed. An event larger
+than MAX_HELD_BYTES is relayed raw (unfiltered) as it arrives, not held.
 """
 
 from __future__ import annotations
@@ -28,13 +29,26 @@ from aiohttp import web
 
 from .keys import CONFIG
 
-__all__ = ["NORMALISED_PATHS", "StreamNormaliser", "droppable", "normaliser_for"]
+__all__ = [
+    "MAX_HELD_BYTES",
+    "NORMALISED_PATHS",
+    "StreamNormaliser",
+    "droppable",
+    "normaliser_for",
+]
 
 NORMALISED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 MARKERS = (b'"prompt_filter_results"', b'"content_filter_offsets"')
 # The blank line ending an event, in each line-ending style SSE allows.
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+# Bytes before new data that may hold the start of a split event ending.
+OVERLAP = 3
+# The largest partial event held for filtering. Azure's extra events take a
+# few KiB (more only for a completions call with hundreds of prompts); a
+# larger event is passed on unfiltered rather than held. What a client that
+# stops reading can pin here is about twice this.
+MAX_HELD_BYTES = 256 * 1024
 
 
 def normaliser_for(request: web.Request, sse: bool) -> StreamNormaliser | None:
@@ -49,19 +63,55 @@ def normaliser_for(request: web.Request, sse: bool) -> StreamNormaliser | None:
 
 
 class StreamNormaliser:
-    """Feed it the stream's chunks; it returns the bytes to relay now."""
+    """Feed it the stream's chunks; it returns the bytes to relay now.
 
-    def __init__(self) -> None:
-        self._held = b""  # the start of an event whose end has not arrived
+    A partial event is kept as the pieces it arrived in, and only new bytes
+    (after the last OVERLAP held ones, for a split `\\r\\n\\r\\n`) are searched
+    for its end: the cost is linear in the event's size. An event that grows
+    past max_held bytes is passed on raw, unfiltered, as it arrives.
+    """
+
+    def __init__(self, max_held: int = MAX_HELD_BYTES) -> None:
+        self._max_held = max_held
+        self._held: list[bytes] = []  # the start of an event still incomplete
+        self._held_size = 0
+        self._tail = b""  # the last bytes held or passed raw
+        self._raw = False  # passing an oversized event through to its end
 
     def feed(self, chunk: bytes) -> bytes:
-        if (
-            not self._held
-            and chunk.endswith(EVENT_ENDINGS)
-            and not any(marker in chunk for marker in MARKERS)
-        ):
-            return chunk  # whole events, nothing to drop: as they are
-        data = self._held + chunk if self._held else chunk
+        if self._raw:
+            return self._feed_raw(chunk)
+        if not self._held:
+            if chunk.endswith(EVENT_ENDINGS) and not any(m in chunk for m in MARKERS):
+                return chunk  # whole events, nothing to drop: as they are
+            return self._events(chunk)
+        cut = self._end_in(chunk)
+        if cut is None:
+            return self._hold(chunk)
+        self._held.append(chunk[:cut])
+        event = self.flush()
+        rest = self._events(chunk[cut:]) if cut < len(chunk) else b""
+        return rest if droppable(event) else event + rest
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held now, waiting for the end of their event."""
+        return self._held_size
+
+    def flush(self) -> bytes:
+        """What is still held when the stream ends (an unterminated event)."""
+        held = b"".join(self._held)
+        self._held, self._held_size, self._tail = [], 0, b""
+        return held
+
+    def _end_in(self, chunk: bytes) -> int | None:
+        """Where in `chunk` the current event ends (just after its blank line)."""
+        overlap = self._tail
+        end = EVENT_END.search(overlap + chunk if overlap else chunk)
+        return None if end is None else end.end() - len(overlap)
+
+    def _events(self, data: bytes) -> bytes:
+        """The whole events of `data` minus droppable ones; the rest is held."""
         kept: list[bytes] = []
         start = 0
         dropped = False
@@ -72,15 +122,37 @@ class StreamNormaliser:
             else:
                 kept.append(event)
             start = end.end()
-        self._held = data[start:]
-        if not dropped and not self._held:
-            return data
-        return b"".join(kept)
+        if start == len(data):
+            return b"".join(kept) if dropped else data
+        whole = b"".join(kept) if dropped else data[:start]
+        return whole + self._hold(data[start:])
 
-    def flush(self) -> bytes:
-        """What is still held when the stream ends (an unterminated event)."""
-        held, self._held = self._held, b""
+    def _hold(self, piece: bytes) -> bytes:
+        """Hold a piece of an incomplete event; past the cap, let it all go raw."""
+        self._held.append(piece)
+        self._held_size += len(piece)
+        self._tail = _last_bytes(self._tail, piece)
+        if self._held_size <= self._max_held:
+            return b""
+        tail, held = self._tail, self.flush()
+        self._raw, self._tail = True, tail
         return held
+
+    def _feed_raw(self, chunk: bytes) -> bytes:
+        """Relay an oversized event as it comes; after its end, normalise again."""
+        cut = self._end_in(chunk)
+        if cut is None:
+            self._tail = _last_bytes(self._tail, chunk)
+            return chunk
+        self._raw, self._tail = False, b""
+        return chunk if cut == len(chunk) else chunk[:cut] + self._events(chunk[cut:])
+
+
+def _last_bytes(before: bytes, piece: bytes) -> bytes:
+    """The last OVERLAP bytes of `before + piece`, without copying `piece`."""
+    if len(piece) >= OVERLAP:
+        return piece[-OVERLAP:]
+    return (before + piece)[-OVERLAP:]
 
 
 def droppable(event: bytes) -> bool:

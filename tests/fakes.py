@@ -191,3 +191,64 @@ def close_answer() -> Answer:
         return web.Response()
 
     return answer
+
+
+@dataclass
+class CloseDelimitedAzure:
+    """An upstream whose answers have neither Content-Length nor chunked
+    encoding: the body ends when the connection closes (RFC 9112 §6.3), so a
+    stream that stops early looks, to an HTTP client, like a whole one.
+
+    Each request gets the next queued (content type, pieces); before piece i
+    (i >= 1) the server waits on gates[i-1] when given.
+    """
+
+    answers: deque[tuple[str, Sequence[bytes], Sequence[asyncio.Event]]] = field(
+        default_factory=deque
+    )
+    requests: list[bytes] = field(default_factory=list)
+    url: str = ""
+    server: asyncio.Server | None = None
+
+    def queue(
+        self,
+        content_type: str,
+        pieces: Sequence[bytes],
+        gates: Sequence[asyncio.Event] = (),
+    ) -> None:
+        self.answers.append((content_type, pieces, gates))
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            self.requests.append(head + await reader.readexactly(length))
+            content_type, pieces, gates = self.answers.popleft()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: "
+                + content_type.encode()
+                + b"\r\nConnection: close\r\n\r\n"
+            )
+            for index, piece in enumerate(pieces):
+                if index and index - 1 < len(gates):
+                    await asyncio.wait_for(gates[index - 1].wait(), 5)
+                writer.write(piece)
+                await writer.drain()
+        finally:
+            writer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from pathlib import Path
@@ -78,22 +79,33 @@ async def test_sigterm_lets_running_streams_finish(
         assert "draining" in server.log()
 
 
-async def test_streams_longer_than_the_grace_are_cut(
+async def test_streams_longer_than_the_grace_end_with_an_error_event(
     fake_azure: FakeAzure, tmp_path: Path
 ) -> None:
     events = [sse_event({"n": i}) for i in range(40)]
     fake_azure.queue(sse_answer(events, delay_s=0.1))
     env = {"AZPROXY_UPSTREAM": fake_azure.url, "AZPROXY_SHUTDOWN_GRACE_S": "0.5"}
     with running(["serve", "--port", "0"], tmp_path / "log", env=env) as server:
-        async with aiohttp.ClientSession() as session:
-            response = await session.post(
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
                 f"{server.url}/v1/chat/completions", data=BODY, headers=BEARER
-            )
-            await response.content.readany()
+            ) as response,
+        ):
+            received = await response.content.readany()
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             with pytest.raises(aiohttp.ClientPayloadError):
-                await response.read()
+                async for piece in response.content.iter_any():
+                    received += piece
         assert await wait_exit(server, 5) == 0
         assert time.monotonic() - started < 3
         assert "shutdown grace of 0.5 s over" in server.log()
+    # Whole events as Azure sent them, then the reason the stream stops.
+    *relayed, last, end = received.split(b"\n\n")
+    assert end == b"" and 1 < len(relayed) < len(events)
+    assert [event + b"\n\n" for event in relayed] == events[: len(relayed)]
+    error = json.loads(last.removeprefix(b"data: "))["error"]
+    assert error["code"] == "service_unavailable"
+    assert "shutting down" in error["message"]
+    assert fake_azure.disconnected.is_set()  # and the Azure request is dropped

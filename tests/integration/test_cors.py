@@ -31,7 +31,7 @@ async def test_preflight_is_answered_without_credentials_or_upstream(
 async def test_streamed_answers_carry_cors_headers(
     proxy: Any, fake_azure: FakeAzure
 ) -> None:
-    fake_azure.queue(sse_answer([sse_event({"n": 1}), sse_event({"n": 2})]))
+    fake_azure.queue(sse_answer([sse_event({"n": 1}), sse_event("[DONE]")]))
     response = await proxy.post(
         "/v1/chat/completions",
         data=b'{"stream": true}',

@@ -60,6 +60,7 @@ async def test_other_streams_are_never_normalised(
     # A Responses stream that happens to carry the same field names.
     data = (
         b'event: response.created\ndata: {"choices":[],"prompt_filter_results":[]}\n\n'
+        b'event: response.completed\ndata: {"type":"response.completed"}\n\n'
     )
     fake_azure.queue(sse_answer([data]))
     response = await proxy.post(

@@ -46,7 +46,7 @@ async def test_long_stream_with_short_gaps_has_no_total_timeout(
     # 0.6 s in total, gaps of 0.1 s: header and idle timeouts of 0.3 s must
     # not cut it, because neither bounds the whole request.
     proxy = await proxy_for(header_timeout_s=0.3, read_timeout_s=0.3)
-    events = [sse_event({"n": i}) for i in range(7)]
+    events = [sse_event({"n": i}) for i in range(6)] + [sse_event("[DONE]")]
     fake_azure.queue(sse_answer(events, delay_s=0.1))
     response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
     assert await response.read() == b"".join(events)

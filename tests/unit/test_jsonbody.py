@@ -210,3 +210,18 @@ def test_a_damaged_body_is_refused_exactly_when_json_refuses_it(
     except BadRequest as exc:
         outcome = exc.code
     assert outcome == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "stream"),
+    [
+        (b'{"model":"m","stream":true}', True),
+        (b'{"stream":false,"model":"m"}', False),
+        (b'{"model":"m"}', None),
+        # An escaped spelling is the same key (the fast skip must not hide it).
+        (b'{"model":"m","str\\u0065am":true}', True),
+        (b'{"model":"m","x":{"stream":true}}', None),  # not the top level
+    ],
+)
+def test_the_top_level_stream_is_noted(body: bytes, stream: object) -> None:
+    assert read_object(body, BOUNDS).stream == stream
