@@ -23,7 +23,7 @@ import time
 import uvloop
 from aiohttp import web
 
-__all__ = ["EVENT_HEADER", "chunk_event", "events_per_write"]
+__all__ = ["EVENT_HEADER", "chunk_event", "make_app"]
 
 EVENT_HEADER = "x-bench-event-bytes"
 # Several small events per write: the upstream should not be the bottleneck.
@@ -52,10 +52,6 @@ def chunk_event(size: int) -> bytes:
     return _EVENT_HEAD + b"x" * pad + _EVENT_TAIL
 
 
-def events_per_write(event_bytes: int) -> int:
-    return max(1, WRITE_BYTES // event_bytes)
-
-
 async def _discard_body(request: web.Request) -> None:
     while await request.content.read(READ_BYTES):
         pass
@@ -64,7 +60,7 @@ async def _discard_body(request: web.Request) -> None:
 async def _stream(request: web.Request, event_bytes: int) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
-    batch = chunk_event(event_bytes) * events_per_write(event_bytes)
+    batch = chunk_event(event_bytes) * max(1, WRITE_BYTES // event_bytes)
     deadline = time.monotonic() + STREAM_LIMIT_S
     try:
         while time.monotonic() < deadline:
@@ -75,7 +71,7 @@ async def _stream(request: web.Request, event_bytes: int) -> web.StreamResponse:
     return response
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+async def _handle(request: web.Request) -> web.StreamResponse:
     await _discard_body(request)
     event_bytes = request.headers.get(EVENT_HEADER)
     if event_bytes is not None:
@@ -83,10 +79,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return web.Response(body=_ANSWER, content_type="application/json")
 
 
-async def main(port: int) -> None:
+def make_app() -> web.Application:
     app = web.Application()
-    app.router.add_route("*", "/{path:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
+    app.router.add_route("*", "/{path:.*}", _handle)
+    return app
+
+
+async def main(port: int) -> None:
+    runner = web.AppRunner(make_app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
