@@ -10,6 +10,8 @@ import asyncio
 import base64
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,10 @@ from aiohttp.pytest_plugin import AiohttpClient, AiohttpServer
 from benchmark import cli
 from benchmark.fake_azure import EVENT_HEADER, chunk_event, make_app
 from benchmark.hostile_load import (
+    IDLE_SAMPLE_S,
+    IDLE_SAMPLES,
     Memory,
+    hold_until_idle,
     image_chat,
     json_bomb,
     request_head,
@@ -143,6 +148,19 @@ def test_memory_counts_growth_from_its_start() -> None:
     assert memory.growth_mib() >= 48
     assert memory.peak_growth_mib() >= memory.growth_mib() - 1
     del held
+
+
+@pytest.mark.skipif(not proc_available(), reason="needs Linux /proc")
+async def test_a_hold_until_idle_ends_once_the_server_is_idle() -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        await asyncio.sleep(0.5)  # past its start
+        held, cpu = await hold_until_idle([sleeper.pid], max_s=30)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert IDLE_SAMPLES * IDLE_SAMPLE_S <= held < 30
+    assert cpu < 0.1
 
 
 def test_only_this_checkout_gets_the_flags_only_it_knows() -> None:

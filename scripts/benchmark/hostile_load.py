@@ -16,7 +16,7 @@ from typing import TypeVar
 import aiohttp
 
 from .fake_azure import EVENT_HEADER
-from .procfs import reset_peak_rss, status_kib
+from .procfs import cpu_seconds, reset_peak_rss, status_kib
 from .services import LOOPBACK
 from .targets import DEPLOYMENT, OPENAI_PATH
 
@@ -25,6 +25,7 @@ __all__ = [
     "Memory",
     "SilentStream",
     "close_all",
+    "hold_until_idle",
     "image_chat",
     "json_bomb",
     "open_paused_body",
@@ -46,6 +47,11 @@ JSON_HEADERS = {
     "Content-Type": "application/json",
 }
 POLL_PAUSE_S = 0.02
+# A server is idle once it used under 5 % of a core in each of two samples
+# in a row.
+IDLE_SAMPLE_S = 0.25
+IDLE_CPU_SHARE = 0.05
+IDLE_SAMPLES = 2
 SEND_SLICE = 1024 * 1024  # raw bodies go out in slices: no copy of a 32 MB body
 # A client that never reads: asyncio stops reading for it once the answer's
 # head and a few KiB are in. Its socket keeps the kernel's default receive
@@ -123,6 +129,20 @@ class Memory:
 
     def growth_mib(self) -> float:
         return (status_kib(self.pids, "VmRSS") - self.before_kib) / 1024
+
+
+async def hold_until_idle(pids: list[int], max_s: float) -> tuple[float, float]:
+    """Wait until the processes are idle (IDLE_SAMPLES samples in a row),
+    at most max_s; the seconds waited and the CPU seconds they used."""
+    started = time.monotonic()
+    first = previous = cpu_seconds(pids)
+    idle = 0
+    while idle < IDLE_SAMPLES and time.monotonic() - started < max_s:
+        await asyncio.sleep(IDLE_SAMPLE_S)
+        used = cpu_seconds(pids)
+        idle = idle + 1 if used - previous < IDLE_CPU_SHARE * IDLE_SAMPLE_S else 0
+        previous = used
+    return time.monotonic() - started, previous - first
 
 
 async def with_healthz_poll(port: int, work: Awaitable[T]) -> tuple[T, float | None]:
