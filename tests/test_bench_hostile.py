@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +156,13 @@ async def test_a_hold_until_idle_ends_once_the_server_is_idle() -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         await asyncio.sleep(0.5)  # past its start
-        held, cpu = await hold_until_idle([sleeper.pid], max_s=30)
+        started = time.monotonic()
+        await hold_until_idle([sleeper.pid], max_s=30)
+        held = time.monotonic() - started
     finally:
         sleeper.kill()
         sleeper.wait()
     assert IDLE_SAMPLES * IDLE_SAMPLE_S <= held < 30
-    assert cpu < 0.1
 
 
 def test_only_this_checkout_gets_the_flags_only_it_knows() -> None:

@@ -131,18 +131,16 @@ class Memory:
         return (status_kib(self.pids, "VmRSS") - self.before_kib) / 1024
 
 
-async def hold_until_idle(pids: list[int], max_s: float) -> tuple[float, float]:
+async def hold_until_idle(pids: list[int], max_s: float) -> None:
     """Wait until the processes are idle (IDLE_SAMPLES samples in a row),
-    at most max_s; the seconds waited and the CPU seconds they used."""
-    started = time.monotonic()
-    first = previous = cpu_seconds(pids)
-    idle = 0
-    while idle < IDLE_SAMPLES and time.monotonic() - started < max_s:
+    at most max_s."""
+    deadline = time.monotonic() + max_s
+    previous, idle = cpu_seconds(pids), 0
+    while idle < IDLE_SAMPLES and time.monotonic() < deadline:
         await asyncio.sleep(IDLE_SAMPLE_S)
         used = cpu_seconds(pids)
         idle = idle + 1 if used - previous < IDLE_CPU_SHARE * IDLE_SAMPLE_S else 0
         previous = used
-    return time.monotonic() - started, previous - first
 
 
 async def with_healthz_poll(port: int, work: Awaitable[T]) -> tuple[T, float | None]:

@@ -51,7 +51,7 @@ from ..hostile_load import (
     read_status,
     with_healthz_poll,
 )
-from ..procfs import child_pids
+from ..procfs import child_pids, cpu_seconds
 from ..results import Row, check
 from ..services import (
     Service,
@@ -77,8 +77,8 @@ SMALL_EVENT, LARGE_EVENT = 300, 1_000_000
 # until then it relays what the client's and its own socket buffers still
 # take (megabytes each), and its memory settles only at the end (5-7 s for
 # 100 streams on a 2-core machine; a fixed shorter hold reports a fraction).
-HOLD_MAX_S = 15.0
-STREAM_START_TIMEOUT_S = 10.0
+HOLD_MAX_S = 15.0  # once they are all open
+STREAM_START_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 120.0
 MIB = 1024 * 1024
 # The issue's targets are in MB (10^6 bytes); the table's memory is in MiB.
@@ -119,7 +119,7 @@ class HeldRun:
 class StreamsRun:
     started: int  # streams that answered 200
     growth_mib: float  # peak while held
-    held_s: float  # until azproxy was idle
+    held_s: float  # from the first request until azproxy was idle
     cpu_s: float  # azproxy's CPU time meanwhile
 
 
@@ -327,6 +327,9 @@ async def _hold_bodies(plan: Plan, variant: Variant, clients: int) -> HeldRun:
 async def _silent_streams(plan: Plan, variant: Variant, event_bytes: int) -> StreamsRun:
     """SILENT_STREAMS streams nobody reads, held until azproxy idles."""
     async with _serving(plan, variant) as (service, memory):
+        # Timed from the first request: azproxy relays flat out while the
+        # streams are still being opened (each one's head waits its turn).
+        started, cpu_before = time.monotonic(), cpu_seconds(memory.pids)
         opened = await asyncio.gather(
             *(
                 open_silent_stream(service.port, event_bytes, STREAM_START_TIMEOUT_S)
@@ -339,12 +342,14 @@ async def _silent_streams(plan: Plan, variant: Variant, event_bytes: int) -> Str
             failed = next((e for e in opened if isinstance(e, BaseException)), None)
             if failed is not None:
                 raise failed
-            held_s, cpu_s = await hold_until_idle(memory.pids, HOLD_MAX_S)
+            await hold_until_idle(memory.pids, HOLD_MAX_S)
+            held_s = time.monotonic() - started
+            cpu_s = cpu_seconds(memory.pids) - cpu_before
             growth = memory.peak_growth_mib()
         finally:
             await close_all([stream.writer for stream in streams])
-        started = sum(s.status == 200 for s in streams)
-        return StreamsRun(started, growth, held_s, cpu_s)
+        answered = sum(s.status == 200 for s in streams)
+        return StreamsRun(answered, growth, held_s, cpu_s)
 
 
 # ---------------------------------------------------------------------------
@@ -502,7 +507,7 @@ def _stream_rows(title: str, runs: dict[str, StreamsRun], size: int) -> list[Row
         ),
         _row(
             title,
-            f"held until idle (at most {HOLD_MAX_S:g} s)",
+            "time until azproxy idles (from the first request)",
             "s",
             {c: r.held_s for c, r in runs.items()},
         ),
