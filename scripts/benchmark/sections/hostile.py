@@ -232,8 +232,9 @@ def _variants(bench: Bench) -> list[Variant]:
     origin = azproxy_origin(src)
     if not origin.is_relative_to(src):
         raise StartError(f"--baseline-src {src} runs the azproxy of {origin}")
-    bench.raw["hostile_baseline"] = {"src": str(src), "commit": _commit(src)}
-    bench.note(f"hostile: baseline is {src} ({_commit(src) or 'no git commit'})")
+    commit = _commit(src)
+    bench.raw["hostile_baseline"] = {"src": str(src), "commit": commit}
+    bench.note(f"hostile: baseline is {src} ({commit or 'no git commit'})")
     return [Variant(BASELINE, src), now]
 
 
