@@ -2,16 +2,19 @@
 
 `read_object` checks the body's shape (jsonshape), then walks only the top
 level of the object: json's own C scanner reads each member's value, and a
-regular expression skips runs of plain members (a key that cannot be
-`model`, a string, number or literal value) without building them, so a
-body with a million top-level members costs C time, not a Python loop
-turn each. It records where the `model` value lies, so that replacing it
+regular expression skips runs of plain members (a short key azproxy does not
+read, then a short string, number or literal value) without building them,
+in C. Every other member costs one turn of a Python loop (about 1.5 µs), so
+their number is bounded (MAX_READ_MEMBERS; an OpenAI request has a few
+dozen). It records where the `model` value lies, so that replacing it
 (Azure's v1 API and the resource calls take the deployment name there) is a
 byte splice: every other byte reaches Azure as the client sent it.
 
-Two top-level `model` members, however spelled (`"mod\\u0065l"`), are
-refused (400 ambiguous_model): parsers differ on which one wins, and Azure
-must not read a model other than the one azproxy checked. Pure: no I/O.
+Two top-level `model` members, however spelled (`"mod\\u0065l"`, and in any
+letter case: a parser that matches names case-insensitively would read
+`"Model"` too), are refused (400 ambiguous_model): parsers differ on which
+one wins, and Azure must not read a model other than the one azproxy
+checked. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .errors import BadRequest
 from .jsonshape import InvalidJson, JsonBounds, check_shape
 from .splice import Splice
 
-__all__ = ["JsonObject", "read_object"]
+__all__ = ["MAX_READ_MEMBERS", "JsonObject", "read_object"]
 
 _WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, not \s (RFC 8259 §2)
 _WHITESPACE = " \t\n\r"
@@ -44,7 +47,7 @@ _SCALAR = f"(?:{_STRING}|{_NUMBER}|true|false|null)"
 # Keys azproxy reads are never skipped; nor is any key with an escape, which
 # could spell one of them (`"mod\\u0065l"`): those take the slow way below.
 _NOTED = ("model", "stream")
-_SKIPPED_KEY = rf'(?!"(?:{"|".join(_NOTED)})"){_PLAIN}'
+_SKIPPED_KEY = rf'(?!"(?i:{"|".join(_NOTED)})"){_PLAIN}'
 _PLAIN_MEMBERS = re.compile(f"(?:{_SKIPPED_KEY}{_W}:{_W}{_SCALAR}{_W},{_W})*+")
 # json's C scanner, public in its module but absent from the type stubs:
 # a string from just after its opening quote, and any value at an offset.
@@ -52,6 +55,9 @@ _scan_string: Callable[[str, int], tuple[str, int]]
 _scan_string = json.decoder.scanstring  # type: ignore[attr-defined]
 _scan_value: Callable[[str, int], tuple[object, int]]
 _scan_value = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# Members the walk reads one by one (not skipped in C): a bound on the time a
+# body can take, far above the few dozen members of any OpenAI request.
+MAX_READ_MEMBERS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +134,7 @@ class _Members:
 def _members(text: str, position: int) -> _Members:
     """Walk the top-level members from the first key."""
     noted = _Members()
-    while True:
+    for _ in range(MAX_READ_MEMBERS):
         position = _skip(_PLAIN_MEMBERS, text, position)
         found = _PLAIN_KEY.match(text, position)
         if found is not None:
@@ -142,7 +148,7 @@ def _members(text: str, position: int) -> _Members:
                 raise InvalidJson("a key must be followed by ':'")
             start = _skip_ws(text, position + 1)
         value, end = _scan_value(text, start)
-        if key == "model":
+        if key == "model" or (len(key) == 5 and key.lower() == "model"):
             if noted.model_at is not None:
                 raise _ambiguous()
             noted.model, noted.model_at = value, (start, end)
@@ -156,6 +162,11 @@ def _members(text: str, position: int) -> _Members:
         if text[end] != ",":
             raise InvalidJson("members must be separated by ','")
         position = _skip_ws(text, end + 1)
+    raise BadRequest(
+        f"The JSON body has more than {MAX_READ_MEMBERS} top-level members "
+        "(an OpenAI request has a few dozen).",
+        code="body_too_complex",
+    )
 
 
 def _skip(pattern: re.Pattern[str], text: str, position: int) -> int:
