@@ -2,6 +2,7 @@
 """Benchmark azproxy against the simulator direct, a bare aiohttp relay and nginx.
 
     python scripts/bench.py [--quick] [--duration S] [--json OUT] [--only SECTIONS]
+                            [--baseline-src PATH]
 
 The benchmark itself is the package scripts/benchmark/ (its docstring has the
 module map; scripts/benchmark/sections/ lists the sections).

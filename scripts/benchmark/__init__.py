@@ -18,6 +18,9 @@ The modules, by job:
   wrk            the load generator for non-streamed requests
   stream_client  an aiohttp client timing every SSE event
   procfs         CPU time, memory and how busy the machine is, from /proc
+  hostile_load   bodies and raw-socket clients built to hurt (hostile section)
+  fake_azure     an upstream that answers at once or streams flat out, run as
+                 a script (hostile section)
 
 Targets beside the numbers are printed as PASS/MISS and never asserted.
 Absolute numbers depend on the machine and its other load; the ratios are the

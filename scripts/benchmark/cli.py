@@ -64,9 +64,21 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         metavar="SECTIONS",
         help="comma list of sections to run: " + ", ".join(SECTIONS),
     )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        metavar="PATH",
+        help="the hostile section also measures the azproxy of this source "
+        "tree (another checkout), in a baseline column",
+    )
     args = parser.parse_args(argv)
     if args.duration is not None and args.duration < 1:
         parser.error("--duration must be at least 1 second")
+    baseline = args.baseline_src
+    if baseline is not None:
+        baseline = baseline.resolve()
+        if not (baseline / "azproxy" / "__init__.py").is_file():
+            parser.error(f"--baseline-src: no azproxy package in {baseline}")
     only = tuple(n.strip() for n in (args.only or "").split(",") if n.strip())
     unknown = set(only) - set(SECTIONS)
     if unknown:
@@ -79,6 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         stream_rounds=2,
         json_out=args.json,
         only=only,
+        baseline_src=baseline,
     )
 
 

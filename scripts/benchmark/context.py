@@ -29,6 +29,7 @@ class Options:
     stream_rounds: int
     json_out: Path | None
     only: tuple[str, ...] = ()  # section names to run; empty: all
+    baseline_src: Path | None = None  # another checkout, for the hostile section
 
 
 @dataclass

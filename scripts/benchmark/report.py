@@ -19,7 +19,7 @@ from .results import Row, SectionRun
 from .sections.memory import RSS_STREAMS
 from .sections.streams import STREAM_CONCURRENCY
 from .stream_client import BUNCHED_MS, STREAM_CHUNKS, STREAM_DELAY_MS
-from .targets import TARGET_ORDER
+from .targets import COLUMN_ORDER
 
 __all__ = ["LEGEND", "column_names", "metadata", "render_table", "write_json"]
 
@@ -27,6 +27,8 @@ LEGEND = """\
 (x) = ratio to direct. floor is scripts/floor_relay.py, the bare aiohttp relay
 (it reads whole answers, so the stream sections leave it out). In CPU and memory
 rows, direct is the simulator process itself and nginx is master + worker.
+baseline (hostile section, with --baseline-src): the same measurement on the
+azproxy of another checkout, beside this one's.
 Machine CPU busy: all cores, during a target's measured run or [a whole section];
 outside the bench: the part not spent by the bench's own processes, the noise.
 Targets are azproxy's; PASS/MISS is informative, never asserted. Absolute numbers
@@ -34,9 +36,9 @@ depend on the machine's other load."""
 
 
 def column_names(runs: Sequence[SectionRun]) -> list[str]:
-    """The targets that have a value in any row, in the table's order."""
+    """The columns that have a value in any row, in the table's order."""
     rows = [row for run in runs for row in run.rows]
-    return [n for n in TARGET_ORDER if any(n in row.values for row in rows)]
+    return [n for n in COLUMN_ORDER if any(n in row.values for row in rows)]
 
 
 def _fmt(value: float | None) -> str:

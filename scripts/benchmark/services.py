@@ -25,8 +25,10 @@ __all__ = [
     "Service",
     "Services",
     "StartError",
+    "azproxy_origin",
     "find_tool",
     "start_azproxy",
+    "start_fake_azure",
     "start_floor",
     "start_nginx",
     "start_simulator",
@@ -36,6 +38,7 @@ LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 FLOOR_RELAY = Path(__file__).resolve().parent.parent / "floor_relay.py"
+FAKE_AZURE = Path(__file__).resolve().parent / "fake_azure.py"
 
 
 class StartError(RuntimeError):
@@ -65,7 +68,12 @@ class Services:
         self.started: list[Service] = []
 
     def start(
-        self, name: str, argv: Sequence[str], port: int, env: dict[str, str]
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        env: dict[str, str],
+        cwd: Path | None = None,
     ) -> Service:
         log = self.tmp / f"{name}.log"
         with log.open("wb") as out:
@@ -77,6 +85,7 @@ class Services:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=cwd,
                 start_new_session=True,
             )
         service = Service(name, popen, log, port)
@@ -184,7 +193,10 @@ def start_azproxy(
     extra_args: Sequence[str] = (),
     name: str = "azproxy",
     env: dict[str, str] | None = None,
+    src: Path | None = None,
 ) -> Service:
+    """azproxy from this checkout, or from the source tree `src` (another
+    checkout: the folder holding its azproxy package)."""
     (port,) = _free_ports(1)
     argv = [
         sys.executable,
@@ -199,7 +211,7 @@ def start_azproxy(
         f"http://{LOOPBACK}:{upstream_port}",
         *extra_args,
     ]
-    service = services.start(name, argv, port, _child_env() | (env or {}))
+    service = services.start(name, argv, port, _azproxy_env(src, env), cwd=src)
 
     def ready() -> bool:
         # With --workers, one worker may answer before the others serve:
@@ -212,11 +224,47 @@ def start_azproxy(
     return service
 
 
+def _azproxy_env(src: Path | None, env: dict[str, str] | None) -> dict[str, str]:
+    found = _child_env() | (env or {})
+    if src is not None:
+        # `-m` and `-c` put the working folder first on sys.path: run from
+        # src (the cwd), so its azproxy is imported, not this checkout's or
+        # the installed one; PYTHONPATH for any subprocess it starts.
+        found["PYTHONPATH"] = str(src)
+    return found
+
+
+def azproxy_origin(src: Path | None = None) -> Path:
+    """The azproxy package start_azproxy(src=src) would run."""
+    argv = [sys.executable, "-c", "import azproxy; print(azproxy.__file__)"]
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=READY_TIMEOUT_S,
+        env=_azproxy_env(src, None),
+        cwd=src,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise StartError(f"azproxy does not import from {src}:\n{done.stderr}")
+    return Path(done.stdout.strip()).parent
+
+
 def start_floor(services: Services, upstream_url: str) -> Service:
     """scripts/floor_relay.py: every request relayed to one upstream URL."""
     (port,) = _free_ports(1)
     argv = [sys.executable, str(FLOOR_RELAY), str(port), upstream_url]
     service = services.start("floor", argv, port, _child_env())
+    _wait_ready(service, lambda: _tcp_open(port))
+    return service
+
+
+def start_fake_azure(services: Services) -> Service:
+    """benchmark/fake_azure.py: answers at once, streams on request."""
+    (port,) = _free_ports(1)
+    argv = [sys.executable, str(FAKE_AZURE), str(port)]
+    service = services.start("fake-azure", argv, port, _child_env())
     _wait_ready(service, lambda: _tcp_open(port))
     return service
 

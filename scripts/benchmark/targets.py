@@ -8,6 +8,9 @@ the requests sent to them.
             answers, so the stream sections leave it out.
   nginx     Azure-style requests through nginx (proxy_buffering off,
             HTTP/1.1 keepalive upstream), the reference for a lean proxy
+
+One more column is not a target: `baseline`, the hostile section's figures
+for another azproxy checkout (--baseline-src), printed beside azproxy's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from .services import LOOPBACK, Service
 __all__ = [
     "AZPROXY",
     "AZURE_URL_PATH",
+    "BASELINE",
+    "COLUMN_ORDER",
     "DEPLOYMENT",
     "DIRECT",
     "FLOOR",
@@ -49,6 +54,8 @@ STREAM_BODY = json.dumps({"model": DEPLOYMENT, "messages": MESSAGES, "stream": T
 
 DIRECT, AZPROXY, FLOOR, NGINX = "direct", "azproxy", "floor", "nginx"
 TARGET_ORDER = (DIRECT, AZPROXY, FLOOR, NGINX)
+BASELINE = "baseline"
+COLUMN_ORDER = (DIRECT, BASELINE, AZPROXY, FLOOR, NGINX)  # the table's
 
 
 @dataclass
