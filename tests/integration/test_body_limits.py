@@ -8,6 +8,7 @@ import asyncio
 import io
 from collections.abc import Callable
 
+import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
@@ -18,6 +19,7 @@ from tests.conftest import AZURE_KEY, BEARER, ProxyFactory
 from tests.fakes import CHAT_JSON, FakeAzure, json_answer
 from tests.forms import AUDIO, CONTENT_TYPE, field, file_part, form
 from tests.rawhttp import MARGIN_S, Conn
+from tests.spoolfaults import FullDisk, fill_disk_after, no_descriptor_left
 
 MAPPED = {"Authorization": f"Bearer myresource:gpt-4o|dep-4o,whisper|dep-w:{AZURE_KEY}"}
 CHAT = "/v1/chat/completions"
@@ -255,3 +257,49 @@ async def test_an_upload_refused_after_its_head_was_read_gives_its_budget_back(
     budgets = app[BUDGETS]
     assert (budgets.memory.used, budgets.disk.used) == (0, 0)
     assert fake_azure.requests == []
+
+
+async def test_a_spool_file_that_cannot_be_made_is_503_and_costs_nothing_after(
+    proxy_for: ProxyFactory,
+    fake_azure: FakeAzure,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proxy = await proxy_for(max_buffered_body_mb=1)
+    no_descriptor_left(monkeypatch)
+    big = io.BytesIO(chat_of_size(2 * MB))
+    response = await proxy.post(CHAT, data=big, headers=BEARER)
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    error = (await response.json())["error"]
+    assert error["code"] == "server_busy" and "spool on disk failed" in error["message"]
+    assert fake_azure.requests == []
+    budgets = proxy.server.app[BUDGETS]
+    assert (budgets.memory.used, budgets.disk.used) == (0, 0)
+    [warning] = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert warning.getMessage().endswith("Too many open files")
+    assert warning.exc_info is None  # one line, no traceback
+
+
+async def test_an_upload_whose_spool_fills_the_disk_is_503_and_gives_it_back(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = await proxy_for()
+    fill_disk_after(monkeypatch, 2 * MB)
+    big = form(file_part(b"a" * 3 * MB), field("model", "whisper"))
+    headers = MAPPED | {"Content-Type": CONTENT_TYPE}
+    response = await proxy.post(
+        "/v1/audio/transcriptions", data=io.BytesIO(big), headers=headers
+    )
+    assert response.status == 503
+    assert (await response.json())["error"]["code"] == "server_busy"
+    assert fake_azure.requests == []
+    budgets = proxy.server.app[BUDGETS]
+    assert (budgets.memory.used, budgets.disk.used) == (0, 0)
+    assert [spool.closed for spool in FullDisk.made] == [True]
+    # The budget is whole again: a body that fits goes through.
+    monkeypatch.undo()
+    small = form(file_part(b"a" * (MB // 2)), field("model", "whisper"))
+    response = await proxy.post("/v1/audio/transcriptions", data=small, headers=headers)
+    assert response.status == 200
+    assert fake_azure.last.body == small

@@ -7,6 +7,7 @@ import pytest
 
 from azproxy.bodies import BodyBuffer, Budgets
 from azproxy.errors import ServiceUnavailable
+from tests.spoolfaults import FullDisk, fill_disk_after, no_descriptor_left
 
 
 def contents(buffer: BodyBuffer) -> bytes:
@@ -80,3 +81,65 @@ def test_a_body_larger_than_the_whole_budget_is_told_so() -> None:
         buffer.write(b"a" * 101)
     assert "never fits in max_buffered_body_mb; raise it" in raised.value.message
     buffer.close()
+
+
+def assert_spool_failed(raised: pytest.ExceptionInfo[ServiceUnavailable]) -> None:
+    error = raised.value
+    assert error.status == 503 and error.code == "server_busy"
+    assert error.headers["Retry-After"] == "1"
+    assert "spool on disk failed" in error.message
+    assert error.__cause__ is None and error.__suppress_context__
+
+
+def test_a_spool_file_that_cannot_be_made_is_503_and_gives_the_disk_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    no_descriptor_left(monkeypatch)
+    budgets = Budgets(memory_bytes=50, disk_bytes=1000)
+    buffer = BodyBuffer(budgets, spill=True)
+    buffer.write(b"a" * 40)
+    with pytest.raises(ServiceUnavailable) as raised:
+        buffer.write(b"b" * 40)
+    assert_spool_failed(raised)
+    assert (budgets.memory.used, budgets.disk.used) == (40, 0)
+    buffer.close()
+    assert (budgets.memory.used, budgets.disk.used) == (0, 0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot spool a request body to disk: Too many open files"
+    ]
+    assert caplog.records[0].exc_info is None
+
+
+def test_a_spool_that_fails_while_moving_to_disk_is_closed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fill_disk_after(monkeypatch, 10)
+    budgets = Budgets(memory_bytes=50, disk_bytes=1000)
+    buffer = BodyBuffer(budgets, spill=True)
+    buffer.write(b"a" * 40)
+    with pytest.raises(ServiceUnavailable) as raised:
+        buffer.write(b"b" * 40)
+    assert_spool_failed(raised)
+    [spool] = FullDisk.made
+    assert spool.closed and not buffer.on_disk
+    assert (budgets.memory.used, budgets.disk.used) == (40, 0)
+    buffer.close()
+    assert (budgets.memory.used, budgets.disk.used) == (0, 0)
+
+
+def test_a_spool_write_that_fails_later_gives_its_bytes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fill_disk_after(monkeypatch, 100)
+    budgets = Budgets(memory_bytes=50, disk_bytes=1000)
+    buffer = BodyBuffer(budgets, spill=True)
+    buffer.write(b"a" * 40)
+    buffer.write(b"b" * 40)
+    assert buffer.on_disk and budgets.disk.used == 80
+    with pytest.raises(ServiceUnavailable) as raised:
+        buffer.write(b"c" * 40)
+    assert_spool_failed(raised)
+    assert (budgets.memory.used, budgets.disk.used) == (0, 80)
+    buffer.close()
+    assert FullDisk.made[0].closed
+    assert (budgets.memory.used, budgets.disk.used) == (0, 0)
