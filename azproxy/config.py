@@ -219,7 +219,8 @@ class Config:
     max_upload_mb: float = setting(
         512.0,
         "Largest multipart upload accepted (audio, image edits, files; 413 above). "
-        "Uploads are streamed, never held in memory.",
+        "Uploads stream through: at most the part read to find their model field "
+        "(1 MiB in memory, the rest spooled to disk) is held.",
     )
     max_json_depth: int = setting(
         64,
@@ -239,12 +240,14 @@ class Config:
     max_buffered_body_mb: float = setting(
         256.0,
         "Request bodies this process holds in memory at once; past it a body is "
-        "spooled to disk (within max_spool_mb) or refused with 503 and Retry-After.",
+        "spooled to disk (within max_spool_mb) or refused with 503 and Retry-After. "
+        "Per process: --workers N holds up to N times this.",
     )
     max_spool_mb: float = setting(
         768.0,
         "Disk this process may use for spooled request bodies, uploads included "
-        "(503 past it); sized for the 1 GiB /tmp of the shipped deployments.",
+        "(503 past it); sized for the 1 GiB /tmp of the shipped deployments. Per "
+        "process: --workers N may use up to N times this.",
     )
     client_header_timeout_s: float = setting(
         60.0,
@@ -262,8 +265,9 @@ class Config:
     max_connections: int | None = setting(
         None,
         "Client connections per process, realtime sessions included (503 and "
-        "closed above); auto: half the open-file limit, raised to its hard "
-        "limit at start.",
+        "closed above); auto: a third of the open-file limit (a client, Azure and "
+        "a spool file each), raised to its hard limit at start, at most 10,000 "
+        "(memory, not descriptors, bounds more).",
     )
     realtime_idle_timeout_s: float = setting(
         300.0,
