@@ -241,7 +241,7 @@ class Config:
         256.0,
         "Request bodies this process holds in memory at once; past it a body is "
         "spooled to disk (within max_spool_mb) or refused with 503 and Retry-After. "
-        "Per process: --workers N holds up to N times this.",
+        "At least max_body_mb. Per process: --workers N holds up to N times this.",
     )
     max_spool_mb: float = setting(
         768.0,
@@ -422,6 +422,14 @@ class Config:
         ):
             if getattr(self, name) <= 0:
                 found.append(f"{name}: must be greater than 0")
+        if self.max_body_mb > self.max_buffered_body_mb > 0:
+            # A body azproxy parses is held in memory whole: one larger than
+            # the budget would get 503 and Retry-After forever.
+            found.append(
+                f"max_buffered_body_mb: {self.max_buffered_body_mb:g} is less than "
+                f"max_body_mb ({self.max_body_mb:g}), so a JSON body azproxy must "
+                "read could never be held; raise it or lower max_body_mb"
+            )
         if self.sse_compat not in SSE_COMPAT:
             found.append(f"sse_compat: use one of {', '.join(SSE_COMPAT)}")
         if self.log_level not in LOG_LEVELS:

@@ -123,7 +123,9 @@ async def test_paused_bodies_hold_no_more_than_the_budget_and_time_out(
     proxy_for: ProxyFactory, fake_azure: FakeAzure
 ) -> None:
     # Issue 9's 30 bodies paused one byte before their end, at small scale.
-    proxy = await proxy_for(max_buffered_body_mb=2, client_body_timeout_s=1.5)
+    proxy = await proxy_for(
+        max_body_mb=2, max_buffered_body_mb=2, client_body_timeout_s=1.5
+    )
     budget = proxy.server.app[BUDGETS].memory
     body = chat_of_size(MB)
     paused = []
@@ -155,7 +157,7 @@ async def test_paused_bodies_hold_no_more_than_the_budget_and_time_out(
 async def test_past_the_budget_a_body_to_parse_is_503(
     proxy_for: ProxyFactory, fake_azure: FakeAzure
 ) -> None:
-    proxy = await proxy_for(max_buffered_body_mb=1)
+    proxy = await proxy_for(max_body_mb=1, max_buffered_body_mb=1)
     release = await held_answer(fake_azure)
     first = asyncio.ensure_future(
         proxy.post(CHAT, data=chat_of_size(MB * 7 // 10), headers=MAPPED)
@@ -177,7 +179,7 @@ async def test_past_the_budget_a_body_to_parse_is_503(
 async def test_past_the_budget_a_body_not_parsed_is_spooled_and_can_be_resent(
     proxy_for: ProxyFactory, fake_azure: FakeAzure
 ) -> None:
-    proxy = await proxy_for(max_buffered_body_mb=1)
+    proxy = await proxy_for(max_body_mb=1, max_buffered_body_mb=1)
     budgets = proxy.server.app[BUDGETS]
     first = chat_of_size(MB * 7 // 10)
     release_first = await held_answer(fake_azure)
@@ -205,12 +207,18 @@ async def test_past_the_budget_a_body_not_parsed_is_spooled_and_can_be_resent(
 async def test_past_both_budgets_it_is_503_naming_max_spool_mb(
     proxy_for: ProxyFactory, fake_azure: FakeAzure
 ) -> None:
-    proxy = await proxy_for(max_buffered_body_mb=1, max_spool_mb=1)
-    big = io.BytesIO(chat_of_size(3 * MB))  # aiohttp warns about big bytes
-    response = await proxy.post(CHAT, data=big, headers=BEARER)
+    proxy = await proxy_for(max_body_mb=1, max_buffered_body_mb=1, max_spool_mb=0.5)
+    release = await held_answer(fake_azure)
+    first = asyncio.ensure_future(
+        proxy.post(CHAT, data=chat_of_size(MB * 7 // 10), headers=BEARER)
+    )
+    await until(lambda: fake_azure.requests, "the first body reached Azure")
+    response = await proxy.post(CHAT, data=chat_of_size(MB * 6 // 10), headers=BEARER)
     assert response.status == 503
     assert "max_spool_mb" in (await response.json())["error"]["message"]
-    assert fake_azure.requests == []
+    assert len(fake_azure.requests) == 1
+    release.set()
+    assert (await first).status == 200
 
 
 async def test_upload_spooling_counts_against_max_spool_mb(
@@ -265,16 +273,26 @@ async def test_a_spool_file_that_cannot_be_made_is_503_and_costs_nothing_after(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    proxy = await proxy_for(max_buffered_body_mb=1)
-    no_descriptor_left(monkeypatch)
-    big = io.BytesIO(chat_of_size(2 * MB))
-    response = await proxy.post(CHAT, data=big, headers=BEARER)
-    assert response.status == 503
-    assert response.headers["Retry-After"] == "1"
-    error = (await response.json())["error"]
-    assert error["code"] == "server_busy" and "spool on disk failed" in error["message"]
-    assert fake_azure.requests == []
+    proxy = await proxy_for(max_body_mb=1, max_buffered_body_mb=1)
     budgets = proxy.server.app[BUDGETS]
+    release = await held_answer(fake_azure)
+    first = chat_of_size(MB * 7 // 10)
+    sending_first = asyncio.ensure_future(proxy.post(CHAT, data=first, headers=BEARER))
+    await until(lambda: fake_azure.requests, "the first body reached Azure")
+    # The second body must spill, and no spool file can be made.
+    no_descriptor_left(monkeypatch)
+    try:
+        response = await proxy.post(CHAT, data=chat_of_size(MB // 2), headers=BEARER)
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        error = (await response.json())["error"]
+        assert error["code"] == "server_busy"
+        assert "spool on disk failed" in error["message"]
+        assert [r.body for r in fake_azure.requests] == [first]
+        assert (budgets.memory.used, budgets.disk.used) == (len(first), 0)
+    finally:
+        release.set()
+    assert (await sending_first).status == 200
     assert (budgets.memory.used, budgets.disk.used) == (0, 0)
     [warning] = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
     assert warning.getMessage().endswith("Too many open files")
