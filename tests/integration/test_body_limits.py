@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
-from azproxy import Config, create_app
+from azproxy import Config, closing, create_app
 from azproxy.keys import BUDGETS, LIMITER
 from azproxy.routes import parse_endpoints, parse_model_map
 from tests.conftest import AZURE_KEY, BEARER, ProxyFactory
@@ -75,6 +75,33 @@ async def test_a_json_body_that_stops_is_408_and_never_reaches_azure(
         await client.send_head("POST", CHAT, headers, len(body))
         await client.send(body[:500])  # ... and nothing more
         await assert_timed_out(client)
+    assert fake_azure.requests == []
+    assert proxy.server.app[BUDGETS].memory.used == 0
+
+
+async def test_after_a_body_timeout_the_connection_closes_lingering(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As for every response after which azproxy closes (closing.py): its
+    # write side at once, the rest once the client closes, reading and
+    # dropping what it still sends meanwhile, so no reset can destroy the 408.
+    monkeypatch.setattr(closing, "LINGER_S", 60.0)
+    proxy = await proxy_for(client_body_timeout_s=0.3)
+    assert proxy.server.runner is not None and proxy.server.runner.server is not None
+    server = proxy.server.runner.server
+    body = chat_of_size(100_000)
+    client = await Conn.to(proxy)
+    await client.send_head("POST", CHAT, MAPPED, len(body))
+    await client.send(body[:500])
+    answer = await client.answer()
+    assert answer.status == 408 and answer.headers["connection"] == "close"
+    assert await client.reader.read() == b""  # the response ended
+    await client.send(body[500:])  # late: read and dropped, no reset
+    assert len(server.connections) == 1, "closed before the client did"
+    client.writer.write_eof()
+    await until(lambda: not server.connections, "closed once the client closed")
+    assert await client.closed_by_server() == b""
+    client.close()
     assert fake_azure.requests == []
     assert proxy.server.app[BUDGETS].memory.used == 0
 
