@@ -29,7 +29,12 @@ from typing import BinaryIO
 from aiohttp import hdrs, web
 from aiohttp.streams import StreamReader
 
-from .errors import RequestTimeout, ServiceUnavailable, UnsupportedMediaType
+from .errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
 
 __all__ = [
     "READ_BYTES",
@@ -38,6 +43,7 @@ __all__ = [
     "Budgets",
     "next_chunk",
     "refuse_encoded",
+    "too_large",
 ]
 
 READ_BYTES = 64 * 1024
@@ -192,6 +198,14 @@ def _spool_failed(exc: OSError) -> ServiceUnavailable:
         "retry shortly.",
         code="server_busy",
         headers={"Retry-After": "1"},
+    )
+
+
+def too_large(what: str, limit: int, setting: str) -> PayloadTooLarge:
+    """The 413 for a body past its limit, naming the setting that raises it."""
+    return PayloadTooLarge(
+        f"The {what} is larger than {limit / 1024 / 1024:g} MB "
+        f"(raise {setting} to accept it)."
     )
 
 

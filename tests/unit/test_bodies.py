@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from azproxy.bodies import BodyBuffer, Budgets
+from azproxy.bodies import BodyBuffer, Budgets, too_large
 from azproxy.errors import ServiceUnavailable
+from azproxy.uploads import StreamBody
 from tests.spoolfaults import FullDisk, fill_disk_after, no_descriptor_left
 
 
@@ -143,3 +144,24 @@ def test_a_spool_write_that_fails_later_gives_its_bytes_back(
     buffer.close()
     assert FullDisk.made[0].closed
     assert (budgets.memory.used, budgets.disk.used) == (0, 0)
+
+
+def test_too_large_names_the_limit_and_the_setting() -> None:
+    error = too_large("upload", 512 * 1024 * 1024, "max_upload_mb")
+    assert (error.status, error.code) == (413, "request_too_large")
+    assert error.message == (
+        "The upload is larger than 512 MB (raise max_upload_mb to accept it)."
+    )
+
+
+async def test_a_spooled_body_is_sent_whole_as_often_as_needed() -> None:
+    budgets = Budgets(memory_bytes=10, disk_bytes=1000)
+    buffer = BodyBuffer(budgets, spill=True)
+    buffer.write(b"a" * 40)
+    assert buffer.on_disk
+    body = StreamBody.from_spool(buffer)
+    assert body.replayable and body.length == 40
+    for _ in range(2):
+        assert b"".join([chunk async for chunk in body.chunks()]) == b"a" * 40
+    body.close()
+    assert budgets.disk.used == 0
