@@ -89,7 +89,7 @@ class LabelValues:
             return value
         # MODEL_RE admits control characters (ESC, NUL, ...), which /metrics
         # would show raw: prometheus_client escapes only backslash, quote and
-        # newline. Checked once per new name; known names return above.
+        # newline. Only names not known yet (64 characters at most) pay for it.
         if self._room > 0 and value.isprintable() and self._pattern.fullmatch(value):
             self._room -= 1
             self._known.add(value)
