@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import warnings
 
-from aiohttp.multipart import parse_content_disposition
+from aiohttp.multipart import (
+    BadContentDispositionHeader,
+    BadContentDispositionParam,
+    parse_content_disposition,
+)
 
 from .errors import BadRequest
 
@@ -27,6 +31,8 @@ MAX_MODEL_BYTES = 1024
 MAX_PADDING_BYTES = 256  # transport padding after a delimiter (RFC 2046)
 
 _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _DONE = range(5)
+# What aiohttp warns about when it skips or guesses at a Content-Disposition.
+_BAD = (BadContentDispositionHeader, BadContentDispositionParam)
 
 
 def boundary_of(content_type: str) -> bytes | None:
@@ -205,6 +211,6 @@ def _content_disposition(value: bytes) -> tuple[str, dict[str, str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kind, params = parse_content_disposition(value.decode("latin-1").strip())
-    if kind is None or caught:
+    if kind is None or any(issubclass(w.category, _BAD) for w in caught):
         raise BadRequest("A multipart part has a malformed Content-Disposition.")
     return kind, params
