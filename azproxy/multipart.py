@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import warnings
 
-from aiohttp.multipart import (
-    BadContentDispositionHeader,
-    BadContentDispositionParam,
-    parse_content_disposition,
-)
+from aiohttp.multipart import BadContentDispositionParam, parse_content_disposition
 
 from .errors import BadRequest
 
@@ -31,8 +27,6 @@ MAX_MODEL_BYTES = 1024
 MAX_PADDING_BYTES = 256  # transport padding after a delimiter (RFC 2046)
 
 _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _DONE = range(5)
-# What aiohttp warns about when it skips or guesses at a Content-Disposition.
-_BAD = (BadContentDispositionHeader, BadContentDispositionParam)
 
 
 def boundary_of(content_type: str) -> bytes | None:
@@ -180,8 +174,9 @@ def _is_model_field(headers: bytes) -> bool:
     refused rather than guessed at, since another parser might see `model`
     where azproxy does not: two Content-Disposition lines, a folded line
     (obs-fold, RFC 9112 §5.2), a CR or LF outside a CRLF, or a
-    Content-Disposition aiohttp warns about (a parameter given twice, a bad
-    `name*`). `name*` (RFC 2231) is read like `name` for the same reason.
+    Content-Disposition aiohttp cannot read whole (a parameter given twice,
+    a `name*` it cannot decode). `name*` (RFC 2231) is read like `name` for
+    the same reason.
     """
     disposition: bytes | None = None
     for line in headers.split(b"\r\n"):
@@ -207,10 +202,14 @@ def _is_model_field(headers: bytes) -> bool:
 
 def _content_disposition(value: bytes) -> tuple[str, dict[str, str]]:
     """aiohttp's reading of a Content-Disposition value; BadRequest if it
-    had to skip or guess at any of it (it warns, and goes on, when it does)."""
+    could not read it or had to skip a parameter (it warns, and goes on)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kind, params = parse_content_disposition(value.decode("latin-1").strip())
-    if kind is None or any(issubclass(w.category, _BAD) for w in caught):
+    # aiohttp gives up on a header it cannot read (kind None), and skips a
+    # parameter it cannot decode (a warning); it also warns about an empty
+    # parameter (`;;`, a trailing `;`), which no parser reads as a name.
+    skipped = any(issubclass(w.category, BadContentDispositionParam) for w in caught)
+    if kind is None or skipped:
         raise BadRequest("A multipart part has a malformed Content-Disposition.")
     return kind, params

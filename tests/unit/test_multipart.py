@@ -282,3 +282,14 @@ def test_other_header_lines_beside_the_disposition_are_read_alike() -> None:
     scanner = MultipartScanner(b"xyz")
     scanner.feed(data)
     assert scanner.model == "gpt-4o" and scanner.finished
+
+
+def test_an_empty_parameter_is_read_as_before() -> None:
+    # aiohttp warns about `;;` and a trailing `;`, but no parser reads a name
+    # in them: refusing them would only fail clients that send them.
+    scanner = MultipartScanner(b"xyz")
+    scanner.feed(
+        b'--xyz\r\nContent-Disposition: form-data;; name="model";\r\n\r\n'
+        b"gpt-4o\r\n--xyz--\r\n"
+    )
+    assert scanner.model == "gpt-4o" and scanner.finished
