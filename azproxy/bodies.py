@@ -7,7 +7,9 @@ client may pause, and which encodings azproxy can read.
   (max_spool_mb) once spilled to a temporary file. Past both: 503 with
   Retry-After, naming the setting. Bytes are counted as they are read, not
   by the Content-Length a client announces: a client that announces a
-  large body and sends nothing must not hold the budget.
+  large body and sends nothing must not hold the budget. A spool file that
+  cannot be made or written (a full disk, no descriptor left) is a 503 too,
+  with its bytes given back and one warning logged.
 - client_body_timeout_s bounds every pause while reading a body: then 408,
   and the connection is closed.
 - Bodies azproxy reads must arrive as sent (Content-Encoding identity):
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -26,7 +29,12 @@ from typing import BinaryIO
 from aiohttp import hdrs, web
 from aiohttp.streams import StreamReader
 
-from .errors import RequestTimeout, ServiceUnavailable, UnsupportedMediaType
+from .errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
 
 __all__ = [
     "READ_BYTES",
@@ -35,9 +43,12 @@ __all__ = [
     "Budgets",
     "next_chunk",
     "refuse_encoded",
+    "too_large",
 ]
 
 READ_BYTES = 64 * 1024
+
+log = logging.getLogger("azproxy")
 
 
 class Budget:
@@ -110,9 +121,14 @@ class BodyBuffer:
             if not self._spill:
                 raise self._budgets.memory.busy(self.size + size)
             self._move_to_disk(size)
-        if not self._budgets.disk.take(size):
-            raise self._budgets.disk.busy(self.size + size)
-        self._file.write(data)
+        disk = self._budgets.disk
+        if not disk.take(size):
+            raise disk.busy(self.size + size)
+        try:
+            _write_through(self._file, data)
+        except OSError as exc:
+            disk.give(size)  # close() gives back what the file holds
+            raise _spool_failed(exc) from None
         self.size += size
 
     def _move_to_disk(self, pending: int) -> None:
@@ -120,9 +136,20 @@ class BodyBuffer:
         if not disk.take(self.size):
             raise disk.busy(self.size + pending)
         assert isinstance(self._file, io.BytesIO)
-        # Closed by close(), not by a with block here.
-        spool = tempfile.TemporaryFile()  # noqa: SIM115
-        spool.write(self._file.getbuffer())
+        try:
+            # Closed by close(), not by a with block here.
+            spool = tempfile.TemporaryFile()  # noqa: SIM115
+            # Released on the way out: an export the failure's traceback
+            # kept alive would stop close() from closing the memory buffer.
+            try:
+                with self._file.getbuffer() as held:
+                    _write_through(spool, held)
+            except OSError:
+                spool.close()
+                raise
+        except OSError as exc:
+            disk.give(self.size)  # the body is still in memory, as counted
+            raise _spool_failed(exc) from None
         self._file = spool
         self._budgets.memory.give(self.size)
         self.on_disk = True
@@ -152,6 +179,34 @@ class BodyBuffer:
         (self._budgets.disk if self.on_disk else self._budgets.memory).give(self.size)
         self.size = 0
         self._file.close()  # a temporary file is deleted
+
+
+def _write_through(file: BinaryIO, data: bytes | memoryview) -> None:
+    """Write and flush, so that a full disk fails here, where it can be
+    answered, not later while the body is sent."""
+    file.write(data)
+    file.flush()
+
+
+def _spool_failed(exc: OSError) -> ServiceUnavailable:
+    """The 503 for a spool file that could not be made or written (a full
+    disk, no file descriptor left): the operator is told once per failure,
+    the client to retry."""
+    log.warning("cannot spool a request body to disk: %s", exc.strerror or exc)
+    return ServiceUnavailable(
+        "azproxy cannot hold this request body now: its spool on disk failed; "
+        "retry shortly.",
+        code="server_busy",
+        headers={"Retry-After": "1"},
+    )
+
+
+def too_large(what: str, limit: int, setting: str) -> PayloadTooLarge:
+    """The 413 for a body past its limit, naming the setting that raises it."""
+    return PayloadTooLarge(
+        f"The {what} is larger than {limit / 1024 / 1024:g} MB "
+        f"(raise {setting} to accept it)."
+    )
 
 
 async def next_chunk(content: StreamReader, timeout_s: float) -> bytes:

@@ -219,7 +219,8 @@ class Config:
     max_upload_mb: float = setting(
         512.0,
         "Largest multipart upload accepted (audio, image edits, files; 413 above). "
-        "Uploads are streamed, never held in memory.",
+        "Uploads stream through: at most the part read to find their model field "
+        "(1 MiB in memory, the rest spooled to disk) is held.",
     )
     max_json_depth: int = setting(
         64,
@@ -239,12 +240,14 @@ class Config:
     max_buffered_body_mb: float = setting(
         256.0,
         "Request bodies this process holds in memory at once; past it a body is "
-        "spooled to disk (within max_spool_mb) or refused with 503 and Retry-After.",
+        "spooled to disk (within max_spool_mb) or refused with 503 and Retry-After. "
+        "At least max_body_mb. Per process: --workers N holds up to N times this.",
     )
     max_spool_mb: float = setting(
         768.0,
         "Disk this process may use for spooled request bodies, uploads included "
-        "(503 past it); sized for the 1 GiB /tmp of the shipped deployments.",
+        "(503 past it); sized for the 1 GiB /tmp of the shipped deployments. Per "
+        "process: --workers N may use up to N times this.",
     )
     client_header_timeout_s: float = setting(
         60.0,
@@ -262,8 +265,9 @@ class Config:
     max_connections: int | None = setting(
         None,
         "Client connections per process, realtime sessions included (503 and "
-        "closed above); auto: half the open-file limit, raised to its hard "
-        "limit at start.",
+        "closed above); auto: a third of the open-file limit (a client, Azure and "
+        "a spool file each), raised to its hard limit at start, at most 10,000 "
+        "(memory, not descriptors, bounds more).",
     )
     realtime_idle_timeout_s: float = setting(
         300.0,
@@ -418,6 +422,14 @@ class Config:
         ):
             if getattr(self, name) <= 0:
                 found.append(f"{name}: must be greater than 0")
+        if self.max_body_mb > self.max_buffered_body_mb > 0:
+            # A body azproxy parses is held in memory whole: one larger than
+            # the budget would get 503 and Retry-After forever.
+            found.append(
+                f"max_buffered_body_mb: {self.max_buffered_body_mb:g} is less than "
+                f"max_body_mb ({self.max_body_mb:g}), so a JSON body azproxy must "
+                "read could never be held; raise it or lower max_body_mb"
+            )
         if self.sse_compat not in SSE_COMPAT:
             found.append(f"sse_compat: use one of {', '.join(SSE_COMPAT)}")
         if self.log_level not in LOG_LEVELS:

@@ -1,6 +1,7 @@
 """Admission of client connections: the count behind max_connections, and
-how a connection is closed with a last response it has no request for (a 503
-past max_connections, a 408 when headers come too slowly).
+the last responses a connection gets with no request to answer (a 503 past
+max_connections, a 408 when headers come too slowly), sent and closed as
+closing.py closes every connection that ends with a response.
 
 One ConnectionGuard per process (per runner): each --workers worker counts
 its own connections. connections.py is where aiohttp meets it.
@@ -12,27 +13,23 @@ import asyncio
 import logging
 from http import HTTPStatus
 
+from .closing import send_and_close
 from .config import Config
 from .errors import ProxyError, RequestTimeout, ServiceUnavailable
 from .fdlimit import max_connections
 
 __all__ = [
-    "LINGER_S",
     "MAX_LINGERING",
     "REPORT_EVERY_S",
     "TOO_MANY_CONNECTIONS",
     "ConnectionGuard",
     "RefusedConnection",
     "raw_response",
-    "send_and_close",
 ]
 
 log = logging.getLogger("azproxy")
 
 REPORT_EVERY_S = 10.0
-# How long a connection closed with a last response still reads (and drops)
-# what the client sends; see send_and_close.
-LINGER_S = 1.0
 # Refused connections lingering at once; past this they are closed at once.
 # They hold descriptors out of fdlimit.RESERVE_FDS.
 MAX_LINGERING = 32
@@ -60,21 +57,6 @@ TOO_MANY_CONNECTIONS = raw_response(
         headers={"Retry-After": "1"},
     )
 )
-
-
-def send_and_close(
-    transport: asyncio.Transport, response: bytes
-) -> asyncio.TimerHandle:
-    """Send a last response and close in stages (RFC 9112 §9.6): the write
-    side at once, so the client sees the response end; the connection once
-    the client closes its side (the protocol's eof_received) or LINGER_S
-    later (the timer returned). Until then the protocol reads and drops what
-    arrives: closing with unread input sends a reset, which can destroy the
-    response before the client has read it."""
-    transport.write(response)
-    if transport.can_write_eof():
-        transport.write_eof()
-    return asyncio.get_running_loop().call_later(LINGER_S, transport.close)
 
 
 class RefusedConnection(asyncio.Protocol):

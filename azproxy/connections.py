@@ -30,7 +30,8 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from .connection_guard import ConnectionGuard, RefusedConnection, send_and_close
+from .closing import send_and_close
+from .connection_guard import ConnectionGuard, RefusedConnection
 from .errors import BadRequest, ProxyError
 
 __all__ = [

@@ -7,7 +7,7 @@
   + NotFound                 404 invalid_request_error / unknown_url
   + MethodNotAllowed         405 invalid_request_error
   + RequestTimeout           408 invalid_request_error / request_timeout
-                               (then the connection closes: ClosingResponse)
+                               (then the connection closes: closing.py)
   + PayloadTooLarge          413 invalid_request_error
   + UnsupportedMediaType     415 invalid_request_error / unsupported_content_encoding
   + RateLimited              429 requests / rate_limit_exceeded
@@ -25,14 +25,14 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
+
+from .closing import ClosingResponse
 
 __all__ = [
     "BadRequest",
-    "ClosingResponse",
     "Forbidden",
     "InvalidCredentials",
     "MethodNotAllowed",
@@ -48,27 +48,6 @@ __all__ = [
     "UpstreamUnreachable",
     "error_body",
 ]
-
-
-class ClosingResponse(web.Response):
-    """A response after which the connection closes at once (Connection:
-    close), without first reading, for aiohttp's lingering time, the rest
-    of a request body that the client stopped sending."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.force_close()
-        self._closing: web.BaseRequest | None = None
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        self._closing = request
-        return await super().prepare(request)
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        await super().write_eof(data)
-        if self._closing is not None:
-            # Sent: the transport flushes it, then closes.
-            self._closing.protocol.force_close()
 
 
 def error_body(message: str, type_: str, code: str, param: str | None = None) -> bytes:

@@ -62,6 +62,7 @@ __all__ = [
     "LATEST_GA",
     "LATEST_PREVIEW",
     "NO_OVERRIDES",
+    "RESOURCE_ROOTS",
     "SUPPORT",
     "Family",
     "OnV1",
@@ -159,7 +160,9 @@ SUPPORT: Mapping[Family, Support] = MappingProxyType(
     }
 )
 
-# OpenAI paths after /v1/ (resource paths by their first segment).
+# OpenAI paths after /v1/ (resource paths by their first segment). The
+# resource roots are where mapping.py gets its RESOURCE_ROOTS: a root added
+# here is served, with its family, in one edit.
 _BY_PATH = {
     "chat/completions": Family.CHAT,
     "completions": Family.COMPLETIONS,
@@ -182,6 +185,7 @@ _BY_ROOT = {
 }
 # The families whose deployment comes from the request (not a resource call).
 DEPLOYMENT_FAMILIES = frozenset(_BY_PATH.values())
+RESOURCE_ROOTS = frozenset(_BY_ROOT)
 NO_OVERRIDES: Mapping[str, str] = MappingProxyType({})
 _FAMILY_NAMES = frozenset(f.value for f in Family)
 

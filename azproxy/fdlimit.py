@@ -11,6 +11,8 @@ import logging
 import sys
 
 __all__ = [
+    "FDS_PER_CONNECTION",
+    "MAX_AUTO_CONNECTIONS",
     "RESERVE_FDS",
     "auto_max_connections",
     "max_connections",
@@ -22,10 +24,19 @@ __all__ = [
 log = logging.getLogger("azproxy")
 
 # Descriptors kept out of the client share: the listening sockets, the event
-# loop's own, log files, DNS lookups, spooled request bodies (few: only bodies
-# past max_buffered_body_mb are spooled, within max_spool_mb) and refused
-# connections while they get their 503.
+# loop's own, log files, DNS lookups and refused connections while they get
+# their 503.
 RESERVE_FDS = 64
+# A client connection can hold three: its own socket, one to Azure, and a
+# spool file (an upload whose file part comes before its model field, any
+# body past max_buffered_body_mb), and many can at once.
+FDS_PER_CONNECTION = 3
+# Past a few thousand connections memory, not descriptors, is the bound: an
+# idle half-sent connection costs about 6 KB of RSS (10,000 of them about
+# 60 MB) and an active stream far more, so the 1,048,576 hard limit of many
+# containers would otherwise allow some 350,000 connections that one process
+# could not hold.
+MAX_AUTO_CONNECTIONS = 10_000
 
 
 def open_file_limit() -> int | None:
@@ -58,12 +69,13 @@ def raise_open_file_limit() -> tuple[int, int] | None:
 
 
 def auto_max_connections(fd_limit: int | None) -> int | None:
-    """max_connections = auto: half of what the reserve leaves, since a
-    client connection usually holds a connection to Azure too. None (no
-    limit) where the process has no open-file limit."""
+    """max_connections = auto: a third of what the reserve leaves (a client,
+    Azure and a spool file per connection), at most MAX_AUTO_CONNECTIONS.
+    None (no limit) where the process has no open-file limit."""
     if fd_limit is None:
         return None
-    return max(1, (fd_limit - RESERVE_FDS) // 2)
+    share = (fd_limit - RESERVE_FDS) // FDS_PER_CONNECTION
+    return max(1, min(share, MAX_AUTO_CONNECTIONS))
 
 
 def max_connections(setting: int | None) -> int | None:
@@ -83,10 +95,10 @@ def start_with_open_file_limit(setting: int | None) -> None:
         "none" if fd_limit is None else fd_limit,
         f", raised from {raised[0]}" if raised else "",
     )
-    if resolved and fd_limit and 2 * resolved + RESERVE_FDS > fd_limit:
+    if resolved and fd_limit and FDS_PER_CONNECTION * resolved + RESERVE_FDS > fd_limit:
         log.warning(
             "max_connections %d may not fit the open-file limit of %d: "
-            "a client connection can hold a connection to Azure too",
+            "a client connection can hold a connection to Azure and a spool file too",
             resolved,
             fd_limit,
         )

@@ -19,7 +19,7 @@ from enum import Enum
 from yarl import URL
 
 from .errors import MethodNotAllowed, NotFound
-from .families import Route
+from .families import RESOURCE_ROOTS, Route
 
 __all__ = [
     "DEPLOYMENT_PATHS",
@@ -56,21 +56,10 @@ DEPLOYMENT_PATHS = frozenset(
 # The same, with a multipart/form-data body (a file and form fields).
 UPLOAD_PATHS = frozenset({"audio/transcriptions", "audio/translations", "images/edits"})
 
-# First segments of the paths Azure serves per resource, not per deployment:
-# stateful objects (files, batches, assistants, responses...) live on the
+# RESOURCE_ROOTS (from families.py, which gives each one's family): first
+# segments of the paths Azure serves per resource, not per deployment.
+# Stateful objects (files, batches, assistants, responses...) live on the
 # resource, and their ids come back in later calls.
-RESOURCE_ROOTS = frozenset(
-    {
-        "assistants",
-        "batches",
-        "files",
-        "fine_tuning",
-        "responses",
-        "threads",
-        "uploads",
-        "vector_stores",
-    }
-)
 RESOURCE_METHODS = frozenset({"GET", "POST", "DELETE"})
 # Object ids and path words: no '/', '%', '..' or anything to encode, so a
 # path segment can never climb out of /openai/ on the upstream.

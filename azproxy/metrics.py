@@ -67,8 +67,8 @@ class _Histogram:
 
 class LabelValues:
     """The values one label may take: the configured names, and up to `room`
-    names clients chose that match `pattern` and are at most MAX_SHOWN_CHARS
-    long. Anything else is OTHER ("" stays "": no value)."""
+    names clients chose that match `pattern`, are printable and are at most
+    MAX_SHOWN_CHARS long. Anything else is OTHER ("" stays "": no value)."""
 
     __slots__ = ("_known", "_pattern", "_room")
 
@@ -87,7 +87,10 @@ class LabelValues:
             return OTHER
         if value in self._known:
             return value
-        if self._room > 0 and self._pattern.fullmatch(value):
+        # MODEL_RE admits control characters (ESC, NUL, ...), which /metrics
+        # would show raw: prometheus_client escapes only backslash, quote and
+        # newline. Only names not known yet (64 characters at most) pay for it.
+        if self._room > 0 and value.isprintable() and self._pattern.fullmatch(value):
             self._room -= 1
             self._known.add(value)
             return value

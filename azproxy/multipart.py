@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 
-from aiohttp.multipart import BadContentDispositionHeader, parse_content_disposition
+from aiohttp.multipart import BadContentDispositionParam, parse_content_disposition
 
 from .errors import BadRequest
 
@@ -170,24 +170,46 @@ class MultipartScanner:
 def _is_model_field(headers: bytes) -> bool:
     """Whether a part's headers say it is the plain `model` field (no file).
 
-    A Content-Disposition aiohttp cannot read (a parameter given twice, say)
-    is refused rather than guessed at: another parser might read `model`
-    in it. `name*` (RFC 2231) is read like `name` for the same reason.
+    Every header line is read, and anything that parsers read differently is
+    refused rather than guessed at, since another parser might see `model`
+    where azproxy does not: two Content-Disposition lines, a folded line
+    (obs-fold, RFC 9112 §5.2), a CR or LF outside a CRLF, or a
+    Content-Disposition aiohttp cannot read whole (a parameter given twice,
+    a `name*` it cannot decode). `name*` (RFC 2231) is read like `name` for
+    the same reason.
     """
+    disposition: bytes | None = None
     for line in headers.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") or b"\r" in line or b"\n" in line:
+            raise BadRequest("A multipart part has a folded or broken header line.")
         name, _, value = line.partition(b":")
-        if name.strip().lower() != b"content-disposition":
-            continue
-        with warnings.catch_warnings():
-            # aiohttp warns about the malformed header; it is refused below.
-            warnings.simplefilter("ignore", BadContentDispositionHeader)
-            kind, params = parse_content_disposition(value.decode("latin-1").strip())
-        if kind is None:
-            raise BadRequest("A multipart part has a malformed Content-Disposition.")
-        return (
-            kind == "form-data"
-            and "model" in (params.get("name"), params.get("name*"))
-            and "filename" not in params
-            and "filename*" not in params
-        )
-    return False
+        if name.strip().lower() == b"content-disposition":
+            if disposition is not None:
+                raise BadRequest(
+                    "A multipart part has two Content-Disposition headers."
+                )
+            disposition = value
+    if disposition is None:
+        return False
+    kind, params = _content_disposition(disposition)
+    return (
+        kind == "form-data"
+        and "model" in (params.get("name"), params.get("name*"))
+        and "filename" not in params
+        and "filename*" not in params
+    )
+
+
+def _content_disposition(value: bytes) -> tuple[str, dict[str, str]]:
+    """aiohttp's reading of a Content-Disposition value; BadRequest if it
+    could not read it or had to skip a parameter (it warns, and goes on)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kind, params = parse_content_disposition(value.decode("latin-1").strip())
+    # aiohttp gives up on a header it cannot read (kind None), and skips a
+    # parameter it cannot decode (a warning); it also warns about an empty
+    # parameter (`;;`, a trailing `;`), which no parser reads as a name.
+    skipped = any(issubclass(w.category, BadContentDispositionParam) for w in caught)
+    if kind is None or skipped:
+        raise BadRequest("A multipart part has a malformed Content-Disposition.")
+    return kind, params

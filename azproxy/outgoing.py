@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from .bodies import BodyBuffer, next_chunk, refuse_encoded
+from .bodies import BodyBuffer, next_chunk, refuse_encoded, too_large
 from .config import Config
-from .errors import PayloadTooLarge
 from .families import route_for
 from .headers import request_headers
 from .jsonbody import JsonObject, read_object
@@ -20,7 +19,7 @@ from .keys import BUDGETS, CALLER, CONFIG
 from .mapping import Scope, upstream_url
 from .routing import Backend
 from .splice import spliced
-from .uploads import StreamBody, can_send_again, spooled
+from .uploads import StreamBody, can_send_again
 from .upstream import Target
 
 __all__ = [
@@ -52,13 +51,13 @@ async def read_body(request: web.Request, *, spill: bool) -> bytes | StreamBody:
     else:
         length = request.content_length
         if length is not None and length > limit:
-            raise _too_large(limit)
+            raise too_large("request body", limit, "max_body_mb")
         chunk = b""
     buffer = BodyBuffer(budgets, spill=spill)
     try:
         while True:
             if buffer.size + len(chunk) > limit:
-                raise _too_large(limit)
+                raise too_large("request body", limit, "max_body_mb")
             buffer.write(chunk)
             chunk = await next_chunk(content, config.client_body_timeout_s)
             if not chunk:
@@ -67,7 +66,7 @@ async def read_body(request: web.Request, *, spill: bool) -> bytes | StreamBody:
         buffer.close()
         raise
     if buffer.on_disk:
-        return spooled(buffer, limit, config.client_body_timeout_s)
+        return StreamBody.from_spool(buffer)
     return buffer.take_bytes()
 
 
@@ -77,13 +76,6 @@ def release_body(request: web.Request, body: bytes | StreamBody) -> None:
         body.close()
     else:
         request.app[BUDGETS].memory.give(len(body))
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The request body is larger than {limit / 1024 / 1024:g} MB "
-        "(raise max_body_mb to accept it)."
-    )
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x on every request

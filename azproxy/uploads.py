@@ -15,6 +15,7 @@ Two kinds, both limited by max_upload_mb:
 Every pause of the client is bounded by client_body_timeout_s (408). The
 client's bytes are forwarded unchanged (same boundary, same parts), except
 on Azure's v1 API, where the `model` value is replaced by the deployment.
+A JSON body spooled whole to disk is sent as a StreamBody too (from_spool).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from dataclasses import dataclass, replace
 from aiohttp import hdrs, web
 from aiohttp.streams import StreamReader
 
-from .bodies import BodyBuffer, next_chunk, refuse_encoded
-from .errors import BadRequest, PayloadTooLarge, ProxyError
+from .bodies import BodyBuffer, next_chunk, refuse_encoded, too_large
+from .errors import BadRequest, ProxyError
 from .keys import BUDGETS, CONFIG
 from .multipart import MultipartScanner, boundary_of, model_part
 from .splice import Splice, pieces
@@ -36,7 +37,6 @@ __all__ = [
     "StreamBody",
     "can_send_again",
     "read_upload",
-    "spooled",
     "stream_through",
 ]
 
@@ -49,21 +49,14 @@ def can_send_again(body: bytes | StreamBody) -> bool:
     return not isinstance(body, StreamBody) or body.replayable
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The upload is larger than {limit / 1024 / 1024:g} MB "
-        "(raise max_upload_mb to accept it)."
-    )
-
-
 @dataclass(slots=True)
 class _Source:
     """What one upload read: shared by every StreamBody made from it."""
 
     head: BodyBuffer | None  # the bytes read before relaying started
     rest: StreamReader | None  # the bytes still to come; None: all in head
-    limit: int
-    timeout_s: float  # the longest pause while reading `rest`
+    limit: int = 0  # the most head and rest may hold together (for `rest`)
+    timeout_s: float = 0.0  # the longest pause while reading `rest`
     scanner: MultipartScanner | None = None  # reads `rest` for a second model
     error: ProxyError | None = None  # why the stream was cut, if it was
     sent: bool = False
@@ -81,6 +74,12 @@ class StreamBody:
     length: int | None  # the Content-Length to send, None for chunked
     boundary: bytes = b""
     splices: tuple[Splice, ...] = ()  # edits within the head
+
+    @classmethod
+    def from_spool(cls, buffer: BodyBuffer) -> StreamBody:
+        """A body read whole and spooled to disk (a JSON body past
+        max_buffered_body_mb, bodies.py): sent from there, as often as needed."""
+        return cls(_Source(buffer, None), buffer.size)
 
     @property
     def replayable(self) -> bool:
@@ -143,7 +142,7 @@ async def _rest(source: _Source) -> AsyncIterator[bytes]:
         while chunk := await next_chunk(source.rest, source.timeout_s):
             received += len(chunk)
             if received > source.limit:
-                raise _too_large(source.limit)
+                raise too_large("upload", source.limit, "max_upload_mb")
             if scanner is not None:
                 scanner.feed(chunk)  # before Azure sees a second model field
             yield chunk
@@ -155,7 +154,7 @@ async def _rest(source: _Source) -> AsyncIterator[bytes]:
 def _check_length(request: web.Request, limit: int) -> None:
     length = request.content_length
     if length is not None and length > limit:
-        raise _too_large(limit)
+        raise too_large("upload", limit, "max_upload_mb")
 
 
 def stream_through(request: web.Request) -> StreamBody:
@@ -166,12 +165,6 @@ def stream_through(request: web.Request) -> StreamBody:
     _check_length(request, limit)
     source = _Source(None, request.content, limit, config.client_body_timeout_s)
     return StreamBody(source, request.content_length)
-
-
-def spooled(buffer: BodyBuffer, limit: int, timeout_s: float) -> StreamBody:
-    """A body read whole into a buffer (on disk): sent from there, as often
-    as needed."""
-    return StreamBody(_Source(buffer, None, limit, timeout_s), buffer.size)
 
 
 async def read_upload(
@@ -203,7 +196,7 @@ async def read_upload(
             if not chunk:
                 break
             if head.size + len(chunk) > limit:
-                raise _too_large(limit)
+                raise too_large("upload", limit, "max_upload_mb")
             head.write(chunk)
             scanner.feed(chunk)
     except BaseException:

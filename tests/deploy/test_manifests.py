@@ -310,14 +310,17 @@ def quantity_bytes(value: str) -> int:
     return int(match.group(1)) << (10 * power)
 
 
-def test_tmp_holds_spooled_uploads() -> None:
-    # Uploads whose file part precedes `model` are spooled to the temp dir, up
-    # to max_upload_mb each; a full emptyDir gets the pod evicted, not an error.
+def test_tmp_holds_every_spooled_body() -> None:
+    # Spooled bodies (uploads whose file part precedes `model`, bodies past
+    # max_buffered_body_mb) stay within max_spool_mb per process, 503 past it;
+    # a full emptyDir would get the pod evicted instead.
     _, pod, container = deployment()
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     size = quantity_bytes(volume["emptyDir"]["sizeLimit"])
-    assert size >= 2 * Config().max_upload_bytes
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    config = Config.load(None, env)
+    assert size > config.workers * config.max_spool_bytes
     requested = container["resources"]["requests"]["ephemeral-storage"]
     assert quantity_bytes(requested) >= size
 

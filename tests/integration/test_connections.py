@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from azproxy import Config, connection_guard, create_app
+from azproxy import Config, closing, connection_guard, create_app
 from azproxy.connection_guard import MAX_LINGERING
 from azproxy.connections import GuardedServer
 from azproxy.log import quiet_protocol_errors
@@ -175,7 +175,7 @@ async def test_refused_connections_linger_within_a_bound_until_shutdown(
     """A refused connection reads what its client still sends until the
     client closes (so its 503 is not lost to a reset), but only MAX_LINGERING
     at once, and none past the server's shutdown."""
-    monkeypatch.setattr(connection_guard, "LINGER_S", 60.0)
+    monkeypatch.setattr(closing, "LINGER_S", 60.0)
     app = create_app(make_config(max_connections=1))
     runner = await start_site(app, "127.0.0.1", 0)
     assert isinstance(runner.server, GuardedServer)

@@ -15,7 +15,7 @@ from pytest_aiohttp import AiohttpServer
 
 from tests.conftest import AZURE_KEY, ProxyFactory
 from tests.fakes import FakeAzure, json_answer
-from tests.forms import AUDIO, CONTENT_TYPE, field, file_part, form
+from tests.forms import AUDIO, BOUNDARY, CONTENT_TYPE, field, file_part, form
 
 MAPPED = {
     "Authorization": f"Bearer myresource:whisper|dep-w,gpt-image-1|dep-img:{AZURE_KEY}"
@@ -289,6 +289,32 @@ async def test_a_second_model_field_in_the_head_is_400_before_azure(
     assert response.status == 400
     error = (await response.json())["error"]
     assert error["code"] == "ambiguous_model" and error["param"] == "model"
+    assert fake_azure.requests == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b'Content-Disposition: form-data; name="note"\r\n'
+        b'Content-Disposition: form-data; name="model"',
+        b'Content-Disposition: form-data; name="note"\r\n ; name="model"',
+        b'Content-Type: text/plain\nContent-Disposition: form-data; name="model"',
+    ],
+    ids=["two-dispositions", "folded", "bare-lf"],
+)
+async def test_a_part_another_parser_may_read_as_model_is_400_before_azure(
+    proxy: Any, fake_azure: FakeAzure, headers: bytes
+) -> None:
+    # On v1 Azure reads the form's model: a hidden second one could name a
+    # deployment this key may not use.
+    hidden = f"--{BOUNDARY}\r\n".encode() + headers + b"\r\n\r\nother-dep\r\n"
+    body = form(field("model", "whisper"), hidden, file_part())
+    response = await proxy.post(
+        "/v1/audio/transcriptions", data=body, headers=multipart(V1)
+    )
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_request" and "header" in error["message"]
     assert fake_azure.requests == []
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from azproxy.bodies import BodyBuffer, Budgets
+from azproxy.bodies import BodyBuffer, Budgets, too_large
 from azproxy.errors import ServiceUnavailable
+from azproxy.uploads import StreamBody
+from tests.spoolfaults import FullDisk, fill_disk_after, no_descriptor_left
 
 
 def contents(buffer: BodyBuffer) -> bytes:
@@ -80,3 +82,86 @@ def test_a_body_larger_than_the_whole_budget_is_told_so() -> None:
         buffer.write(b"a" * 101)
     assert "never fits in max_buffered_body_mb; raise it" in raised.value.message
     buffer.close()
+
+
+def assert_spool_failed(raised: pytest.ExceptionInfo[ServiceUnavailable]) -> None:
+    error = raised.value
+    assert error.status == 503 and error.code == "server_busy"
+    assert error.headers["Retry-After"] == "1"
+    assert "spool on disk failed" in error.message
+    assert error.__cause__ is None and error.__suppress_context__
+
+
+def test_a_spool_file_that_cannot_be_made_is_503_and_gives_the_disk_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    no_descriptor_left(monkeypatch)
+    budgets = Budgets(memory_bytes=50, disk_bytes=1000)
+    buffer = BodyBuffer(budgets, spill=True)
+    buffer.write(b"a" * 40)
+    with pytest.raises(ServiceUnavailable) as raised:
+        buffer.write(b"b" * 40)
+    assert_spool_failed(raised)
+    assert (budgets.memory.used, budgets.disk.used) == (40, 0)
+    buffer.close()
+    assert (budgets.memory.used, budgets.disk.used) == (0, 0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot spool a request body to disk: Too many open files"
+    ]
+    assert caplog.records[0].exc_info is None
+
+
+def test_a_spool_that_fails_while_moving_to_disk_is_closed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fill_disk_after(monkeypatch, 10)
+    budgets = Budgets(memory_bytes=50, disk_bytes=1000)
+    buffer = BodyBuffer(budgets, spill=True)
+    buffer.write(b"a" * 40)
+    with pytest.raises(ServiceUnavailable) as raised:
+        buffer.write(b"b" * 40)
+    assert_spool_failed(raised)
+    [spool] = FullDisk.made
+    assert spool.closed and not buffer.on_disk
+    assert (budgets.memory.used, budgets.disk.used) == (40, 0)
+    buffer.close()
+    assert (budgets.memory.used, budgets.disk.used) == (0, 0)
+
+
+def test_a_spool_write_that_fails_later_gives_its_bytes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fill_disk_after(monkeypatch, 100)
+    budgets = Budgets(memory_bytes=50, disk_bytes=1000)
+    buffer = BodyBuffer(budgets, spill=True)
+    buffer.write(b"a" * 40)
+    buffer.write(b"b" * 40)
+    assert buffer.on_disk and budgets.disk.used == 80
+    with pytest.raises(ServiceUnavailable) as raised:
+        buffer.write(b"c" * 40)
+    assert_spool_failed(raised)
+    assert (budgets.memory.used, budgets.disk.used) == (0, 80)
+    buffer.close()
+    assert FullDisk.made[0].closed
+    assert (budgets.memory.used, budgets.disk.used) == (0, 0)
+
+
+def test_too_large_names_the_limit_and_the_setting() -> None:
+    error = too_large("upload", 512 * 1024 * 1024, "max_upload_mb")
+    assert (error.status, error.code) == (413, "request_too_large")
+    assert error.message == (
+        "The upload is larger than 512 MB (raise max_upload_mb to accept it)."
+    )
+
+
+async def test_a_spooled_body_is_sent_whole_as_often_as_needed() -> None:
+    budgets = Budgets(memory_bytes=10, disk_bytes=1000)
+    buffer = BodyBuffer(budgets, spill=True)
+    buffer.write(b"a" * 40)
+    assert buffer.on_disk
+    body = StreamBody.from_spool(buffer)
+    assert body.replayable and body.length == 40
+    for _ in range(2):
+        assert b"".join([chunk async for chunk in body.chunks()]) == b"a" * 40
+    body.close()
+    assert budgets.disk.used == 0

@@ -78,6 +78,21 @@ def test_bad_values_say_what_to_change(env: dict[str, str], message: str) -> Non
     assert message in str(caught.value)
 
 
+def test_a_body_limit_past_the_memory_budget_is_refused_at_start() -> None:
+    # A JSON body azproxy parses is held whole in memory: past the budget it
+    # would get 503 and Retry-After forever, and SDKs would retry it for nothing.
+    env = {"AZPROXY_MAX_BODY_MB": "64", "AZPROXY_MAX_BUFFERED_BODY_MB": "32"}
+    with pytest.raises(ConfigError) as caught:
+        Config.load(environ=env)
+    assert str(caught.value).count("max_buffered_body_mb") == 1
+    assert (
+        "max_buffered_body_mb: 32 is less than max_body_mb (64), so a JSON body "
+        "azproxy must read could never be held; raise it or lower max_body_mb"
+    ) in str(caught.value)
+    config = Config.load(environ=env | {"AZPROXY_MAX_BUFFERED_BODY_MB": "64"})
+    assert config.max_body_bytes == config.max_buffered_body_bytes
+
+
 def test_file_values_must_have_the_right_type() -> None:
     with pytest.raises(ConfigError) as caught:
         Config.load(file_values={"api_version": 2024})

@@ -9,6 +9,7 @@ import pytest
 from azproxy import Config
 from azproxy.connection_guard import ConnectionGuard
 from azproxy.fdlimit import (
+    MAX_AUTO_CONNECTIONS,
     RESERVE_FDS,
     auto_max_connections,
     max_connections,
@@ -44,11 +45,18 @@ def test_the_soft_limit_is_raised_to_the_hard_limit(low_soft_limit: int) -> None
     assert raise_open_file_limit() is None  # nothing left to raise
 
 
-def test_auto_is_half_of_what_the_reserve_leaves() -> None:
-    assert auto_max_connections(1024) == (1024 - RESERVE_FDS) // 2 == 480
+def test_auto_is_a_third_of_what_the_reserve_leaves() -> None:
+    # A client socket, one to Azure and a spool file each.
+    assert auto_max_connections(1024) == (1024 - RESERVE_FDS) // 3 == 320
     assert auto_max_connections(RESERVE_FDS) == 1
     assert auto_max_connections(None) is None
     assert max_connections(7) == 7
+
+
+def test_auto_is_capped_where_memory_bounds_more_than_descriptors() -> None:
+    # A container's usual hard limit would give some 350,000 connections.
+    assert auto_max_connections(1_048_576) == MAX_AUTO_CONNECTIONS == 10_000
+    assert auto_max_connections(3 * 10_000 + RESERVE_FDS - 1) == 9_999
 
 
 def test_the_guard_resolves_auto_from_this_process_limit(low_soft_limit: int) -> None:
@@ -74,9 +82,11 @@ def test_a_max_connections_past_the_limit_is_warned_about(
 ) -> None:
     hard = low_soft_limit
     caplog.set_level(logging.INFO, "azproxy")
-    start_with_open_file_limit(hard)
+    # Two descriptors a connection would fit; the spool file's third does not.
+    setting = (hard - RESERVE_FDS) // 2
+    start_with_open_file_limit(setting)
     assert caplog.messages[-1] == (
-        f"max_connections {hard} may not fit the open-file limit of {hard}: "
-        "a client connection can hold a connection to Azure too"
+        f"max_connections {setting} may not fit the open-file limit of {hard}: "
+        "a client connection can hold a connection to Azure and a spool file too"
     )
     assert caplog.records[-1].levelno == logging.WARNING

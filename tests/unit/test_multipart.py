@@ -221,3 +221,75 @@ def test_an_unreadable_content_disposition_is_refused_not_guessed() -> None:
             b'--xyz\r\nContent-Disposition: form-data; name="model"; name="x"'
             b"\r\n\r\ngpt-4o\r\n--xyz--\r\n"
         )
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        # The second Content-Disposition names the model: some parsers take
+        # the last one.
+        (
+            b'Content-Disposition: form-data; name="note"\r\n'
+            b'Content-Disposition: form-data; name="model"',
+            "two Content-Disposition headers",
+        ),
+        # obs-fold: a parser that unfolds it reads a second name parameter.
+        (
+            b'Content-Disposition: form-data; name="note"\r\n ; name="model"',
+            "folded or broken header line",
+        ),
+        (
+            b'Content-Disposition: form-data; name="note"\r\n\t; name="model"',
+            "folded or broken header line",
+        ),
+        # A bare LF ends a header line for lenient parsers.
+        (
+            b'Content-Type: text/plain\nContent-Disposition: form-data; name="model"',
+            "folded or broken header line",
+        ),
+        (
+            b'Content-Type: text/plain\rContent-Disposition: form-data; name="model"',
+            "folded or broken header line",
+        ),
+        # aiohttp skips a name* it cannot decode and warns: the other name
+        # would then win here, where another parser may read name* instead.
+        (
+            b"Content-Disposition: form-data; name=\"note\"; name*=bogus''%6dodel",
+            "malformed Content-Disposition",
+        ),
+        (
+            b"Content-Disposition: form-data; name=\"note\"; name*=utf-8''%ff",
+            "malformed Content-Disposition",
+        ),
+    ],
+)
+def test_headers_other_parsers_may_read_as_a_model_field_are_refused(
+    headers: bytes, message: str
+) -> None:
+    data = b"--xyz\r\n" + headers + b"\r\n\r\ngpt-4o\r\n--xyz--\r\n"
+    for cut in range(len(data) + 1):
+        scanner = MultipartScanner(b"xyz")
+        with pytest.raises(BadRequest, match=message):
+            scanner.feed(data[:cut])
+            scanner.feed(data[cut:])
+
+
+def test_other_header_lines_beside_the_disposition_are_read_alike() -> None:
+    data = (
+        b"--xyz\r\nContent-Type: text/plain\r\nX-Extra: a b\r\n"
+        b'content-disposition: form-data; name="model"\r\n\r\ngpt-4o\r\n--xyz--\r\n'
+    )
+    scanner = MultipartScanner(b"xyz")
+    scanner.feed(data)
+    assert scanner.model == "gpt-4o" and scanner.finished
+
+
+def test_an_empty_parameter_is_read_as_before() -> None:
+    # aiohttp warns about `;;` and a trailing `;`, but no parser reads a name
+    # in them: refusing them would only fail clients that send them.
+    scanner = MultipartScanner(b"xyz")
+    scanner.feed(
+        b'--xyz\r\nContent-Disposition: form-data;; name="model";\r\n\r\n'
+        b"gpt-4o\r\n--xyz--\r\n"
+    )
+    assert scanner.model == "gpt-4o" and scanner.finished

@@ -110,6 +110,11 @@ def test_client_deployments_become_at_most_100_labels() -> None:
         pytest.param("gpt-4o\nazproxy_requests_total 1e9", id="newline"),
         pytest.param("a b", id="space"),
         pytest.param("gpt|4o", id="token-separator"),
+        # MODEL_RE admits these; prometheus_client would print them raw.
+        pytest.param("gpt-4o\x1b[2J", id="escape"),
+        pytest.param("gpt\x00", id="nul"),
+        pytest.param("gpt\x7f", id="delete"),
+        pytest.param("gpt-\u202eo4", id="right-to-left-override"),
     ],
 )
 def test_models_that_are_not_names_are_labelled_other(model: str) -> None:
