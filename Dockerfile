@@ -49,7 +49,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Offline (--no-index) from the build stage's wheels, mounted for this step only so
 # that no wheel stays behind in a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --disable-pip-version-check --no-index /wheels/*.whl
+    pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
+        --no-index /wheels/*.whl
 
 # A numeric user that exists in no image file: Kubernetes' runAsNonRoot can
 # verify a numeric UID, and no useradd is needed in the base image.
