@@ -7,13 +7,17 @@
 // Container Apps secret); no Azure key is stored anywhere.
 //
 //   az deployment group create -g RG -f deploy/azure/containerapp.bicep \
-//     -p containerImage=myregistry.azurecr.io/azproxy:0.1.0 openAIAccountName=myopenai \
-//        modelMap='gpt-4o=gpt-4o,gpt-4o-mini=gpt-4o-mini' accessKeys='...'
+//     -p openAIAccountName=myopenai modelMap='gpt-4o=gpt-4o,gpt-4o-mini=gpt-4o-mini' \
+//        accessKeys="$(openssl rand -hex 24)"
+//
+// containerImage defaults to the published image (deploy/IMAGE), tag latest. Each access
+// key must have 16 characters or more, as azproxy requires: the deployment stops on a
+// shorter one instead of starting a replica that cannot start.
 //
 // containerapp.json is the same template written by hand in ARM JSON (no bicep CLI in this
-// repository's CI); keep both in step. Needs Bicep 0.27+ (one-line objects). Role
-// assignments take a few minutes to propagate: the first requests after a fresh
-// deployment may get 401 from Azure OpenAI.
+// repository's CI); keep both in step. Needs Bicep 0.33.93+ (fail()). Role assignments
+// take a few minutes to propagate: the first requests after a fresh deployment may get
+// 401 from Azure OpenAI.
 
 @description('Name of the container app (also used to name the environment and workspace).')
 @minLength(2)
@@ -23,8 +27,8 @@ param name string = 'azproxy'
 @description('Azure region; defaults to the resource group\'s.')
 param location string = resourceGroup().location
 
-@description('The azproxy image, for example myregistry.azurecr.io/azproxy:0.1.0.')
-param containerImage string
+@description('The azproxy image: the published one (deploy/IMAGE in the repository), a version of it such as ghcr.io/replace_with_owner/azproxy:0.1.0, or your own build.')
+param containerImage string = 'ghcr.io/replace_with_owner/azproxy:latest'
 
 @description('Registry server for a private image, for example myregistry.azurecr.io; empty for a public image.')
 param registryServer string = ''
@@ -48,8 +52,9 @@ param openAIApiVersion string = '2024-10-21'
 @description('AZPROXY_MODEL_MAP: model=deployment pairs, for example gpt-4o=gpt-4o,gpt-4o-mini=my-mini.')
 param modelMap string
 
-@description('AZPROXY_ACCESS_KEYS: comma list of keys clients must present.')
+@description('AZPROXY_ACCESS_KEYS: comma list of keys clients must present, each of 16 characters or more (azproxy refuses shorter ones); for example from openssl rand -hex 24.')
 @secure()
+@minLength(16)
 param accessKeys string
 
 @description('AZPROXY_CORS_ORIGINS: *, a comma list of origins, or empty to disable CORS.')
@@ -137,8 +142,15 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
         allowInsecure: false
       }
       // Secure values stay inline: copied into a variable they would lose their protection.
+      // The access keys as azproxy reads them (split at commas, trimmed, empty ones
+      // dropped): at least one, none shorter than 16 characters.
       secrets: concat(
-        [{ name: 'access-keys', value: accessKeys }],
+        [
+          {
+            name: 'access-keys'
+            value: !empty(filter(split(accessKeys, ','), k => !empty(trim(k)))) && empty(filter(split(accessKeys, ','), k => !empty(trim(k)) && length(trim(k)) < 16)) ? accessKeys : fail('accessKeys: give one or more comma-separated keys of 16 characters or more each, which azproxy needs (for example from openssl rand -hex 24)')
+          }
+        ],
         empty(registryServer) ? [] : [{ name: 'registry-password', value: registryPassword }]
       )
       registries: registries

@@ -15,16 +15,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from pytest_aiohttp import AiohttpClient
 
 from azproxy import Config, create_app
-from azproxy.config import settings
+from azproxy.config import ConfigError, settings
+from tests.arm import DeploymentFailed, Template
+from tests.conftest import AZURE_KEY
+from tests.deploy.shipped import (
+    AZURE,
+    IMAGE,
+    K8S,
+    PORT,
+    ROOT,
+    dockerfile_stages,
+    env_names,
+    load_json,
+    load_yaml,
+    resource,
+    strings,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-AZURE = ROOT / "deploy" / "azure"
-K8S = ROOT / "deploy" / "kubernetes"
 NGINX_SITE = ROOT / "deploy" / "nginx" / "azproxy.conf"
-PORT = 3000
 OPENAI_USER_ROLE = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 UIS = (
     "chatbot-ui",
@@ -33,41 +44,6 @@ UIS = (
     "chatgpt-next-web",
     "chatgpt-web",
 )
-
-
-def load_json(path: Path) -> dict[str, Any]:
-    document = json.loads(path.read_text())
-    assert isinstance(document, dict)
-    return document
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    document = yaml.safe_load(path.read_text())
-    assert isinstance(document, dict), f"{path} is not one YAML mapping"
-    return document
-
-
-def strings(node: Any) -> list[str]:
-    """Every string value in a parsed JSON/YAML tree."""
-    if isinstance(node, str):
-        return [node]
-    if isinstance(node, dict):
-        return [s for value in node.values() for s in strings(value)]
-    if isinstance(node, list):
-        return [s for item in node for s in strings(item)]
-    return []
-
-
-def resource(template: dict[str, Any], type_: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = [
-        r for r in template["resources"] if r["type"] == type_
-    ]
-    assert len(found) == 1, f"expected one {type_} resource, found {len(found)}"
-    return found[0]
-
-
-def env_names(env: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {item["name"]: item for item in env}
 
 
 # ARM templates (both) ------------------------------------------------------------
@@ -110,6 +86,9 @@ def test_arm_secrets_are_secure_and_not_defaulted(name: str) -> None:
     variables_text = json.dumps(template.get("variables", {}))
     for key in secure:
         assert f"parameters('{key}')" not in variables_text, key
+    # Deployment errors are shown and logged: fail() says only fixed words.
+    text = json.dumps(template)
+    assert text.count("fail(") == len(re.findall(r"fail\('(?:[^']|'')*'\)", text))
 
 
 # App Service -----------------------------------------------------------------
@@ -133,7 +112,8 @@ def test_app_service_template() -> None:
     ):
         assert required in params, required
     assert params["azureOpenAIApiKey"]["type"] == "securestring"
-    assert "defaultValue" not in params["containerImage"]
+    assert params["containerImage"]["defaultValue"] == f"{IMAGE}:latest"
+    assert params["registryUrl"]["defaultValue"] == "https://" + IMAGE.split("/")[0]
 
     site = resource(template, "Microsoft.Web/sites")
     config = site["properties"]["siteConfig"]
@@ -191,7 +171,7 @@ def test_container_app_identity_and_role() -> None:
 
 def test_container_app_settings() -> None:
     template, app, container = container_app()
-    assert "defaultValue" not in template["parameters"]["containerImage"]
+    assert template["parameters"]["containerImage"]["defaultValue"] == f"{IMAGE}:latest"
     assert container["image"] == "[parameters('containerImage')]"
     ingress = app["properties"]["configuration"]["ingress"]
     assert ingress["targetPort"] == PORT
@@ -238,8 +218,19 @@ def test_bicep_matches_arm() -> None:
             rf"((?:^@.*\n|^  .*\n|^\]\)\n)*)^param {name} ", bicep, re.M
         )
         assert declared, name
-        is_secure = "@secure()" in declared.group(1)
+        decorators = declared.group(1)
+        is_secure = "@secure()" in decorators
         assert is_secure == (spec["type"] == "securestring"), name
+        for limit in ("minLength", "maxLength", "minValue", "maxValue"):
+            if limit in spec:
+                assert f"@{limit}({spec[limit]})" in decorators, (name, limit)
+            else:
+                assert f"@{limit}(" not in decorators, (name, limit)
+        default = spec.get("defaultValue")
+        if isinstance(default, str) and not default.startswith("["):
+            assert re.search(
+                rf"^param {name} string = '{re.escape(default)}'$", bicep, re.M
+            )
     for needle in (
         "type: 'SystemAssigned'",
         f"targetPort: {PORT}",
@@ -255,6 +246,133 @@ def test_bicep_matches_arm() -> None:
         "principalType: 'ServicePrincipal'",
     ):
         assert needle in bicep, needle
+
+
+# Access keys: a template refuses what azproxy would refuse ---------------------
+# A key azproxy refuses (shorter than 16 characters), or server-side credentials with
+# no key at all, would deploy and then crash-loop: the templates stop the deployment
+# instead. The templates' own expressions run here (tests/arm.py) on key lists, and
+# what they decide is compared with what azproxy decides about the same keys.
+
+LONG = "0123456789abcdef"  # 16 characters: azproxy's minimum
+ACCESS_KEY_LISTS = [
+    "",
+    LONG,
+    f"{LONG}-x,{LONG}-y",
+    f" {LONG} , {LONG}-z ",
+    f"{LONG},,",
+    LONG[:15],
+    "short",
+    f"{LONG},{LONG[:15]}",
+    f"{LONG[:15]},{LONG}",
+    ",".join(["abc"] * 6),  # 23 characters, every key short
+    "," * 20,  # no key at all
+]
+ENDPOINT = "https://myresource.openai.azure.com"
+MODEL_MAP = "gpt-4o=my-gpt-4o"
+# Given, so that these tests check the keys alone (the default image has its own test).
+OWN_IMAGE = "myregistry.azurecr.io/azproxy:0.1.0"
+
+
+def azproxy_refuses(env: dict[str, str]) -> bool:
+    try:
+        Config.load(environ=env)
+    except ConfigError:
+        return True
+    return False
+
+
+def app_service_settings(given: dict[str, Any]) -> dict[str, str]:
+    """The app settings (the container's environment) App Service would get."""
+    document = load_json(AZURE / "azure-deploy.json")
+    site = resource(document, "Microsoft.Web/sites")
+    template = Template(document, given)
+    values = template.evaluate(site["properties"]["siteConfig"]["appSettings"])
+    return {item["name"]: item["value"] for item in values}
+
+
+def container_app_env(given: dict[str, Any]) -> dict[str, str]:
+    """The container's environment in the Container Apps template, secrets resolved."""
+    document = load_json(AZURE / "containerapp.json")
+    app = resource(document, "Microsoft.App/containerApps")
+    template = Template(document, given)
+    secrets = template.evaluate(app["properties"]["configuration"]["secrets"])
+    by_name = {secret["name"]: secret["value"] for secret in secrets}
+    (container,) = app["properties"]["template"]["containers"]
+    env = {}
+    for item in container["env"]:
+        if "secretRef" in item:
+            env[item["name"]] = by_name[item["secretRef"]]
+        else:
+            env[item["name"]] = template.evaluate(item["value"])
+    return env
+
+
+@pytest.mark.parametrize("server_side", [True, False], ids=["endpoint", "passthrough"])
+@pytest.mark.parametrize("keys", ACCESS_KEY_LISTS)
+def test_app_service_refuses_the_keys_azproxy_refuses(
+    keys: str, server_side: bool
+) -> None:
+    given: dict[str, Any] = {
+        "resourcePrefix": "myproxy",
+        "containerImage": OWN_IMAGE,
+        "accessKeys": keys,
+    }
+    meant = {"AZPROXY_ACCESS_KEYS": keys}
+    if server_side:
+        given |= {
+            "azureOpenAIEndpoint": ENDPOINT,
+            "azureOpenAIApiKey": AZURE_KEY,
+            "modelMap": MODEL_MAP,
+        }
+        meant |= {
+            "AZURE_OPENAI_ENDPOINT": ENDPOINT,
+            "AZURE_OPENAI_API_KEY": AZURE_KEY,
+            "AZPROXY_MODEL_MAP": MODEL_MAP,
+        }
+    try:
+        env = app_service_settings(given)
+    except DeploymentFailed as exc:
+        assert azproxy_refuses(meant), f"the template refused keys azproxy takes: {exc}"
+        return
+    assert not azproxy_refuses(meant), "the template deploys keys azproxy refuses"
+    assert not azproxy_refuses(env)  # what the container really gets
+    assert env.get("AZPROXY_ACCESS_KEYS", "") == (keys if keys.strip(", ") else "")
+
+
+@pytest.mark.parametrize("keys", ACCESS_KEY_LISTS)
+def test_container_app_refuses_the_keys_azproxy_refuses(keys: str) -> None:
+    given = {
+        "containerImage": OWN_IMAGE,
+        "openAIAccountName": "myresource",
+        "azureOpenAIEndpoint": ENDPOINT,
+        "modelMap": MODEL_MAP,
+        "accessKeys": keys,
+    }
+    meant = {
+        "AZPROXY_ENTRA": "true",
+        "AZURE_OPENAI_ENDPOINT": ENDPOINT,
+        "AZPROXY_MODEL_MAP": MODEL_MAP,
+        "AZPROXY_ACCESS_KEYS": keys,
+    }
+    try:
+        env = container_app_env(given)
+    except DeploymentFailed as exc:
+        assert azproxy_refuses(meant), f"the template refused keys azproxy takes: {exc}"
+        return
+    assert not azproxy_refuses(meant), "the template deploys keys azproxy refuses"
+    assert not azproxy_refuses(env)
+    assert env["AZPROXY_ACCESS_KEYS"] == keys
+
+
+def test_container_app_form_asks_for_16_characters() -> None:
+    # The portal's form and `az deployment` check minLength before anything runs.
+    params = load_json(AZURE / "containerapp.json")["parameters"]
+    assert params["accessKeys"]["minLength"] == 16
+    assert "16 characters" in params["accessKeys"]["metadata"]["description"]
+    bicep = (AZURE / "containerapp.bicep").read_text()
+    assert "length(trim(k)) < 16" in bicep
+    assert "fail('accessKeys:" in bicep
 
 
 # Kubernetes ------------------------------------------------------------------
@@ -286,6 +404,39 @@ def test_deployment_probes_and_port() -> None:
     assert ready["path"] == "/readyz"
     assert port_number(container, live["port"]) == PORT
     assert port_number(container, ready["port"]) == PORT
+
+
+def test_startup_probe_gates_liveness() -> None:
+    # A slow start (a busy node) is waited for by the startup probe, not mistaken
+    # for a dead pod; liveness then needs no initial delay.
+    _, _, container = deployment()
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == "/healthz"
+    assert port_number(container, startup["httpGet"]["port"]) == PORT
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 20
+    assert "initialDelaySeconds" not in container["livenessProbe"]
+
+
+def test_prometheus_scrapes_the_pods() -> None:
+    deploy, _, container = deployment()
+    annotations = deploy["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert port_number(container, int(annotations["prometheus.io/port"])) == PORT
+    routes = {r.canonical for r in create_app(Config()).router.resources()}
+    assert annotations["prometheus.io/path"] == "/metrics" in routes
+
+
+def test_pods_spread_over_nodes_and_zones() -> None:
+    deploy, pod, _ = deployment()
+    labels = deploy["spec"]["template"]["metadata"]["labels"]
+    spread = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in spread.values():
+        assert constraint["maxSkew"] == 1
+        # Prefer, never block: a one-node or one-zone cluster must still schedule.
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+        assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]
 
 
 def test_deployment_security_and_resources() -> None:
@@ -325,19 +476,6 @@ def test_tmp_holds_every_spooled_body() -> None:
     assert quantity_bytes(requested) >= size
 
 
-def test_deployment_outlives_the_app_grace() -> None:
-    _, pod, container = deployment()
-    env = env_names(container["env"])
-    grace = float(env["AZPROXY_SHUTDOWN_GRACE_S"]["value"])
-    pre_stop = container.get("lifecycle", {}).get("preStop", {})
-    sleep = 0.0
-    if "exec" in pre_stop:
-        command = pre_stop["exec"]["command"]
-        assert command[0] == "sleep"
-        sleep = float(command[1])
-    assert pod["terminationGracePeriodSeconds"] > grace + sleep
-
-
 def test_deployment_reads_the_example_secret() -> None:
     _, _, container = deployment()
     secret = load_yaml(K8S / "secret.example.yaml")
@@ -371,7 +509,57 @@ def test_hpa_targets_the_deployment() -> None:
     }
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
-    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_the_autoscaler_owns_the_replica_count() -> None:
+    # A `replicas:` in the Deployment would reset the HPA's count on every apply.
+    deploy, _, _ = deployment()
+    assert "replicas" not in deploy["spec"]
+
+
+def test_disruption_budget_keeps_a_pod_serving() -> None:
+    deploy, _, _ = deployment()
+    pdb = load_yaml(K8S / "pdb.yaml")
+    assert (pdb["apiVersion"], pdb["kind"]) == ("policy/v1", "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+    labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # One pod may go while another serves: every autoscaler keeps two or more.
+    keda = load_yaml(K8S / "keda-scaledobject.yaml")
+    assert load_yaml(K8S / "hpa.yaml")["spec"]["minReplicas"] >= 2
+    assert keda["spec"]["minReplicaCount"] >= 2
+
+
+async def test_keda_option_scales_on_requests_in_flight(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    deploy, _, _ = deployment()
+    scaled = load_yaml(K8S / "keda-scaledobject.yaml")
+    assert (scaled["apiVersion"], scaled["kind"]) == (
+        "keda.sh/v1alpha1",
+        "ScaledObject",
+    )
+    target = scaled["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == (
+        "Deployment",
+        deploy["metadata"]["name"],
+    )
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    names = set(re.findall(r"\bazproxy_\w+", trigger["metadata"]["query"]))
+    assert names & {"azproxy_requests_in_flight", "azproxy_streams_in_flight"}
+    assert float(trigger["metadata"]["threshold"]) > 0
+    # The query names only metrics azproxy exports.
+    client = await aiohttp_client(create_app(Config()))
+    exported = await (await client.get("/metrics")).text()
+    for name in names:
+        assert re.search(rf"^{name} ", exported, re.M), f"azproxy exports no {name}"
+    # Down as slowly as the HPA: streams hold connections for minutes.
+    behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    hpa = load_yaml(K8S / "hpa.yaml")
+    assert behavior["scaleDown"] == hpa["spec"]["behavior"]["scaleDown"]
 
 
 def test_secret_example_has_only_placeholders() -> None:
@@ -389,10 +577,16 @@ def test_secret_example_has_only_placeholders() -> None:
 def test_kustomization_lists_the_manifests() -> None:
     kustomization = load_yaml(K8S / "kustomization.yaml")
     resources = kustomization["resources"]
-    assert {"deployment.yaml", "service.yaml", "hpa.yaml"} <= set(resources)
+    assert {"deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"} <= set(resources)
     assert "secret.example.yaml" not in resources  # would overwrite a real Secret
+    # An option, not a default: it needs KEDA and Prometheus, and replaces hpa.yaml.
+    assert "keda-scaledobject.yaml" not in resources
     for name in resources:
         assert (K8S / name).is_file(), name
+    (image,) = kustomization["images"]
+    assert image["name"] == IMAGE
+    _, _, container = deployment()
+    assert container["image"].rsplit(":", 1)[0] == IMAGE
 
 
 # What the files expect from the package ----------------------------------------
@@ -539,35 +733,23 @@ def test_nginx_accepts_the_site(tmp_path: Path) -> None:
 # Dockerfile ------------------------------------------------------------------
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined."""
-    joined = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
-    pairs = []
-    for line in joined.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            keyword, _, rest = line.strip().partition(" ")
-            pairs.append((keyword.upper(), re.sub(r"\s+", " ", rest.strip())))
-    return pairs
-
-
 def test_dockerfile_basics() -> None:
-    pairs = dockerfile_instructions()
-    args: dict[str, list[str]] = {}
-    for keyword, rest in pairs:
-        args.setdefault(keyword, []).append(rest)
-    assert pairs[0] == ("FROM", "python:3.11-slim")
-    assert args["EXPOSE"] == [str(PORT)]
-    assert args["STOPSIGNAL"] == ["SIGTERM"]
-    (user,) = args["USER"]
+    stages = dockerfile_stages()
+    assert [stage.base for stage in stages] == ["python:3.11-slim"] * len(stages)
+    final = stages[-1]
+    assert final.args("EXPOSE") == [str(PORT)]
+    assert final.args("STOPSIGNAL") == ["SIGTERM"]
+    (user,) = final.args("USER")
     assert user.split(":")[0] not in ("0", "root")
-    (cmd,) = args["CMD"]
+    (cmd,) = final.args("CMD")
     serve = ["azproxy", "serve", "--host", "0.0.0.0", "--port", str(PORT)]
     assert json.loads(cmd) == serve
-    (healthcheck,) = args["HEALTHCHECK"]
+    (healthcheck,) = final.args("HEALTHCHECK")
     assert "/healthz" in healthcheck and " CMD [" in healthcheck
-    assert "ARG" not in args  # nothing secret passed at build time
-    for env in args["ENV"]:
-        assert not re.search(r"KEY|SECRET|TOKEN|PASSWORD", env), env
+    for stage in stages:
+        assert not stage.args("ARG")  # nothing secret passed at build time
+        for env in stage.args("ENV"):
+            assert not re.search(r"KEY|SECRET|TOKEN|PASSWORD", env), env
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     rules = [line for line in ignore if line and not line.startswith("#")]
     assert rules[0] == "*", ".dockerignore should be an allow-list"
