@@ -9,10 +9,9 @@ import aiohttp
 from aiohttp import web
 
 from .access import Gate, match_access_key
-from .bodies import Budgets
+from .bodies import READ_BYTES, Budgets
 from .config import Config, ConfigError
 from .credentials import presented_token
-from .delivery import SLICE_BYTES
 from .errors import InvalidCredentials
 from .health import HealthBoard
 from .keys import (
@@ -173,7 +172,7 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         middlewares=(refuse_redirects,),  # no redirect is followed with a key
         # Bounded reads: a stream whose client stops reading holds about two
         # slices of Azure's answer here (aiohttp's default is 256 KiB, x2).
-        read_bufsize=SLICE_BYTES,
+        read_bufsize=READ_BYTES,
     ) as session:
         app[SESSION] = session
         app[LIFECYCLE].ready = True

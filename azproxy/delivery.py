@@ -10,24 +10,18 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from .bodies import READ_BYTES
 from .errors import error_body
 from .keys import CONFIG, EXCHANGE, LIFECYCLE
 from .lifecycle import ShuttingDown
 from .observe import Exchange, usage_of
-from .sse import normaliser_for
+from .sse import EVENT_ENDINGS, normaliser_for
 from .terminal import StreamEnd, terminal_for
 from .upstream import Reply
 
-__all__ = ["SLICE_BYTES", "StreamIncomplete", "deliver", "end_broken_stream", "pump"]
+__all__ = ["StreamIncomplete", "deliver", "end_broken_stream", "pump"]
 
 log = logging.getLogger("azproxy.relay")
-
-EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
-# The most read from Azure, or written to the client, in one go. With the
-# session's read_bufsize of the same size, a stream whose client stops reading
-# holds about two slices from Azure and the client transport's high-water mark
-# plus one slice: little, even for 1 MB events.
-SLICE_BYTES = 64 * 1024
 
 
 class StreamIncomplete(Exception):
@@ -77,7 +71,10 @@ async def relay_body(
                 return
             sent = out
         try:
-            next_chunk = await upstream.content.read(SLICE_BYTES)
+            # A bounded slice (as the session's read_bufsize): a stream whose
+            # client stops reading holds about two slices from Azure and the
+            # client transport's high-water mark plus one, even for 1 MB events.
+            next_chunk = await upstream.content.read(READ_BYTES)
         except (aiohttp.ClientError, TimeoutError, ShuttingDown) as exc:
             # A partial event the normaliser holds is dropped.
             await end_broken_stream(request, response, sse, sent, exc)
@@ -139,8 +136,8 @@ async def deliver_when_read(
     the high-water mark, waiting at most client_write_timeout_s each time."""
     timeout = request.app[CONFIG].client_write_timeout_s
     view = memoryview(chunk)
-    for start in range(0, len(chunk), SLICE_BYTES):
-        piece = view[start : start + SLICE_BYTES]
+    for start in range(0, len(chunk), READ_BYTES):
+        piece = view[start : start + READ_BYTES]
         try:
             async with asyncio.timeout(timeout):
                 await request.writer.drain()  # waits while over the mark

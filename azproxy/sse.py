@@ -30,6 +30,8 @@ from aiohttp import web
 from .keys import CONFIG
 
 __all__ = [
+    "EVENT_END",
+    "EVENT_ENDINGS",
     "MAX_HELD_BYTES",
     "NORMALISED_PATHS",
     "StreamNormaliser",
