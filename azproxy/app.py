@@ -19,6 +19,7 @@ from .keys import (
     CONFIG,
     GATE,
     HEALTH,
+    JSON_BOUNDS,
     LIFECYCLE,
     LIMITER,
     METRICS,
@@ -36,6 +37,7 @@ from .middlewares import (
 )
 from .models import get_model, list_models
 from .observe import AccessLog, Observer
+from .outgoing import json_bounds
 from .realtime import setup_realtime
 from .routes import EndpointConfig
 from .routing import Router
@@ -66,6 +68,7 @@ def create_app(config: Config) -> web.Application:
         },
     )
     app[CONFIG] = config
+    app[JSON_BOUNDS] = json_bounds(config)
     app[LIFECYCLE] = Lifecycle()
     app[BUDGETS] = Budgets(config.max_buffered_body_bytes, config.max_spool_bytes)
     entra = entra_auth(config)

@@ -26,7 +26,7 @@ from .jsonshape import JsonBounds
 from .outgoing import Outgoing
 from .sse import EVENT_END
 
-__all__ = ["StreamEnd", "Terminal", "asked_to_stream", "stream_asked", "terminal_for"]
+__all__ = ["StreamEnd", "Terminal", "asked_to_stream", "terminal_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +112,6 @@ class StreamEnd:
             self.complete = True
         else:
             self._carry = window[-3:]
-
-
-def stream_asked(path: str, outgoing: Outgoing, bounds: JsonBounds) -> bool:
-    """Whether this is a call of a streaming family that asked to stream."""
-    return terminal_for(path) is not None and asked_to_stream(outgoing, bounds)
 
 
 def asked_to_stream(outgoing: Outgoing, bounds: JsonBounds) -> bool:
