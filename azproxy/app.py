@@ -172,7 +172,9 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=False,  # relay bytes and Content-Encoding exactly as sent
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=NO_AUTO_HEADERS,
-        middlewares=(refuse_redirects,),  # no redirect is followed with a key
+        # No redirect is followed with a key: for ws_connect, which follows
+        # them; send_once checks its answers inline, without this layer.
+        middlewares=(refuse_redirects,),
         # Bounded reads: a stream whose client stops reading holds about two
         # slices of Azure's answer here (aiohttp's default is 256 KiB, x2).
         read_bufsize=READ_BYTES,

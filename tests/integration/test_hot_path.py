@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp.client
 import pytest
 
 import azproxy.routing
@@ -58,3 +59,13 @@ async def test_json_bounds_are_built_once_per_app(
     calls = counting(monkeypatch, JsonBounds, "__init__")
     await chat_twice(proxy, fake_azure)
     assert calls == []  # built by create_app, never per answer
+
+
+async def test_upstream_requests_go_without_a_client_middleware_layer(
+    proxy: Any, fake_azure: FakeAzure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redirects are refused by send_once itself (tests/integration/
+    # test_redirects.py); only ws_connect needs the session's middleware.
+    calls = counting(monkeypatch, aiohttp.client, "build_client_middlewares")
+    await chat_twice(proxy, fake_azure)
+    assert calls == []
