@@ -108,6 +108,7 @@ async def send_once(
 ) -> Reply:
     host = target.url.host
     body = target.body
+    stream = body if isinstance(body, StreamBody) else None
     backend = target.backend
     exchange.attempts += 1
     exchange.deployment = backend.deployment or None
@@ -119,7 +120,7 @@ async def send_once(
             target.url,
             headers=target.headers,
             # No body at all (not an empty one) for a GET: RFC 9110 §8.6.
-            data=body.chunks() if isinstance(body, StreamBody) else body or None,
+            data=stream.chunks() if stream is not None else body or None,
             allow_redirects=False,
             # The session's refuse_redirects is for ws_connect, which follows
             # redirects; here the check below costs less than its layer.
@@ -151,17 +152,14 @@ async def send_once(
             retryable=False,
         ) from None
     except aiohttp.ClientError as exc:
-        if isinstance(exc.__cause__, ProxyError):
-            # The client's body broke off (too large, too slow, a second
-            # model field): the client's error, not Azure's, never retried.
-            raise exc.__cause__ from None
-        raise Failure(
-            UpstreamUnreachable(
-                f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
-            ),
-            retryable=True,
+        raise broken(
+            body, f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
         ) from None
     refuse_redirect(response)
+    if stream is not None:
+        # The upload may still be going out: if it breaks now, this answer
+        # is cut too (aiohttp would otherwise wait for it with no timeout).
+        stream.when_cut(response.close)
     exchange.upstream_status = response.status
     # Headers are in: from now on the limit is the idle gap between chunks.
     # (Not when the whole body has arrived already: a timer restarted then
@@ -187,14 +185,22 @@ async def send_once(
         ) from None
     except aiohttp.ClientError as exc:
         response.close()
-        raise Failure(
-            UpstreamUnreachable(
-                f"The connection to Azure OpenAI at {host} broke before the "
-                f"answer started ({type(exc).__name__})."
-            ),
-            retryable=True,
+        raise broken(
+            body,
+            f"The connection to Azure OpenAI at {host} broke before the "
+            f"answer started ({type(exc).__name__}).",
         ) from None
     return Reply(response, first)
+
+
+def broken(body: bytes | StreamBody, message: str) -> ProxyError | Failure:
+    """Why a request whose connection broke failed. When the client's body
+    broke off first (too large, too slow, a second model field), that is the
+    error: the client's, not Azure's, never retried, no deployment's fault.
+    Else Azure's connection broke: a Failure that may be retried."""
+    if isinstance(body, StreamBody) and body.error is not None:
+        return body.error
+    return Failure(UpstreamUnreachable(message), retryable=True)
 
 
 async def send_with_retries(
