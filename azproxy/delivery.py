@@ -8,7 +8,8 @@ import asyncio
 import logging
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDictProxy
 
 from .bodies import READ_BYTES
 from .errors import error_body
@@ -56,10 +57,15 @@ async def relay_body(
     exchange: Exchange,
 ) -> None:
     upstream = reply.response
+    # A compressed answer (the client's Accept-Encoding goes to Azure) is
+    # relayed untouched: its events cannot be read, nor one added, without
+    # decompressing it. A break still ends it without the chunked terminator.
+    readable = not compressed(upstream.headers)
+    events = sse and readable
     # sse_compat=openai: whole events, minus Azure's extra chunks.
-    tidy = normaliser_for(request, sse)
+    tidy = normaliser_for(request, events)
     # A 2xx stream of a known family must end with that family's last event.
-    end = stream_end(request.path) if sse and upstream.status < 300 else None
+    end = stream_end(request.path) if events and upstream.status < 300 else None
     chunk, previous, sent = reply.first, b"", b""
     while chunk:
         if end is not None:
@@ -77,19 +83,25 @@ async def relay_body(
             next_chunk = await upstream.content.read(READ_BYTES)
         except (aiohttp.ClientError, TimeoutError, ShuttingDown) as exc:
             # A partial event the normaliser holds is dropped.
-            await end_broken_stream(request, response, sse, sent, exc)
+            await end_broken_stream(request, response, events, sent, exc)
             return
         if next_chunk:
             previous = chunk
         chunk = next_chunk
     if end is not None and not end.complete:
         incomplete = StreamIncomplete(end.missing)
-        await end_broken_stream(request, response, sse, sent, incomplete)
+        await end_broken_stream(request, response, events, sent, incomplete)
         return
     if tidy is not None and (rest := tidy.flush()):
         await deliver(request, response, rest, exchange)
     # A stream's usage (stream_options.include_usage) is in its last events.
-    exchange.usage = usage_of(previous + chunk) if sse else None
+    exchange.usage = usage_of(previous + chunk) if events else None
+
+
+def compressed(headers: CIMultiDictProxy[str]) -> bool:
+    """Whether the body is encoded (gzip, br...): azproxy never decodes it."""
+    encoding = headers.get(hdrs.CONTENT_ENCODING)
+    return encoding is not None and encoding.strip().lower() not in ("", "identity")
 
 
 def stream_end(path: str) -> StreamEnd | None:
