@@ -15,7 +15,7 @@ from .bodies import READ_BYTES
 from .errors import error_body
 from .keys import CONFIG, EXCHANGE, LIFECYCLE
 from .lifecycle import ShuttingDown
-from .observe import Exchange, usage_of
+from .observe import Exchange, UsageTail
 from .sse import EVENT_ENDINGS, normaliser_for
 from .terminal import StreamEnd, terminal_for
 from .upstream import Reply
@@ -66,10 +66,14 @@ async def relay_body(
     tidy = normaliser_for(request, events)
     # A 2xx stream of a known family must end with that family's last event.
     end = stream_end(request.path) if events and upstream.status < 300 else None
-    chunk, previous, sent = reply.first, b"", b""
+    # Usage (stream_options.include_usage, or a JSON body's) is at the end.
+    tail = UsageTail() if readable else None
+    chunk, sent = reply.first, b""
     while chunk:
         if end is not None:
             end.feed(chunk)
+        if tail is not None:
+            tail.add(chunk)
         out = chunk if tidy is None else tidy.feed(chunk)
         if out:
             if not await deliver(request, response, out, exchange):
@@ -80,22 +84,18 @@ async def relay_body(
             # A bounded slice (as the session's read_bufsize): a stream whose
             # client stops reading holds about two slices from Azure and the
             # client transport's high-water mark plus one, even for 1 MB events.
-            next_chunk = await upstream.content.read(READ_BYTES)
+            chunk = await upstream.content.read(READ_BYTES)
         except (aiohttp.ClientError, TimeoutError, ShuttingDown) as exc:
             # A partial event the normaliser holds is dropped.
             await end_broken_stream(request, response, events, sent, exc)
             return
-        if next_chunk:
-            previous = chunk
-        chunk = next_chunk
     if end is not None and not end.complete:
         incomplete = StreamIncomplete(end.missing)
         await end_broken_stream(request, response, events, sent, incomplete)
         return
     if tidy is not None and (rest := tidy.flush()):
         await deliver(request, response, rest, exchange)
-    # A stream's usage (stream_options.include_usage) is in its last events.
-    exchange.usage = usage_of(previous + chunk) if events else None
+    exchange.usage = None if tail is None else tail.usage()
 
 
 def compressed(headers: CIMultiDictProxy[str]) -> bool:
