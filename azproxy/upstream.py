@@ -30,7 +30,6 @@ __all__ = [
     "Reply",
     "Target",
     "pause_before_retry",
-    "refuse_redirect",
     "refuse_redirects",
     "send_once",
     "send_with_retries",
