@@ -9,10 +9,9 @@ import aiohttp
 from aiohttp import web
 
 from .access import Gate, match_access_key
-from .bodies import Budgets
+from .bodies import READ_BYTES, Budgets
 from .config import Config, ConfigError
 from .credentials import presented_token
-from .delivery import SLICE_BYTES
 from .errors import InvalidCredentials
 from .health import HealthBoard
 from .keys import (
@@ -20,6 +19,7 @@ from .keys import (
     CONFIG,
     GATE,
     HEALTH,
+    JSON_BOUNDS,
     LIFECYCLE,
     LIMITER,
     METRICS,
@@ -37,6 +37,7 @@ from .middlewares import (
 )
 from .models import get_model, list_models
 from .observe import AccessLog, Observer
+from .outgoing import json_bounds
 from .realtime import setup_realtime
 from .routes import EndpointConfig
 from .routing import Router
@@ -67,6 +68,7 @@ def create_app(config: Config) -> web.Application:
         },
     )
     app[CONFIG] = config
+    app[JSON_BOUNDS] = json_bounds(config)
     app[LIFECYCLE] = Lifecycle()
     app[BUDGETS] = Budgets(config.max_buffered_body_bytes, config.max_spool_bytes)
     entra = entra_auth(config)
@@ -170,10 +172,12 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=False,  # relay bytes and Content-Encoding exactly as sent
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=NO_AUTO_HEADERS,
-        middlewares=(refuse_redirects,),  # no redirect is followed with a key
+        # No redirect is followed with a key: for ws_connect, which follows
+        # them; send_once checks its answers inline, without this layer.
+        middlewares=(refuse_redirects,),
         # Bounded reads: a stream whose client stops reading holds about two
         # slices of Azure's answer here (aiohttp's default is 256 KiB, x2).
-        read_bufsize=SLICE_BYTES,
+        read_bufsize=READ_BYTES,
     ) as session:
         app[SESSION] = session
         app[LIFECYCLE].ready = True

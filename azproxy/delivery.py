@@ -8,26 +8,21 @@ import asyncio
 import logging
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDictProxy
 
+from .bodies import READ_BYTES
 from .errors import error_body
 from .keys import CONFIG, EXCHANGE, LIFECYCLE
 from .lifecycle import ShuttingDown
-from .observe import Exchange, usage_of
-from .sse import normaliser_for
+from .observe import Exchange, UsageTail
+from .sse import EVENT_ENDINGS, normaliser_for
 from .terminal import StreamEnd, terminal_for
 from .upstream import Reply
 
-__all__ = ["SLICE_BYTES", "StreamIncomplete", "deliver", "end_broken_stream", "pump"]
+__all__ = ["StreamIncomplete", "deliver", "end_broken_stream", "pump"]
 
 log = logging.getLogger("azproxy.relay")
-
-EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
-# The most read from Azure, or written to the client, in one go. With the
-# session's read_bufsize of the same size, a stream whose client stops reading
-# holds about two slices from Azure and the client transport's high-water mark
-# plus one slice: little, even for 1 MB events.
-SLICE_BYTES = 64 * 1024
 
 
 class StreamIncomplete(Exception):
@@ -62,14 +57,23 @@ async def relay_body(
     exchange: Exchange,
 ) -> None:
     upstream = reply.response
+    # A compressed answer (the client's Accept-Encoding goes to Azure) is
+    # relayed untouched: its events cannot be read, nor one added, without
+    # decompressing it. A break still ends it without the chunked terminator.
+    readable = not compressed(upstream.headers)
+    events = sse and readable
     # sse_compat=openai: whole events, minus Azure's extra chunks.
-    tidy = normaliser_for(request, sse)
+    tidy = normaliser_for(request, events)
     # A 2xx stream of a known family must end with that family's last event.
-    end = stream_end(request.path) if sse and upstream.status < 300 else None
-    chunk, previous, sent = reply.first, b"", b""
+    end = stream_end(request.path) if events and upstream.status < 300 else None
+    # Usage (stream_options.include_usage, or a JSON body's) is at the end.
+    tail = UsageTail() if readable else None
+    chunk, sent = reply.first, b""
     while chunk:
         if end is not None:
             end.feed(chunk)
+        if tail is not None:
+            tail.add(chunk)
         out = chunk if tidy is None else tidy.feed(chunk)
         if out:
             if not await deliver(request, response, out, exchange):
@@ -77,22 +81,27 @@ async def relay_body(
                 return
             sent = out
         try:
-            next_chunk = await upstream.content.read(SLICE_BYTES)
+            # A bounded slice (as the session's read_bufsize): a stream whose
+            # client stops reading holds about two slices from Azure and the
+            # client transport's high-water mark plus one, even for 1 MB events.
+            chunk = await upstream.content.read(READ_BYTES)
         except (aiohttp.ClientError, TimeoutError, ShuttingDown) as exc:
             # A partial event the normaliser holds is dropped.
-            await end_broken_stream(request, response, sse, sent, exc)
+            await end_broken_stream(request, response, events, sent, exc)
             return
-        if next_chunk:
-            previous = chunk
-        chunk = next_chunk
     if end is not None and not end.complete:
         incomplete = StreamIncomplete(end.missing)
-        await end_broken_stream(request, response, sse, sent, incomplete)
+        await end_broken_stream(request, response, events, sent, incomplete)
         return
     if tidy is not None and (rest := tidy.flush()):
         await deliver(request, response, rest, exchange)
-    # A stream's usage (stream_options.include_usage) is in its last events.
-    exchange.usage = usage_of(previous + chunk) if sse else None
+    exchange.usage = None if tail is None else tail.usage()
+
+
+def compressed(headers: CIMultiDictProxy[str]) -> bool:
+    """Whether the body is encoded (gzip, br...): azproxy never decodes it."""
+    encoding = headers.get(hdrs.CONTENT_ENCODING)
+    return encoding is not None and encoding.strip().lower() not in ("", "identity")
 
 
 def stream_end(path: str) -> StreamEnd | None:
@@ -139,8 +148,8 @@ async def deliver_when_read(
     the high-water mark, waiting at most client_write_timeout_s each time."""
     timeout = request.app[CONFIG].client_write_timeout_s
     view = memoryview(chunk)
-    for start in range(0, len(chunk), SLICE_BYTES):
-        piece = view[start : start + SLICE_BYTES]
+    for start in range(0, len(chunk), READ_BYTES):
+        piece = view[start : start + READ_BYTES]
         try:
             async with asyncio.timeout(timeout):
                 await request.writer.drain()  # waits while over the mark

@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from .config import Config
+from .jsonshape import JsonBounds
 
 if TYPE_CHECKING:
     from .access import Gate
@@ -30,6 +31,7 @@ __all__ = [
     "EXCHANGE",
     "GATE",
     "HEALTH",
+    "JSON_BOUNDS",
     "LIFECYCLE",
     "LIMITER",
     "METRICS",
@@ -52,3 +54,5 @@ EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("azproxy.exchange")
 METRICS: web.AppKey[Metrics] = web.AppKey("azproxy.metrics")
 OBSERVER: web.AppKey[Observer] = web.AppKey("azproxy.observer")
 BUDGETS: web.AppKey[Budgets] = web.AppKey("azproxy.budgets")
+# The config's max_json_* settings, built once: every parse is held to them.
+JSON_BOUNDS = web.AppKey("azproxy.json_bounds", JsonBounds)

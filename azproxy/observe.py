@@ -36,6 +36,7 @@ __all__ = [
     "Exchange",
     "Observer",
     "Recorder",
+    "UsageTail",
     "ensure_request_id",
     "usage_of",
 ]
@@ -93,6 +94,42 @@ def usage_of(tail: bytes) -> tuple[int, int, int] | None:
     completion = counts.get(b"completion", counts.get(b"output", 0))
     total = counts.get(b"total", prompt + completion)
     return prompt, completion, total
+
+
+class UsageTail:
+    """The last _USAGE_WINDOW bytes of an answer relayed piece by piece, SSE
+    or not: where its usage is. It keeps the last pieces themselves (no copy
+    per piece; they are dropped once the later ones cover the window), so a
+    usage that arrived in the last piece, or split over several, is found."""
+
+    __slots__ = ("_pieces", "_size")
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def add(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._size += len(piece)
+        if self._size > 2 * _USAGE_WINDOW:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Keep only the last pieces that cover the window."""
+        pieces = self._pieces
+        if len(pieces[-1]) >= _USAGE_WINDOW:  # a large slice: the common case
+            self._pieces, self._size = [pieces[-1]], len(pieces[-1])
+            return
+        size = 0
+        for index in range(len(pieces) - 1, -1, -1):
+            size += len(pieces[index])
+            if size >= _USAGE_WINDOW:
+                del pieces[:index]
+                break
+        self._size = size
+
+    def usage(self) -> tuple[int, int, int] | None:
+        return usage_of(b"".join(self._pieces))
 
 
 def ensure_request_id(headers: CIMultiDict[str]) -> str:

@@ -15,7 +15,7 @@ from .families import route_for
 from .headers import request_headers
 from .jsonbody import JsonObject, read_object
 from .jsonshape import JsonBounds
-from .keys import BUDGETS, CALLER, CONFIG
+from .keys import BUDGETS, CALLER, CONFIG, JSON_BOUNDS
 from .mapping import Scope, upstream_url
 from .routing import Backend
 from .splice import spliced
@@ -96,11 +96,12 @@ class Outgoing:
 def parse_json(request: web.Request, body: bytes | StreamBody) -> JsonObject:
     """The body as a JSON object, within the structure bounds (400 else)."""
     assert isinstance(body, bytes)  # read_body(spill=False) for bodies to parse
-    return read_object(body, json_bounds(request.app[CONFIG]))
+    return read_object(body, request.app[JSON_BOUNDS])
 
 
 def json_bounds(config: Config) -> JsonBounds:
-    """The bounds every JSON body azproxy parses must keep."""
+    """The bounds every JSON body azproxy parses must keep (built once per
+    app: app[JSON_BOUNDS])."""
     return JsonBounds(
         config.max_json_depth, config.max_json_containers, config.max_json_values
     )

@@ -18,11 +18,11 @@ from aiohttp import web
 from .delivery import pump
 from .failover import fail_over
 from .headers import response_headers
-from .keys import CONFIG, EXCHANGE, LIMITER, METRICS, SESSION
+from .keys import CONFIG, EXCHANGE, JSON_BOUNDS, LIMITER, METRICS, SESSION
 from .observe import usage_of
-from .outgoing import Outgoing, build_target, json_bounds
+from .outgoing import Outgoing, build_target
 from .routing import Backend
-from .terminal import stream_asked
+from .terminal import asked_to_stream, terminal_for
 from .upstream import Reply, send_with_retries
 
 __all__ = ["answer", "relay", "with_deployment_hint"]
@@ -108,7 +108,8 @@ async def answer(
         headers["x-azproxy-deployment"] = backend.deployment
     sse = reply.is_sse or (
         upstream.status < 300
-        and stream_asked(request.path, outgoing, json_bounds(request.app[CONFIG]))
+        and terminal_for(request.path) is not None  # a streaming family
+        and asked_to_stream(outgoing, request.app[JSON_BOUNDS])
     )
     if reply.deployment_not_found and upstream.content.at_eof():
         first = with_deployment_hint(first, backend)

@@ -109,10 +109,8 @@ class PassthroughCaller:
             deployment: (Backend(self.endpoint, deployment),)
             for deployment in {token.default_deployment, *token.model_map.values()}
         }
-
-    @property
-    def needs_model(self) -> bool:
-        return self.token.needs_model or sends_deployments_to_v1(self.endpoint)
+        # Asked twice per request; token and endpoint never change, so once.
+        self.needs_model = token.needs_model or sends_deployments_to_v1(self.endpoint)
 
     def backends(self, model: str | None) -> Sequence[Backend]:
         return self._backends[self.token.deployment_for(model)]

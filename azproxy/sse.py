@@ -12,11 +12,12 @@ finish event (a `finish_reason: "content_filter"` stop included), the usage
 event a client asked for with `stream_options.include_usage` (`choices: []`
 with `usage`, kept), and `[DONE]`. `raw` relays Azure's bytes untouched.
 
-Cost: a chunk holding only whole events without either marker string is
-passed on as it is, with no copy and no JSON parsing; only events that
-contain a marker are parsed. A partial event is held until its blank line
-arrives, never longer: a complete event is never delayed. An event larger
-than MAX_HELD_BYTES is relayed raw (unfiltered) as it arrives, not held.
+Cost: a chunk without either marker string is passed on up to its last
+event end in one piece (as it is, with no copy, when it ends there), with no
+look at each event and no JSON parsing; only events that contain a marker
+are parsed. A partial event is held until its blank line arrives, never
+longer: a complete event is never delayed. An event larger than
+MAX_HELD_BYTES is relayed raw (unfiltered) as it arrives, not held.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from aiohttp import web
 from .keys import CONFIG
 
 __all__ = [
+    "EVENT_END",
+    "EVENT_ENDINGS",
     "MAX_HELD_BYTES",
     "NORMALISED_PATHS",
     "StreamNormaliser",
@@ -82,8 +85,6 @@ class StreamNormaliser:
         if self._raw:
             return self._feed_raw(chunk)
         if not self._held:
-            if chunk.endswith(EVENT_ENDINGS) and not any(m in chunk for m in MARKERS):
-                return chunk  # whole events, nothing to drop: as they are
             return self._events(chunk)
         cut = self._end_in(chunk)
         if cut is None:
@@ -105,13 +106,27 @@ class StreamNormaliser:
         return held
 
     def _end_in(self, chunk: bytes) -> int | None:
-        """Where in `chunk` the current event ends (just after its blank line)."""
+        """Where in `chunk` the current event ends (just after its blank line),
+        searched where it is: an end that starts in the held tail (3 bytes)
+        ends within 3 bytes of the chunk; any other one is in the chunk."""
         overlap = self._tail
-        end = EVENT_END.search(overlap + chunk if overlap else chunk)
-        return None if end is None else end.end() - len(overlap)
+        if overlap:
+            end = EVENT_END.search(overlap + chunk[:OVERLAP])
+            if end is not None and end.start() < len(overlap):
+                return end.end() - len(overlap)
+        end = EVENT_END.search(chunk)
+        return None if end is None else end.end()
 
     def _events(self, data: bytes) -> bytes:
         """The whole events of `data` minus droppable ones; the rest is held."""
+        if MARKERS[0] not in data and MARKERS[1] not in data:
+            # Nothing to drop: the whole events go as they are, in one piece,
+            # without looking at them one by one; a partial last one is held.
+            cut = _last_event_end(data)
+            if cut == len(data):
+                return data
+            if cut > 0:
+                return data[:cut] + self._hold(data[cut:])
         kept: list[bytes] = []
         start = 0
         dropped = False
@@ -146,6 +161,22 @@ class StreamNormaliser:
             return chunk
         self._raw, self._tail = False, b""
         return chunk if cut == len(chunk) else chunk[:cut] + self._events(chunk[cut:])
+
+
+def _last_event_end(data: bytes) -> int:
+    """Where the last whole event of `data` ends, just as EVENT_END.finditer
+    would find it; -1 when no event ends in it, or when the last blank line
+    follows another line end (then where it ends depends on the events
+    before: let finditer decide)."""
+    at, size = data.rfind(b"\n\n"), 2
+    if b"\r" in data:
+        for ending in (b"\r\n\r\n", b"\r\r"):
+            found = data.rfind(ending)
+            if found >= 0 and found + len(ending) > at + size:
+                at, size = found, len(ending)
+    if at < 0 or (at and data[at - 1] in b"\r\n"):
+        return -1
+    return at + size
 
 
 def _last_bytes(before: bytes, piece: bytes) -> bytes:

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 
-from .errors import BadRequest, ProxyError
+from .errors import BadRequest
 from .keys import CALLER
 from .mapping import Scope, classify, model_names_deployment, unknown_url
 from .outgoing import Outgoing, json_call, parse_json, read_body, release_body
 from .relay import relay
 from .routing import Backend, Caller, Endpoint
-from .uploads import StreamBody, read_upload, stream_through
+from .uploads import read_upload, stream_through
 
 __all__ = ["handle"]
 
@@ -61,11 +61,10 @@ async def handle_upload(
     try:
         outgoing = Outgoing(request.method, subpath, body, None, scope=Scope.UPLOAD)
         # relay sends a body that cannot be replayed to one backend only.
-        return await relay_streamed(
+        return await relay(
             request,
             caller.backends(model),
             outgoing,
-            body,
             failover=caller.failover,
             model=model,
         )
@@ -83,7 +82,7 @@ async def handle_resource(
         # File uploads: streamed through, up to max_upload_mb.
         body = stream_through(request)
         outgoing = Outgoing(method, subpath, body, None, scope=Scope.RESOURCE)
-        return await relay_streamed(request, [Backend(endpoint, "")], outgoing, body)
+        return await relay(request, [Backend(endpoint, "")], outgoing)
     names_deployment = model_names_deployment(method, subpath)
     raw = await read_body(request, spill=not names_deployment)
     try:
@@ -112,22 +111,3 @@ def deployment_on(endpoint: Endpoint, backends: Sequence[Backend], model: str) -
         param="model",
         code="model_not_on_resource_endpoint",
     )
-
-
-async def relay_streamed(
-    request: web.Request,
-    backends: Sequence[Backend],
-    outgoing: Outgoing,
-    body: StreamBody,
-    *,
-    failover: bool = False,
-    model: str | None = None,
-) -> web.StreamResponse:
-    """Relay; a failure caused by the body (too large, too slow) is reported
-    as such, not as the broken upstream connection it caused."""
-    try:
-        return await relay(request, backends, outgoing, failover=failover, model=model)
-    except ProxyError:
-        if body.error is not None:
-            raise body.error from None
-        raise

@@ -26,7 +26,7 @@ from .jsonshape import JsonBounds
 from .outgoing import Outgoing
 from .sse import EVENT_END
 
-__all__ = ["StreamEnd", "Terminal", "asked_to_stream", "stream_asked", "terminal_for"]
+__all__ = ["StreamEnd", "Terminal", "asked_to_stream", "terminal_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,9 @@ RUN_END = Terminal(
 )
 # More than the longest marker: a marker split between chunks is still found.
 CARRY = 48
+# From this size on, a chunk is searched where it is rather than copied after
+# the carry: a copy costs about 25 ns per KiB, a second search about 300 ns.
+IN_PLACE_FROM = 16 * 1024
 
 BY_PATH = {"/v1/chat/completions": DONE, "/v1/completions": DONE}
 # POST /v1/responses, and GET /v1/responses/{id}?stream=true (a resumed stream).
@@ -98,6 +101,14 @@ class StreamEnd:
     def feed(self, chunk: bytes) -> None:
         if self.complete:
             return  # the stream is whole; nothing after it needs a look
+        if (
+            len(chunk) >= IN_PLACE_FROM
+            and not self._in_last
+            and not self._has_marker(chunk)
+        ):
+            self._carry = chunk[-CARRY:]
+            return  # a large chunk without the marker is never copied
+        # A large chunk with it (once per stream) is searched again below.
         window = self._carry + chunk
         if not self._in_last:
             terminal = self._terminal
@@ -113,10 +124,16 @@ class StreamEnd:
         else:
             self._carry = window[-3:]
 
-
-def stream_asked(path: str, outgoing: Outgoing, bounds: JsonBounds) -> bool:
-    """Whether this is a call of a streaming family that asked to stream."""
-    return terminal_for(path) is not None and asked_to_stream(outgoing, bounds)
+    def _has_marker(self, chunk: bytes) -> bool:
+        """Whether carry + chunk holds the marker, searched where it is: in
+        the seam (any marker that starts in the carry), then in the chunk."""
+        terminal = self._terminal
+        probe, line = terminal.probe, terminal.line
+        seam = self._carry + chunk[:CARRY]
+        # The line pattern runs only where the cheap probe found something.
+        if probe.search(seam) and line.search(seam):
+            return True
+        return bool(probe.search(chunk) and line.search(chunk))
 
 
 def asked_to_stream(outgoing: Outgoing, bounds: JsonBounds) -> bool:

@@ -20,7 +20,7 @@ A JSON body spooled whole to disk is sent as a StreamBody too (from_spool).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from aiohttp import hdrs, web
@@ -60,6 +60,9 @@ class _Source:
     scanner: MultipartScanner | None = None  # reads `rest` for a second model
     error: ProxyError | None = None  # why the stream was cut, if it was
     sent: bool = False
+    # Called when the stream is cut: Azure may have answered already, and
+    # then nothing else would stop the wait for the rest of that answer.
+    on_cut: Callable[[], None] | None = None
 
     @property
     def head_size(self) -> int:
@@ -89,6 +92,12 @@ class StreamBody:
     @property
     def error(self) -> ProxyError | None:
         return self.source.error
+
+    def when_cut(self, callback: Callable[[], None]) -> None:
+        """Call `callback` if the client's stream is cut (now, if it was)."""
+        self.source.on_cut = callback
+        if self.source.error is not None:
+            callback()
 
     def with_model(self, deployment: str) -> StreamBody:
         """This body with its `model` field set to `deployment` (Azure's v1 API)."""
@@ -134,7 +143,8 @@ class StreamBody:
 async def _rest(source: _Source) -> AsyncIterator[bytes]:
     """What the client sends after the head, checked on its way: a failure
     is kept in source.error, since aiohttp reports it as a broken upstream
-    connection."""
+    connection (or, once Azure's answer has started, not at all: then
+    source.on_cut ends that answer)."""
     assert source.rest is not None
     received = source.head_size
     scanner = source.scanner
@@ -148,6 +158,8 @@ async def _rest(source: _Source) -> AsyncIterator[bytes]:
             yield chunk
     except ProxyError as exc:
         source.error = exc
+        if source.on_cut is not None:
+            source.on_cut()
         raise
 
 

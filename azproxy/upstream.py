@@ -107,6 +107,7 @@ async def send_once(
 ) -> Reply:
     host = target.url.host
     body = target.body
+    stream = body if isinstance(body, StreamBody) else None
     backend = target.backend
     exchange.attempts += 1
     exchange.deployment = backend.deployment or None
@@ -118,8 +119,11 @@ async def send_once(
             target.url,
             headers=target.headers,
             # No body at all (not an empty one) for a GET: RFC 9110 §8.6.
-            data=body.chunks() if isinstance(body, StreamBody) else body or None,
+            data=stream.chunks() if stream is not None else body or None,
             allow_redirects=False,
+            # The session's refuse_redirects is for ws_connect, which follows
+            # redirects; here the check below costs less than its layer.
+            middlewares=(),
         )
     # aiohttp raises these two only while it opens the connection (connect,
     # TLS handshake), before it writes any of the request.
@@ -147,16 +151,14 @@ async def send_once(
             retryable=False,
         ) from None
     except aiohttp.ClientError as exc:
-        if isinstance(exc.__cause__, ProxyError):
-            # The client's body broke off (too large, too slow, a second
-            # model field): the client's error, not Azure's, never retried.
-            raise exc.__cause__ from None
-        raise Failure(
-            UpstreamUnreachable(
-                f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
-            ),
-            retryable=True,
+        raise broken(
+            body, f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
         ) from None
+    refuse_redirect(response)
+    if stream is not None:
+        # The upload may still be going out: if it breaks now, this answer
+        # is cut too (aiohttp would otherwise wait for it with no timeout).
+        stream.when_cut(response.close)
     exchange.upstream_status = response.status
     # Headers are in: from now on the limit is the idle gap between chunks.
     # (Not when the whole body has arrived already: a timer restarted then
@@ -182,14 +184,22 @@ async def send_once(
         ) from None
     except aiohttp.ClientError as exc:
         response.close()
-        raise Failure(
-            UpstreamUnreachable(
-                f"The connection to Azure OpenAI at {host} broke before the "
-                f"answer started ({type(exc).__name__})."
-            ),
-            retryable=True,
+        raise broken(
+            body,
+            f"The connection to Azure OpenAI at {host} broke before the "
+            f"answer started ({type(exc).__name__}).",
         ) from None
     return Reply(response, first)
+
+
+def broken(body: bytes | StreamBody, message: str) -> ProxyError | Failure:
+    """Why a request whose connection broke failed. When the client's body
+    broke off first (too large, too slow, a second model field), that is the
+    error: the client's, not Azure's, never retried, no deployment's fault.
+    Else Azure's connection broke: a Failure that may be retried."""
+    if isinstance(body, StreamBody) and body.error is not None:
+        return body.error
+    return Failure(UpstreamUnreachable(message), retryable=True)
 
 
 async def send_with_retries(
@@ -233,31 +243,25 @@ async def send_with_retries(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-async def refuse_redirects(
-    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-) -> aiohttp.ClientResponse:
-    """The upstream session's middleware: no 3xx is followed or relayed.
+def refuse_redirect(response: aiohttp.ClientResponse) -> None:
+    """No 3xx from upstream is followed or relayed: 502 upstream_redirect.
 
     Azure OpenAI does not redirect; a 3xx comes from something in between.
-    Following it would carry the api-key or token to wherever it points
-    (aiohttp's ws_connect follows up to 10 redirects, keeping `api-key` across
-    origins: it drops only Authorization), and relaying it would let the
-    client follow it with its own credentials (a pass-through token holds an
-    Azure key). aiohttp runs session middlewares on every hop of its redirect
-    loop, ws_connect's included, so refusing here stops the first one.
-    304 Not Modified answers a conditional request: it points nowhere.
-    The refusal is a ProxyError, not a ClientError, so that no retry or
-    failover catches it: another attempt would meet the same redirect.
+    Following it would carry the api-key or token to wherever it points, and
+    relaying it would let the client follow it with its own credentials (a
+    pass-through token holds an Azure key). 304 Not Modified answers a
+    conditional request: it points nowhere. The refusal is a ProxyError, not
+    a ClientError, so that no retry or failover catches it: another attempt
+    would meet the same redirect.
     """
-    response = await handler(request)
     status = response.status
     if 300 <= status < 400 and status != 304:
         response.close()
         log.warning(
             "Azure OpenAI at %s answered %s %s with a redirect (HTTP %d); not followed",
-            request.url.host,
-            request.method,
-            request.url.path,
+            response.url.host,
+            response.method,
+            response.url.path,
             status,
         )
         # The Location is not echoed: it may carry a signed URL or a token.
@@ -267,6 +271,22 @@ async def refuse_redirects(
             "elsewhere. Check the endpoint URL in azproxy's configuration.",
             code="upstream_redirect",
         )
+
+
+async def refuse_redirects(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """The upstream session's middleware: refuse_redirect on every hop.
+
+    For ws_connect (the realtime handshake), which follows up to 10
+    redirects, keeping `api-key` across origins (it drops only
+    Authorization), and takes no per-request middlewares or
+    allow_redirects. aiohttp runs session middlewares on every hop of its
+    redirect loop, ws_connect's included, so this stops the first one.
+    send_once opts out (middlewares=()) and checks inline.
+    """
+    response = await handler(request)
+    refuse_redirect(response)
     return response
 
 

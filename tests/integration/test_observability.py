@@ -69,6 +69,47 @@ async def test_a_stream_with_usage_reports_its_tokens(
     assert (line["prompt_tokens"], line["total_tokens"]) == (11, 33)
 
 
+async def test_usage_that_came_with_done_in_the_last_write_is_logged(
+    proxy: Any, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    usage = {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33}
+    events = [
+        sse_event({"choices": [{"index": 0, "delta": {"content": "hi"}}]}),
+        sse_event({"choices": [], "usage": usage}) + sse_event("[DONE]"),
+    ]
+    fake_azure.queue(sse_answer(events, delay_s=0.05))  # read apart
+    response = await proxy.post(
+        "/v1/chat/completions",
+        data=b'{"stream": true, "stream_options": {"include_usage": true}}',
+        headers=BEARER,
+    )
+    assert await response.read() == b"".join(events)
+    (line,) = access_lines(proxy, capfd)
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (11, 22)
+    assert line["total_tokens"] == 33
+
+
+async def test_usage_at_the_end_of_a_large_json_answer_is_logged(
+    proxy: Any, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    usage = {"prompt_tokens": 5, "total_tokens": 5}
+    vectors = [
+        {"object": "embedding", "index": i, "embedding": [0.0123] * 7000}
+        for i in range(4)
+    ]
+    document = {"object": "list", "data": vectors, "usage": usage}
+    fake_azure.queue(json_answer(document))
+    response = await proxy.post(
+        "/v1/embeddings", data=b'{"input": "hi", "model": "e"}', headers=BEARER
+    )
+    body = await response.read()
+    assert len(body) > 200_000  # more than one read from Azure
+    assert json.loads(body) == document
+    (line,) = access_lines(proxy, capfd)
+    assert line["bytes"] == len(body) and line["stream"] is False
+    assert (line["prompt_tokens"], line["total_tokens"]) == (5, 5)
+
+
 async def test_retries_and_errors_are_recorded(
     proxy: Any, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,7 +12,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from azproxy import Config, create_app
-from azproxy.delivery import SLICE_BYTES
+from azproxy.bodies import READ_BYTES
 from azproxy.keys import EXCHANGE, LIFECYCLE
 from tests.conftest import TOKEN
 from tests.fakes import FakeAzure, sse_answer, sse_event
@@ -71,7 +71,7 @@ async def test_a_client_that_reads_nothing_pins_a_bounded_amount(
                 break
         assert steady == 10, "azproxy kept reading from Azure"
     assert pulled < 4000 * len(event) // 2  # backpressure reached Azure
-    assert worst_buffer <= high + SLICE_BYTES + FRAMING
+    assert worst_buffer <= high + READ_BYTES + FRAMING
     # The reader's high-water mark (two slices) plus what the parse that
     # crossed it added (one of Azure's 4 KB chunks), and the slice in hand.
-    assert worst_unsent <= 3 * SLICE_BYTES + len(event) + FRAMING
+    assert worst_unsent <= 3 * READ_BYTES + len(event) + FRAMING

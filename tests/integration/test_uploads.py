@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from pytest_aiohttp import AiohttpServer
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+from azproxy import Config, create_app
+from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
 from tests.conftest import AZURE_KEY, ProxyFactory
 from tests.fakes import FakeAzure, json_answer
 from tests.forms import AUDIO, BOUNDARY, CONTENT_TYPE, field, file_part, form
@@ -353,6 +355,63 @@ async def test_a_second_model_field_while_streaming_stops_the_upload(
     assert (await response.json())["error"]["code"] == "ambiguous_model"
     assert answered == []
     assert bytes(received) == head[: len(received)]  # never the second field
+
+
+async def test_an_upload_that_breaks_after_azure_answered_is_the_clients_fault(
+    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient
+) -> None:
+    # Azure sends its headers while the upload still streams, then the
+    # client's second model field stops it: the client gets the 400, and the
+    # deployment is not taken for unreachable (its next request goes there).
+    arrived = asyncio.Event()
+    paths: list[str] = []
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        paths.append(request.path)
+        if len(paths) > 1:
+            await request.read()
+            return web.json_response(TRANSCRIPT)
+        early = web.StreamResponse()
+        await early.prepare(request)  # headers out, body not read yet
+        async for _ in request.content.iter_any():
+            arrived.set()
+        return early
+
+    app = web.Application()
+    app.router.add_post("/{path:.*}", upstream)
+    server = await aiohttp_server(app)
+    key = "team-key-0123456789abcdef"
+    routes = [
+        {"endpoint": "e", "deployment": "dep-a", "priority": 1},
+        {"endpoint": "e", "deployment": "dep-b", "priority": 2},
+    ]
+    url = str(server.make_url("")).rstrip("/")
+    config = Config(
+        endpoints=parse_endpoints({"e": {"url": url, "api_key": "k"}}, {}),
+        model_map=parse_model_map({"whisper": routes}),
+        access_keys=parse_access_keys([key], {}),
+    )
+    proxy = await aiohttp_client(create_app(config))
+    headers = multipart({"Authorization": f"Bearer {key}"})
+    head = field("model", "whisper") + file_part(AUDIO)
+    tail = field("model", "gpt-image-1") + b"--azproxy-test-boundary-7d3f--\r\n"
+
+    async def client_body() -> AsyncIterator[bytes]:
+        yield head
+        await asyncio.wait_for(arrived.wait(), 5)  # Azure has answered
+        yield tail
+
+    response = await asyncio.wait_for(
+        proxy.post("/v1/audio/transcriptions", data=client_body(), headers=headers),
+        10,  # not waiting for the rest of Azure's answer
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "ambiguous_model"
+    response = await proxy.post(
+        "/v1/audio/transcriptions", data=FIELDS_FIRST, headers=headers
+    )
+    assert response.status == 200
+    assert paths == ["/openai/deployments/dep-a/audio/transcriptions"] * 2
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tracemalloc
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from azproxy.log import JsonFormatter
 from azproxy.metrics import Metrics
-from azproxy.observe import Exchange, usage_of
+from azproxy.observe import Exchange, UsageTail, usage_of
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -48,6 +49,35 @@ KEY = "0123456789abcdef0123456789abcdef"
 )
 def test_usage_of(body: bytes, usage: tuple[int, int, int] | None) -> None:
     assert usage_of(body) == usage
+
+
+STREAM_END = (
+    b'data: {"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":9,'
+    b'"total_tokens":17,"prompt_tokens_details":{"cached_tokens":0}}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 4096, 65536])
+def test_the_usage_tail_finds_usage_however_the_answer_arrived(size: int) -> None:
+    answer = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n' * 3000 + STREAM_END
+    tail = UsageTail()
+    for start in range(0, len(answer), size):
+        tail.add(answer[start : start + size])
+    assert tail.usage() == (8, 9, 17)
+
+
+def test_the_usage_tail_holds_little() -> None:
+    tail = UsageTail()
+    tracemalloc.start()
+    try:
+        for _ in range(10_000):
+            tail.add(bytes(100))  # a million bytes, a new object each time
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 20_000
+    assert tail.usage() is None
 
 
 def test_json_log_lines_are_objects_and_redacted() -> None:

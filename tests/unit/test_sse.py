@@ -313,3 +313,33 @@ def test_an_oversized_droppable_event_passes_raw_and_filtering_resumes() -> None
     normaliser = StreamNormaliser(max_held=len(small) + 10)
     out = b"".join(normaliser.feed(data[i : i + 7]) for i in range(0, len(data), 7))
     assert out + normaliser.flush() == big + content
+
+
+def test_slices_without_markers_pass_without_a_look_at_each_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 64 KiB slices of small events, each slice ending mid-event: the whole
+    # events go on at once and the partial one is held, without a look at
+    # each event (a Python loop over 600 events per slice).
+    looked: list[bytes] = []
+
+    def judged(event: bytes) -> bool:
+        looked.append(event)
+        return droppable(event)
+
+    monkeypatch.setattr("azproxy.sse.droppable", judged)
+    event = b'data: {"choices":[{"delta":{"content":"hello"},"index":0}]}\n\n'
+    stream = event * (3 * 65536 // len(event))
+    slices = [stream[start : start + 65536] for start in range(0, len(stream), 65536)]
+    assert not slices[0].endswith(b"\n\n")
+    normaliser = StreamNormaliser()
+    out = [normaliser.feed(piece) for piece in slices]
+    assert b"".join(out) + normaliser.flush() == stream
+    # Every whole event as soon as its slice came, nothing of a partial one.
+    given_out = arrived = 0
+    for piece, output in zip(slices, out, strict=True):
+        arrived += len(piece)
+        given_out += len(output)
+        assert given_out == arrived - arrived % len(event)
+    # Only the events split between two slices, once whole.
+    assert len(looked) <= len(slices)

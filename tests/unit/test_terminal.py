@@ -4,6 +4,7 @@ never in text that only looks like it."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from azproxy.jsonshape import JsonBounds
 from azproxy.outgoing import Outgoing
 from azproxy.terminal import (
     DONE,
+    IN_PLACE_FROM,
     RESPONSE_END,
     RUN_END,
     StreamEnd,
@@ -83,6 +85,41 @@ def test_a_stream_cut_anywhere_before_its_blank_line_is_incomplete(name: str) ->
     # blank line after the marker yet, whatever the split.
     for cut in range(len(stream) - 1):
         assert not complete_after(terminal, [stream[:cut]]), cut
+
+
+# Chunks this large are searched where they are, not copied after the carry.
+PADDING = IMPOSTOR * (IN_PLACE_FROM // len(IMPOSTOR) + 1)
+TRAILER = b": keep-alive\n\n" * (IN_PLACE_FROM // 14 + 1)  # after the end
+
+
+@pytest.mark.parametrize("name", sorted(WHOLE))
+def test_the_last_event_is_found_at_every_split_point_of_large_chunks(
+    name: str,
+) -> None:
+    terminal, stream = WHOLE[name]
+    for split in range(len(stream) + 1):
+        first, second = PADDING + stream[:split], stream[split:] + TRAILER
+        assert len(first) >= IN_PLACE_FROM and len(second) >= IN_PLACE_FROM
+        assert complete_after(terminal, [first, second]), split
+        # Cut before the last event's blank line: incomplete.
+        if split < len(stream) - 1:
+            assert not complete_after(terminal, [first]), split
+            no_line_end = b"x" * IN_PLACE_FROM
+            assert not complete_after(terminal, [first, no_line_end]), split
+
+
+def test_a_large_chunk_is_not_copied() -> None:
+    chunk = PADDING + delta("more")
+    end = StreamEnd(DONE)
+    end.feed(delta("a start"))
+    tracemalloc.start()
+    try:
+        end.feed(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not end.complete
+    assert peak < len(chunk) // 4  # a seam and a carry, not carry + chunk
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
