@@ -46,6 +46,10 @@ __all__ = [
     "too_large",
 ]
 
+# One slice of a body, both ways: what azproxy reads of a request body or of
+# Azure's answer at a time, and the most it writes past a client's high-water
+# mark. Small enough that a stalled peer pins little memory, large enough
+# that big bodies move at memory speed.
 READ_BYTES = 64 * 1024
 
 log = logging.getLogger("azproxy")
