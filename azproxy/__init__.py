@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .app import create_app
-from .config import Config
+from azproxy.app import create_app
+from azproxy.settings.config import Config
 
 __all__ = ["Config", "__version__", "create_app"]

@@ -1,3 +1,3 @@
-from .cli import main
+from azproxy.cli import main
 
 raise SystemExit(main())

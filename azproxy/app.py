@@ -8,13 +8,19 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from .access import Gate, match_access_key
-from .bodies import READ_BYTES, Budgets
-from .config import Config, ConfigError
-from .credentials import presented_token
-from .errors import InvalidCredentials
-from .health import HealthBoard
-from .keys import (
+from azproxy.auth.azure_auth import ApiKeyAuth, BearerAuth, EntraAuth, UpstreamAuth
+from azproxy.auth.callers import Router
+from azproxy.auth.credentials import presented_token
+from azproxy.auth.gate import Gate, match_access_key
+from azproxy.errors import InvalidCredentials
+from azproxy.front.lifecycle import Lifecycle, readyz
+from azproxy.front.middlewares import (
+    admission_middleware,
+    exchange_middleware,
+    on_response_prepare,
+)
+from azproxy.front.models import get_model, list_models
+from azproxy.keys import (
     BUDGETS,
     CONFIG,
     GATE,
@@ -26,24 +32,18 @@ from .keys import (
     OBSERVER,
     SESSION,
 )
-from .lifecycle import Lifecycle, readyz
-from .limits import Limiter
-from .mapping import DEPLOYMENT_PATHS
-from .metrics import Metrics, metrics_handler
-from .middlewares import (
-    admission_middleware,
-    exchange_middleware,
-    on_response_prepare,
-)
-from .models import get_model, list_models
-from .observe import AccessLog, Observer
-from .outgoing import json_bounds
-from .realtime import setup_realtime
-from .routes import EndpointConfig
-from .routing import Router
-from .surface import handle
-from .upstream import refuse_redirects
-from .upstream_auth import ApiKeyAuth, BearerAuth, EntraAuth, UpstreamAuth
+from azproxy.observe.exchange import AccessLog, Observer
+from azproxy.observe.metrics import Metrics, metrics_handler
+from azproxy.realtime.handshake import setup_realtime
+from azproxy.relay.bodies import READ_BYTES, Budgets
+from azproxy.relay.handler import handle
+from azproxy.relay.health_board import HealthBoard
+from azproxy.relay.mapping import DEPLOYMENT_PATHS
+from azproxy.relay.send import refuse_redirects
+from azproxy.relay.target import json_bounds
+from azproxy.relay.upstream_slots import Limiter
+from azproxy.settings.config import Config, ConfigError
+from azproxy.settings.server_side import EndpointConfig
 
 __all__ = ["create_app"]
 

@@ -10,17 +10,17 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from . import __version__
-from .app import create_app
-from .config import Config, ConfigError, load_file, settings
-from .doctor import describe, probe
-from .fdlimit import start_with_open_file_limit
-from .lifecycle import drain
-from .log import configure_logging
-from .server import bound_port, run, start_site, wait_for_signal
-from .simulator import SimSettings, apply_faults, create_simulator, parse_fault
-from .simulator.app import SIM_STATE
-from .workers import serve_workers
+from azproxy import __version__
+from azproxy.app import create_app
+from azproxy.doctor import describe, probe
+from azproxy.front.lifecycle import drain
+from azproxy.observe.logging import configure_logging
+from azproxy.server.fdlimit import start_with_open_file_limit
+from azproxy.server.runner import bound_port, run, start_site, wait_for_signal
+from azproxy.server.workers import serve_workers
+from azproxy.settings.config import Config, ConfigError, load_file, settings
+from azproxy.simulator import SimSettings, apply_faults, create_simulator, parse_fault
+from azproxy.simulator.app import SIM_STATE
 
 __all__ = ["build_parser", "config_from", "demo_curl", "main"]
 

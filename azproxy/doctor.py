@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from .app import create_app
-from .config import Config
-from .families import route_for
-from .keys import GATE, SESSION, UpstreamSession
-from .mapping import upstream_url
-from .routing import Backend
+from azproxy.app import create_app
+from azproxy.auth.callers import Backend
+from azproxy.keys import GATE, SESSION, UpstreamSession
+from azproxy.relay.families import route_for
+from azproxy.relay.mapping import upstream_url
+from azproxy.settings.config import Config
 
 __all__ = ["ProbeResults", "describe", "explain", "probe"]
 

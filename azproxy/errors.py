@@ -29,7 +29,7 @@ from typing import ClassVar
 
 from aiohttp import web
 
-from .closing import ClosingResponse
+from azproxy.server.closing import ClosingResponse
 
 __all__ = [
     "BadRequest",

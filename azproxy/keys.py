@@ -11,18 +11,18 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from .config import Config
-from .jsonshape import JsonBounds
+from azproxy.relay.jsonshape import JsonBounds
+from azproxy.settings.config import Config
 
 if TYPE_CHECKING:
-    from .access import Gate
-    from .bodies import Budgets
-    from .health import HealthBoard
-    from .lifecycle import Lifecycle
-    from .limits import Limiter
-    from .metrics import Metrics
-    from .observe import Exchange, Observer
-    from .routing import Caller
+    from azproxy.auth.callers import Caller
+    from azproxy.auth.gate import Gate
+    from azproxy.front.lifecycle import Lifecycle
+    from azproxy.observe.exchange import Exchange, Observer
+    from azproxy.observe.metrics import Metrics
+    from azproxy.relay.bodies import Budgets
+    from azproxy.relay.health_board import HealthBoard
+    from azproxy.relay.upstream_slots import Limiter
 
 __all__ = [
     "BUDGETS",

@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, MultiDict
 from pytest_aiohttp import AiohttpServer
 
-from azproxy.credentials import KEY_PROTOCOL, offered_protocols
+from azproxy.auth.credentials import KEY_PROTOCOL, offered_protocols
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 
 from azproxy import __version__
 from azproxy.cli import build_parser, config_from, demo_curl, main
-from azproxy.config import settings
+from azproxy.settings.config import settings
 from tests.processes import SIMULATOR, running
 
 

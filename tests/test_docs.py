@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from azproxy.config import settings
+from azproxy.settings.config import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -37,7 +37,7 @@ def test_every_setting_is_in_the_settings_table() -> None:
 
 
 def test_the_example_config_is_valid() -> None:
-    from azproxy.config import Config, load_file
+    from azproxy.settings.config import Config, load_file
 
     env = {
         "AZPROXY_KEY_WEB": "web-key-0123456789abcdef",

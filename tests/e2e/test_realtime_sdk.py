@@ -19,7 +19,7 @@ import websockets
 from pytest_aiohttp import AiohttpServer
 
 from azproxy.cli import DEMO_TOKEN
-from azproxy.realtime import PREVIEW_API_VERSION
+from azproxy.realtime.handshake import PREVIEW_API_VERSION
 from tests.conftest import AZURE_KEY
 from tests.processes import Running, running
 from tests.realtime_fake import FakeRealtime, key_protocol, start_fake_realtime

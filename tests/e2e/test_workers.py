@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from azproxy.workers import listen_sockets
+from azproxy.server.workers import listen_sockets
 from tests.conftest import AZURE_KEY, BEARER
 from tests.fakes import FakeAzure, Recorded, sse_answer, sse_event
 from tests.processes import Running, running
@@ -253,8 +253,8 @@ def test_a_port_in_use_stops_the_start(reuse_port: bool) -> None:
 HARNESS = """
 import logging, os, signal, sys, time
 from pathlib import Path
-from azproxy.supervisor import Supervisor
-from azproxy.workers import listen_sockets
+from azproxy.server.supervisor import Supervisor
+from azproxy.server.workers import listen_sockets
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 MODE, MARK = sys.argv[1], Path(sys.argv[2]) / "mark"

@@ -10,7 +10,11 @@ from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from azproxy import Config, create_app
-from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+from azproxy.settings.server_side import (
+    parse_access_keys,
+    parse_endpoints,
+    parse_model_map,
+)
 from azproxy.simulator import SIM_STATE, SimSettings, SimState, create_simulator
 
 ACCESS_KEY = "fault-suite-access-key-0123"

@@ -12,9 +12,10 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
-from azproxy import Config, closing, create_app
+from azproxy import Config, create_app
 from azproxy.keys import BUDGETS, LIMITER
-from azproxy.routes import parse_endpoints, parse_model_map
+from azproxy.server import closing
+from azproxy.settings.server_side import parse_endpoints, parse_model_map
 from tests.conftest import AZURE_KEY, BEARER, ProxyFactory
 from tests.fakes import CHAT_JSON, FakeAzure, json_answer
 from tests.forms import AUDIO, CONTENT_TYPE, field, file_part, form

@@ -18,11 +18,13 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from azproxy import Config, closing, connection_guard, create_app
-from azproxy.connection_guard import MAX_LINGERING
-from azproxy.connections import GuardedServer
-from azproxy.log import quiet_protocol_errors
-from azproxy.server import bound_port, start_site
+from azproxy import Config, create_app
+from azproxy.observe.logging import quiet_protocol_errors
+from azproxy.server import closing
+from azproxy.server import guard as connection_guard
+from azproxy.server.connections import GuardedServer
+from azproxy.server.guard import MAX_LINGERING
+from azproxy.server.runner import bound_port, start_site
 from tests.conftest import AZURE_KEY, BEARER, TOKEN
 from tests.fakes import FakeAzure
 from tests.rawhttp import MARGIN_S, Clients

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from azproxy import Config, create_app
-from azproxy.lifecycle import drain
-from azproxy.server import bound_port, start_site
+from azproxy.front.lifecycle import drain
+from azproxy.server.runner import bound_port, start_site
 from tests.conftest import TOKEN
 from tests.fakes import FakeAzure, sse_answer, sse_event
 

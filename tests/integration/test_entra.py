@@ -23,7 +23,11 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from azproxy import Config, create_app
-from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+from azproxy.settings.server_side import (
+    parse_access_keys,
+    parse_endpoints,
+    parse_model_map,
+)
 from tests.fakes import FakeAzure
 
 ACCESS_KEY = "entra-access-key-0123456789"

@@ -11,8 +11,12 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from azproxy import Config, create_app
-from azproxy.families import LATEST_PREVIEW
-from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+from azproxy.relay.families import LATEST_PREVIEW
+from azproxy.settings.server_side import (
+    parse_access_keys,
+    parse_endpoints,
+    parse_model_map,
+)
 from tests.conftest import AZURE_KEY, BEARER, TOKEN, ProxyFactory
 from tests.fakes import FakeAzure
 from tests.forms import CONTENT_TYPE, field, file_part, form

@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp.client
 import pytest
 
-import azproxy.routing
-from azproxy.jsonshape import JsonBounds
+import azproxy.auth.callers
+from azproxy.relay.jsonshape import JsonBounds
 from tests.conftest import BEARER
 from tests.fakes import CHAT_JSON, FakeAzure
 
@@ -48,7 +48,7 @@ async def chat_twice(proxy: Any, fake_azure: FakeAzure) -> None:
 async def test_whether_a_token_needs_the_model_is_decided_once_per_token(
     proxy: Any, fake_azure: FakeAzure, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = counting(monkeypatch, azproxy.routing, "sends_deployments_to_v1")
+    calls = counting(monkeypatch, azproxy.auth.callers, "sends_deployments_to_v1")
     await chat_twice(proxy, fake_azure)
     assert len(calls) == 1  # when the token is first seen; not twice a request
 

@@ -11,8 +11,14 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from azproxy import Config, create_app, jsonbody, outgoing
-from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+from azproxy import Config, create_app
+from azproxy.relay import jsonbody
+from azproxy.relay import target as outgoing
+from azproxy.settings.server_side import (
+    parse_access_keys,
+    parse_endpoints,
+    parse_model_map,
+)
 from tests.conftest import AZURE_KEY, BEARER, ProxyFactory
 from tests.fakes import FakeAzure
 

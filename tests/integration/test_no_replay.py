@@ -17,7 +17,11 @@ from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
 from azproxy import Config, create_app
-from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+from azproxy.settings.server_side import (
+    parse_access_keys,
+    parse_endpoints,
+    parse_model_map,
+)
 from tests.conftest import AZURE_KEY, BEARER, ProxyFactory
 from tests.fakes import FakeAzure, close_answer, json_answer, sse_answer, sse_event
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from azproxy.keys import OBSERVER
-from azproxy.secrets import Secret
+from azproxy.settings.secrets import Secret
 from tests.conftest import AZURE_KEY, BEARER, TOKEN, ProxyFactory
 from tests.fakes import CHAT_JSON, FakeAzure, json_answer, sse_answer, sse_event
 
@@ -190,7 +190,11 @@ async def test_metrics_in_prometheus_format(proxy: Any, fake_azure: FakeAzure) -
 async def test_metrics_can_require_an_access_key(
     proxy_for: ProxyFactory, fake_azure: FakeAzure
 ) -> None:
-    from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+    from azproxy.settings.server_side import (
+        parse_access_keys,
+        parse_endpoints,
+        parse_model_map,
+    )
 
     key = "metrics-access-key-0123456789"
     proxy = await proxy_for(
@@ -263,7 +267,11 @@ async def test_metrics_key_protects_metrics_in_passthrough_mode(
 async def test_metrics_key_or_an_access_key_with_metrics_require_key(
     proxy_for: ProxyFactory, fake_azure: FakeAzure
 ) -> None:
-    from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+    from azproxy.settings.server_side import (
+        parse_access_keys,
+        parse_endpoints,
+        parse_model_map,
+    )
 
     access_key, metrics_key = "access-key-0123456789", "metrics-key-0123456789"
     proxy = await proxy_for(
@@ -316,7 +324,11 @@ async def test_text_log_escapes_control_characters_in_the_model(
 async def test_a_huge_model_name_is_bounded_in_server_side_mode_too(
     proxy_for: ProxyFactory, fake_azure: FakeAzure
 ) -> None:
-    from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+    from azproxy.settings.server_side import (
+        parse_access_keys,
+        parse_endpoints,
+        parse_model_map,
+    )
 
     # model_fallback relays a model the map does not name: here to the
     # deployment "a", its dotless name.

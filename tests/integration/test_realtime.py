@@ -16,9 +16,13 @@ from aiohttp import WSMsgType, web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from azproxy import Config, create_app
-from azproxy.credentials import BAD_CREDENTIAL_PROTOCOL, BAD_SUBPROTOCOL
-from azproxy.realtime import PREVIEW_API_VERSION
-from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+from azproxy.auth.credentials import BAD_CREDENTIAL_PROTOCOL, BAD_SUBPROTOCOL
+from azproxy.realtime.handshake import PREVIEW_API_VERSION
+from azproxy.settings.server_side import (
+    parse_access_keys,
+    parse_endpoints,
+    parse_model_map,
+)
 from tests.conftest import AZURE_KEY, BEARER, TOKEN
 from tests.procfs import connection_owner, needs_proc
 from tests.realtime_fake import (

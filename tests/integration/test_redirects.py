@@ -12,7 +12,11 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from azproxy import Config, create_app
-from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+from azproxy.settings.server_side import (
+    parse_access_keys,
+    parse_endpoints,
+    parse_model_map,
+)
 from tests.conftest import AZURE_KEY, BEARER, ProxyFactory
 from tests.fakes import FakeAzure, raw_answer
 from tests.realtime_fake import UPGRADE, FakeRealtime, start_fake_realtime

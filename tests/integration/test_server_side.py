@@ -10,7 +10,11 @@ import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from azproxy import Config, create_app
-from azproxy.routes import parse_access_keys, parse_endpoints, parse_model_map
+from azproxy.settings.server_side import (
+    parse_access_keys,
+    parse_endpoints,
+    parse_model_map,
+)
 from tests.conftest import AZURE_KEY, TOKEN
 from tests.fakes import FakeAzure, json_answer
 

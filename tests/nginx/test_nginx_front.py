@@ -20,7 +20,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, MultiDict
 from pytest_aiohttp import AiohttpServer
 
-from azproxy.realtime import PREVIEW_API_VERSION
+from azproxy.realtime.handshake import PREVIEW_API_VERSION
 from tests.conftest import AZURE_KEY, BEARER, TOKEN
 from tests.fakes import FakeAzure, sse_answer, sse_event
 from tests.nginx_front import (

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from azproxy.bodies import BodyBuffer, Budgets, too_large
 from azproxy.errors import ServiceUnavailable
-from azproxy.uploads import StreamBody
+from azproxy.relay.bodies import BodyBuffer, Budgets, too_large
+from azproxy.relay.uploads import StreamBody
 from tests.spoolfaults import FullDisk, fill_disk_after, no_descriptor_left
 
 

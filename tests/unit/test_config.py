@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from azproxy.config import Config, ConfigError, env_name, flag_name, settings
+from azproxy.settings.config import Config, ConfigError, env_name, flag_name, settings
 
 
 def test_defaults() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from azproxy.credentials import parse_passthrough, presented_token
+from azproxy.auth.credentials import parse_passthrough, presented_token
 from azproxy.errors import InvalidCredentials
 
 KEY = "0123456789abcdef0123456789abcdef"

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from azproxy.config import Config, ConfigError
-from azproxy.families import (
+from azproxy.relay.families import (
     LATEST_GA,
     LATEST_PREVIEW,
     Family,
@@ -20,6 +19,7 @@ from azproxy.families import (
     route_for,
     sends_deployments_to_v1,
 )
+from azproxy.settings.config import Config, ConfigError
 
 V1 = Route(True, None)
 V1_PREVIEW = Route(True, "preview")

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from azproxy import Config
-from azproxy.connection_guard import ConnectionGuard
-from azproxy.fdlimit import (
+from azproxy.server.fdlimit import (
     MAX_AUTO_CONNECTIONS,
     RESERVE_FDS,
     auto_max_connections,
@@ -17,6 +16,7 @@ from azproxy.fdlimit import (
     raise_open_file_limit,
     start_with_open_file_limit,
 )
+from azproxy.server.guard import ConnectionGuard
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no RLIMIT_NOFILE")
 LOW = 512

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from azproxy.headers import request_headers, response_headers
+from azproxy.relay.headers import request_headers, response_headers
 
 
 def proxy_of(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:

@@ -5,10 +5,10 @@ from collections import Counter
 
 import pytest
 
-from azproxy.health import AllCoolingDown, HealthBoard, retry_after_s
-from azproxy.routing import Backend, Endpoint
-from azproxy.secrets import Secret
-from azproxy.upstream_auth import ApiKeyAuth
+from azproxy.auth.azure_auth import ApiKeyAuth
+from azproxy.auth.callers import Backend, Endpoint
+from azproxy.relay.health_board import AllCoolingDown, HealthBoard, retry_after_s
+from azproxy.settings.secrets import Secret
 
 ENDPOINT = Endpoint("e", "https://e", "2024-10-21", ApiKeyAuth(Secret("k")))
 

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azproxy.errors import BadRequest
-from azproxy.jsonbody import MAX_READ_MEMBERS, JsonObject, read_object
-from azproxy.jsonshape import JsonBounds
-from azproxy.splice import spliced
+from azproxy.relay.jsonbody import MAX_READ_MEMBERS, JsonObject, read_object
+from azproxy.relay.jsonshape import JsonBounds
+from azproxy.relay.splice import spliced
 
 BOUNDS = JsonBounds(depth=64, containers=100_000, values=1_000_000)
 PROPERTY = settings(max_examples=150, deadline=None, derandomize=True, database=None)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azproxy.errors import BadRequest
-from azproxy.jsonshape import (
+from azproxy.relay.jsonshape import (
     WINDOW,
     InvalidJson,
     JsonBounds,

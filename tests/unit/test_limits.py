@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from azproxy.errors import ServiceUnavailable
-from azproxy.limits import Limiter
+from azproxy.relay.upstream_slots import Limiter
 
 
 async def test_free_slots_are_taken_without_waiting() -> None:

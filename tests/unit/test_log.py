@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from azproxy.log import RedactingFormatter, redact
+from azproxy.observe.logging import RedactingFormatter, redact
 
 KEY = "0123456789abcdef0123456789abcdef"
 LONG_KEY = "A1b2" * 21
@@ -58,7 +58,7 @@ def test_formatter_redacts_tracebacks() -> None:
 def test_malformed_request_tracebacks_become_one_line() -> None:
     from aiohttp.http_exceptions import LineTooLong
 
-    from azproxy.log import quiet_protocol_errors
+    from azproxy.observe.logging import quiet_protocol_errors
 
     try:
         raise LineTooLong(b"Bearer " + KEY.encode(), "16384")
@@ -115,7 +115,7 @@ def test_a_malformed_request_is_logged_without_its_text() -> None:
     either: the line names the error, never the request line it quotes."""
     from aiohttp.http_exceptions import BadStatusLine
 
-    from azproxy.log import quiet_protocol_errors
+    from azproxy.observe.logging import quiet_protocol_errors
 
     token = "opaque-token-in-no-known-shape"
     try:

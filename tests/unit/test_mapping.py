@@ -4,8 +4,8 @@ import pytest
 from multidict import MultiDict
 
 from azproxy.errors import MethodNotAllowed, NotFound
-from azproxy.families import Route
-from azproxy.mapping import (
+from azproxy.relay.families import Route
+from azproxy.relay.mapping import (
     Scope,
     classify,
     model_names_deployment,

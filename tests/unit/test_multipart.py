@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from azproxy.errors import BadRequest
-from azproxy.multipart import (
+from azproxy.relay.multipart import (
     MAX_HEADER_BYTES,
     MAX_PADDING_BYTES,
     MultipartScanner,
     boundary_of,
     model_part,
 )
-from azproxy.splice import Splice
+from azproxy.relay.splice import Splice
 
 BOUNDARY = b"b0undary-XyZ"
 AUDIO = bytes(range(256)) * 40 + b"\r\n--b0undar" + b"\r\n-" + b"end"

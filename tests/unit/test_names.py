@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from azproxy.config import Config, ConfigError
-from azproxy.credentials import parse_passthrough
+from azproxy.auth.credentials import parse_passthrough
 from azproxy.errors import InvalidCredentials
-from azproxy.names import API_VERSION_RE
-from azproxy.routes import ConfigProblems, parse_endpoints
+from azproxy.settings.config import Config, ConfigError
+from azproxy.settings.patterns import API_VERSION_RE
+from azproxy.settings.server_side import ConfigProblems, parse_endpoints
 
 KEY = "0123456789abcdef0123456789abcdef"
 # 2024-10-21 written with digits that `\d` matches but Azure does not read.

@@ -8,9 +8,9 @@ import tracemalloc
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from azproxy.log import JsonFormatter
-from azproxy.metrics import Metrics
-from azproxy.observe import Exchange, UsageTail, usage_of
+from azproxy.observe.exchange import Exchange, UsageTail, usage_of
+from azproxy.observe.logging import JsonFormatter
+from azproxy.observe.metrics import Metrics
 
 KEY = "0123456789abcdef0123456789abcdef"
 

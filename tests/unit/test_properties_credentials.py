@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from azproxy.credentials import (
+from azproxy.auth.credentials import (
     KEY_PROTOCOL,
     parse_passthrough,
     presented_token,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azproxy.errors import MethodNotAllowed, NotFound
-from azproxy.mapping import Scope, classify
+from azproxy.relay.mapping import Scope, classify
 
 # Words azproxy knows, ids, and everything a path can hide a trick in.
 WORDS = [

@@ -15,7 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from azproxy.errors import BadRequest
-from azproxy.multipart import MultipartScanner
+from azproxy.relay.multipart import MultipartScanner
 
 # RFC 2046 bchars: a boundary is 1-70 of these, not ending in a space.
 BCHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? "

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azproxy.sse import StreamNormaliser
+from azproxy.relay.sse import StreamNormaliser
 
 ENDINGS = ["\n", "\r\n", "\r"]  # the line endings SSE allows
 FILTER = {"hate": {"filtered": False, "severity": "safe"}}

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
-from azproxy.credentials import offered_protocols, protocol_token
+from azproxy.auth.credentials import offered_protocols, protocol_token
 from azproxy.errors import BadRequest
-from azproxy.realtime import (
+from azproxy.realtime.handshake import (
     PREVIEW_API_VERSION,
     client_protocol,
     forwarded_protocols,

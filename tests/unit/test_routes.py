@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from azproxy.routes import (
+from azproxy.settings.server_side import (
     ConfigProblems,
     RouteConfig,
     parse_access_keys,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azproxy.splice import Splice, pieces, spliced
+from azproxy.relay.splice import Splice, pieces, spliced
 
 BODY = b"0123456789"
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azproxy.sse import EVENT_END, MAX_HELD_BYTES, StreamNormaliser, droppable
+from azproxy.relay.sse import EVENT_END, MAX_HELD_BYTES, StreamNormaliser, droppable
 
 CFR = (
     '{"hate":{"filtered":false,"severity":"safe"},'
@@ -327,7 +327,7 @@ def test_slices_without_markers_pass_without_a_look_at_each_event(
         looked.append(event)
         return droppable(event)
 
-    monkeypatch.setattr("azproxy.sse.droppable", judged)
+    monkeypatch.setattr("azproxy.relay.sse.droppable", judged)
     event = b'data: {"choices":[{"delta":{"content":"hello"},"index":0}]}\n\n'
     stream = event * (3 * 65536 // len(event))
     slices = [stream[start : start + 65536] for start in range(0, len(stream), 65536)]

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import itertools
 
-from azproxy.families import DEPLOYMENT_FAMILIES, RESOURCE_ROOTS, family_of
-from azproxy.mapping import (
+from azproxy.relay.families import DEPLOYMENT_FAMILIES, RESOURCE_ROOTS, family_of
+from azproxy.relay.mapping import (
     DEPLOYMENT_PATHS,
     UPLOAD_PATHS,
     Scope,
     classify,
     model_names_deployment,
 )
-from azproxy.sse import NORMALISED_PATHS
-from azproxy.terminal import BY_PATH, DONE, RESPONSE_END, RUN_END, terminal_for
+from azproxy.relay.sse import NORMALISED_PATHS
+from azproxy.relay.terminal import BY_PATH, DONE, RESPONSE_END, RUN_END, terminal_for
 
 # Path words and ids of the resource calls that create runs and responses,
 # and of their neighbours.

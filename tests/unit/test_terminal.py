@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azproxy.jsonbody import JsonObject
-from azproxy.jsonshape import JsonBounds
-from azproxy.outgoing import Outgoing
-from azproxy.terminal import (
+from azproxy.relay.jsonbody import JsonObject
+from azproxy.relay.jsonshape import JsonBounds
+from azproxy.relay.target import Outgoing
+from azproxy.relay.terminal import (
     DONE,
     IN_PLACE_FROM,
     RESPONSE_END,

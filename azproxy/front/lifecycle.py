@@ -1,0 +1,111 @@
+"""Readiness and graceful shutdown.
+
+On SIGTERM azproxy stops accepting connections, answers any new request on
+connections already open with 503, lets requests in flight (streams above
+all) finish for up to `shutdown_grace_s`, then closes. A container stop or
+a rolling update therefore never cuts a stream that ends within the grace;
+one still running then ends with an explicit error event, never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from azproxy.keys import LIFECYCLE
+
+__all__ = ["Lifecycle", "ShuttingDown", "drain", "readyz"]
+
+log = logging.getLogger("azproxy")
+
+
+class ShuttingDown(Exception):
+    """Internal: what a stream's upstream reader raises once the shutdown
+    grace is over, so that the stream ends with the shutdown error event."""
+
+
+@dataclass
+class Lifecycle:
+    ready: bool = False
+    draining: bool = False
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # The Azure answers being relayed now, and whether the grace is over.
+    streams: set[aiohttp.ClientResponse] = field(default_factory=set)
+    cutting: bool = False
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.idle.set()
+
+    def relaying(self, upstream: aiohttp.ClientResponse) -> None:
+        """An answer starts being relayed (one that starts after the grace
+        is cut at once)."""
+        self.streams.add(upstream)
+        if self.cutting:
+            cut(upstream)
+
+    def relayed(self, upstream: aiohttp.ClientResponse) -> None:
+        self.streams.discard(upstream)
+
+    def cut_streams(self) -> None:
+        """End every answer still being relayed, now and from now on."""
+        self.cutting = True
+        for upstream in list(self.streams):
+            cut(upstream)
+
+
+def cut(upstream: aiohttp.ClientResponse) -> None:
+    """The relay's next read from Azure raises ShuttingDown (it then sends the
+    error event and closes the client's connection); Azure's connection
+    closes now."""
+    upstream.content.set_exception(ShuttingDown())
+    upstream.close()
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[LIFECYCLE]
+    if state.ready and not state.draining:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "draining"}, status=503)
+
+
+async def drain(runner: web.AppRunner, grace_s: float) -> None:
+    """Stop listening and wait for requests in flight, up to grace_s.
+
+    Answers still being relayed then are cut with an explicit error event;
+    the caller then cleans the runner up, which ends whatever is left (the
+    runner's shutdown_timeout gives those cut streams time to say so).
+    """
+    app = runner.app
+    state = app[LIFECYCLE]
+    state.draining = True
+    for site in list(runner.sites):
+        await site.stop()
+    if state.in_flight:
+        log.info(
+            "draining: waiting up to %g s for %d request(s) in flight",
+            grace_s,
+            state.in_flight,
+        )
+        try:
+            await asyncio.wait_for(state.idle.wait(), grace_s)
+        except TimeoutError:
+            log.warning(
+                "shutdown grace of %g s over: cutting %d request(s)",
+                grace_s,
+                state.in_flight,
+            )
+            state.cut_streams()

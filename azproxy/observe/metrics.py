@@ -1,0 +1,225 @@
+"""Prometheus metrics at GET /metrics (names start with azproxy_).
+
+Requests update plain counters and bucket arrays (a few dict and list
+operations); prometheus-client only renders them when /metrics is scraped,
+through a custom collector.
+
+Label values come from the configuration or from clients (model names, and
+deployments named by pass-through tokens), so every one is bounded: a value a
+client chose is a label only if it looks like a name and is at most
+MAX_SHOWN_CHARS long, and only the first MAX_MODELS models and
+MAX_DEPLOYMENTS deployments seen become labels; the rest count as "other".
+Configured names are always labels. Past MAX_SERIES distinct label pairs, new
+ones count as "other" too, so no input can grow /metrics or memory for the
+life of the process.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from azproxy.observe.exchange import Exchange
+from azproxy.settings.patterns import DEPLOYMENT_RE, MAX_SHOWN_CHARS, MODEL_RE
+
+__all__ = [
+    "MAX_DEPLOYMENTS",
+    "MAX_MODELS",
+    "MAX_SERIES",
+    "OTHER",
+    "LabelValues",
+    "Metrics",
+    "metrics_handler",
+]
+
+MAX_SERIES = 2000
+MAX_MODELS = 100
+MAX_DEPLOYMENTS = 100
+OTHER = "other"
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+Labels = tuple[str, ...]
+
+
+class _Histogram:
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.sum += value
+
+
+class LabelValues:
+    """The values one label may take: the configured names, and up to `room`
+    names clients chose that match `pattern`, are printable and are at most
+    MAX_SHOWN_CHARS long. Anything else is OTHER ("" stays "": no value)."""
+
+    __slots__ = ("_known", "_pattern", "_room")
+
+    def __init__(
+        self, pattern: re.Pattern[str], room: int, configured: Iterable[str] = ()
+    ) -> None:
+        self._known = set(configured)
+        self._pattern = pattern
+        self._room = room
+
+    def of(self, value: str | None) -> str:
+        if not value:
+            return ""
+        # Length first: hashing a 1 MB name for the lookup would cost its length.
+        if len(value) > MAX_SHOWN_CHARS:
+            return OTHER
+        if value in self._known:
+            return value
+        # MODEL_RE admits control characters (ESC, NUL, ...), which /metrics
+        # would show raw: prometheus_client escapes only backslash, quote and
+        # newline. Only names not known yet (64 characters at most) pay for it.
+        if self._room > 0 and value.isprintable() and self._pattern.fullmatch(value):
+            self._room -= 1
+            self._known.add(value)
+            return value
+        return OTHER
+
+
+class Metrics:
+    def __init__(
+        self,
+        gauges: dict[str, tuple[str, Callable[[], float]]],
+        *,
+        models: Iterable[str] = (),
+        deployments: Iterable[str] = (),
+    ) -> None:
+        """`models` and `deployments`: the configured names, always labels."""
+        self.requests: defaultdict[Labels, int] = defaultdict(int)
+        self.tokens: defaultdict[Labels, int] = defaultdict(int)
+        self.retries: defaultdict[Labels, int] = defaultdict(int)
+        self.failovers: defaultdict[Labels, int] = defaultdict(int)
+        self.duration: defaultdict[Labels, _Histogram] = defaultdict(_Histogram)
+        self.ttfb: defaultdict[Labels, _Histogram] = defaultdict(_Histogram)
+        self.streams_in_flight = 0
+        self._gauges = gauges
+        self._models = LabelValues(MODEL_RE, MAX_MODELS, models)
+        self._deployments = LabelValues(DEPLOYMENT_RE, MAX_DEPLOYMENTS, deployments)
+        self._seen: set[Labels] = set()
+
+    def _labels(self, model: str | None, deployment: str | None) -> Labels:
+        labels = (self._models.of(model), self._deployments.of(deployment))
+        if labels not in self._seen:
+            if len(self._seen) >= MAX_SERIES:
+                return tuple(OTHER if v else "" for v in labels)
+            self._seen.add(labels)
+        return labels
+
+    def record(self, exchange: Exchange, status: int, end: float) -> None:
+        labels = self._labels(exchange.model, exchange.deployment)
+        self.requests[(str(status), *labels)] += 1
+        self.duration[labels].observe(end - exchange.started)
+        if exchange.first_byte is not None:
+            self.ttfb[labels].observe(exchange.first_byte - exchange.started)
+        if exchange.attempts > 1:
+            extra = self.failovers if exchange.failover else self.retries
+            extra[labels] += exchange.attempts - 1
+        if exchange.usage is not None:
+            self.tokens[(*labels, "prompt")] += exchange.usage[0]
+            self.tokens[(*labels, "completion")] += exchange.usage[1]
+
+    def collect(self) -> Iterator[Metric]:
+        yield _counter(
+            "azproxy_requests",
+            "Requests answered, by status, model and deployment.",
+            ["status", "model", "deployment"],
+            self.requests,
+        )
+        yield self._histogram(
+            "azproxy_request_duration_seconds",
+            "Time from request to the end of the answer.",
+            self.duration,
+        )
+        yield self._histogram(
+            "azproxy_time_to_first_byte_seconds",
+            "Time from request to the first byte of the answer sent.",
+            self.ttfb,
+        )
+        yield _counter(
+            "azproxy_retries",
+            "Retries of one deployment (pass-through).",
+            ["model", "deployment"],
+            self.retries,
+        )
+        yield _counter(
+            "azproxy_failovers",
+            "Moves to another deployment.",
+            ["model", "deployment"],
+            self.failovers,
+        )
+        yield _counter(
+            "azproxy_tokens",
+            "Tokens Azure reported using, by model, deployment and kind.",
+            ["model", "deployment", "kind"],
+            self.tokens,
+        )
+        streams = GaugeMetricFamily(
+            "azproxy_streams_in_flight", "Streamed answers being relayed now."
+        )
+        streams.add_metric([], self.streams_in_flight)
+        yield streams
+        for name, (help_text, read) in self._gauges.items():
+            gauge = GaugeMetricFamily(name, help_text)
+            gauge.add_metric([], read())
+            yield gauge
+
+    @staticmethod
+    def _histogram(
+        name: str, help_text: str, values: dict[Labels, _Histogram]
+    ) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, help_text, labels=["model", "deployment"])
+        for key, histogram in values.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip(
+                (*BUCKETS, float("inf")), histogram.counts, strict=True
+            ):
+                cumulative += count
+                bucket = "+Inf" if bound == float("inf") else str(bound)
+                buckets.append((bucket, cumulative))
+            family.add_metric(list(key), buckets, histogram.sum)
+        return family
+
+
+def _counter(
+    name: str, help_text: str, labels: list[str], values: dict[Labels, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
+
+
+def metrics_handler(
+    metrics: Metrics, authorize: Callable[[web.Request], None]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+
+    async def handler(request: web.Request) -> web.Response:
+        authorize(request)
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    return handler

@@ -1,0 +1,119 @@
+"""The catch-all handler: which kind of OpenAI call is this, and how to relay it.
+
+- deployment-scoped JSON (chat, embeddings, ...): relay.handle;
+- multipart uploads (audio transcriptions and translations, image edits):
+  the deployment comes from the `model` form field, the body streams through;
+- resource-scoped calls (files, batches, fine_tuning, assistants, threads,
+  vector_stores, responses, uploads): /openai/{path} on the caller's
+  resource endpoint, with the client's method and query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import hdrs, web
+
+from azproxy.auth.callers import Backend, Caller, Endpoint
+from azproxy.errors import BadRequest
+from azproxy.keys import CALLER
+from azproxy.relay.forward import relay
+from azproxy.relay.mapping import Scope, classify, model_names_deployment, unknown_url
+from azproxy.relay.target import (
+    Outgoing,
+    json_call,
+    parse_json,
+    read_body,
+    release_body,
+)
+from azproxy.relay.uploads import read_upload, stream_through
+
+__all__ = ["handle"]
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    path = request.path
+    # Ids and path words never need percent-encoding: an encoded '/' or '.'
+    # can only be an attempt to reach another upstream path.
+    if not path.startswith("/v1/") or "%" in request.raw_path.partition("?")[0]:
+        raise unknown_url(request.method, path)
+    subpath = path[4:]
+    scope = classify(request.method, subpath)
+    caller = request[CALLER]
+    if scope is Scope.DEPLOYMENT:
+        # Inline rather than a handler of its own: one coroutine less on the
+        # path most requests take. A body that is not parsed may be spooled.
+        body = await read_body(request, spill=not caller.needs_model)
+        try:
+            outgoing, model = json_call(request, subpath, body)
+            return await relay(
+                request,
+                caller.backends(model),
+                outgoing,
+                failover=caller.failover,
+                model=model,
+            )
+        finally:
+            release_body(request, body)
+    if scope is Scope.UPLOAD:
+        return await handle_upload(request, subpath, caller)
+    return await handle_resource(request, subpath, caller)
+
+
+async def handle_upload(
+    request: web.Request, subpath: str, caller: Caller
+) -> web.StreamResponse:
+    body, model = await read_upload(request, need_model=caller.needs_model)
+    try:
+        outgoing = Outgoing(request.method, subpath, body, None, scope=Scope.UPLOAD)
+        # relay sends a body that cannot be replayed to one backend only.
+        return await relay(
+            request,
+            caller.backends(model),
+            outgoing,
+            failover=caller.failover,
+            model=model,
+        )
+    finally:
+        body.close()  # the head's spool and its budget, also when refused
+
+
+async def handle_resource(
+    request: web.Request, subpath: str, caller: Caller
+) -> web.StreamResponse:
+    endpoint = caller.resource_endpoint()
+    method = request.method
+    content_type = request.headers.get(hdrs.CONTENT_TYPE, "")
+    if method == "POST" and content_type.lower().startswith("multipart/"):
+        # File uploads: streamed through, up to max_upload_mb.
+        body = stream_through(request)
+        outgoing = Outgoing(method, subpath, body, None, scope=Scope.RESOURCE)
+        return await relay(request, [Backend(endpoint, "")], outgoing)
+    names_deployment = model_names_deployment(method, subpath)
+    raw = await read_body(request, spill=not names_deployment)
+    try:
+        deployment, fields = "", None
+        if raw and names_deployment:
+            found = parse_json(request, raw)
+            model = found.model
+            if isinstance(model, str):
+                deployment = deployment_on(endpoint, caller.backends(model), model)
+                fields = found
+        outgoing = Outgoing(method, subpath, raw, fields, scope=Scope.RESOURCE)
+        return await relay(request, [Backend(endpoint, deployment)], outgoing)
+    finally:
+        release_body(request, raw)
+
+
+def deployment_on(endpoint: Endpoint, backends: Sequence[Backend], model: str) -> str:
+    """The model's deployment on the endpoint that serves resource calls."""
+    for backend in backends:
+        if backend.endpoint.name == endpoint.name:
+            return backend.deployment
+    raise BadRequest(
+        f"The model {model!r} has no deployment on endpoint {endpoint.name!r}, "
+        "which serves the resource APIs (files, responses, assistants...); "
+        "map it to a deployment there.",
+        param="model",
+        code="model_not_on_resource_endpoint",
+    )

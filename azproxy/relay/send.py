@@ -1,0 +1,305 @@
+"""One request to Azure, and the original proxy's retry rules.
+
+`send_once` makes a single attempt and returns Azure's answer with its first
+body chunk already read (so an "overloaded" first event can still be retried),
+or raises Failure when there is no usable answer. What to do about a bad
+answer is policy: `send_with_retries` keeps the original proxy's rules for
+inference calls and sends calls that change state on Azure only once;
+relay.failover moves to another deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from azproxy.auth.callers import Backend
+from azproxy.errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
+from azproxy.keys import UpstreamSession
+from azproxy.observe.exchange import Exchange
+from azproxy.relay.uploads import StreamBody, can_send_again
+from azproxy.settings.config import Config
+
+__all__ = [
+    "Failure",
+    "Reply",
+    "Target",
+    "pause_before_retry",
+    "refuse_redirects",
+    "send_once",
+    "send_with_retries",
+]
+
+log = logging.getLogger("azproxy.relay")
+
+# The original proxy retried when the first event said so (Azure's 200 + error).
+OVERLOADED = b"That model is currently overloaded"
+
+
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x on every request
+class Target:
+    """One request to send to Azure, fully decided."""
+
+    method: str
+    url: URL
+    headers: CIMultiDict[str]
+    body: bytes | StreamBody
+    backend: Backend
+    # A call that creates or changes state on Azure (a resource-scoped POST or
+    # DELETE: a batch, a run, a stored response): sending it twice could do it
+    # twice, so it is sent again only if none of it went out.
+    stateful: bool = False
+
+    @property
+    def replayable(self) -> bool:
+        return can_send_again(self.body)
+
+
+@dataclass(slots=True)
+class Reply:
+    """Azure's answer, with its first body chunk already read."""
+
+    response: aiohttp.ClientResponse
+    first: bytes
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    @property
+    def is_sse(self) -> bool:
+        return self.response.content_type == "text/event-stream"
+
+    @property
+    def overloaded(self) -> bool:
+        return OVERLOADED in self.first and self.is_sse
+
+    @property
+    def deployment_not_found(self) -> bool:
+        return self.status == 404 and b"DeploymentNotFound" in self.first
+
+    def close(self) -> None:
+        self.response.close()
+
+
+class Failure(Exception):
+    """No usable answer. `error` is what the client gets if nothing else works;
+    `retryable` says whether the original proxy would have tried again;
+    `unsent` that no byte of the request went out (the connection was never
+    made), so even a stateful call may be sent again."""
+
+    def __init__(
+        self, error: ProxyError, *, retryable: bool, unsent: bool = False
+    ) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retryable = retryable
+        self.unsent = unsent
+
+
+async def send_once(
+    session: UpstreamSession, config: Config, target: Target, exchange: Exchange
+) -> Reply:
+    host = target.url.host
+    body = target.body
+    stream = body if isinstance(body, StreamBody) else None
+    backend = target.backend
+    exchange.attempts += 1
+    exchange.deployment = backend.deployment or None
+    exchange.endpoint = backend.endpoint.name
+    exchange.upstream_status = None
+    try:
+        response = await session.request(
+            target.method,
+            target.url,
+            headers=target.headers,
+            # No body at all (not an empty one) for a GET: RFC 9110 §8.6.
+            data=stream.chunks() if stream is not None else body or None,
+            allow_redirects=False,
+            # The session's refuse_redirects is for ws_connect, which follows
+            # redirects; here the check below costs less than its layer.
+            middlewares=(),
+        )
+    # aiohttp raises these two only while it opens the connection (connect,
+    # TLS handshake), before it writes any of the request.
+    except aiohttp.ConnectionTimeoutError:
+        raise Failure(
+            UpstreamTimeout(f"Timed out connecting to Azure OpenAI at {host}."),
+            retryable=True,
+            unsent=True,
+        ) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise Failure(
+            UpstreamUnreachable(
+                f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
+            ),
+            retryable=True,
+            unsent=True,
+        ) from None
+    except aiohttp.ServerTimeoutError:
+        # Not retried: it would only double a long wait.
+        raise Failure(
+            UpstreamTimeout(
+                f"Azure OpenAI at {host} sent no response headers within "
+                f"{config.header_timeout_s:g} s (header_timeout_s)."
+            ),
+            retryable=False,
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise broken(
+            body, f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
+        ) from None
+    refuse_redirect(response)
+    if stream is not None:
+        # The upload may still be going out: if it breaks now, this answer
+        # is cut too (aiohttp would otherwise wait for it with no timeout).
+        stream.when_cut(response.close)
+    exchange.upstream_status = response.status
+    # Headers are in: from now on the limit is the idle gap between chunks.
+    # (Not when the whole body has arrived already: a timer restarted then
+    # would outlive the response on the pooled connection.)
+    connection = response.connection
+    if (
+        connection is not None
+        and connection.protocol is not None
+        and not response.content.is_eof()
+    ):
+        connection.protocol.read_timeout = config.read_timeout_s
+        connection.protocol.start_timeout()
+    try:
+        first = await response.content.readany()
+    except aiohttp.ServerTimeoutError:
+        response.close()
+        raise Failure(
+            UpstreamTimeout(
+                f"Azure OpenAI at {host} sent headers but no body within "
+                f"{config.read_timeout_s:g} s (read_timeout_s)."
+            ),
+            retryable=False,
+        ) from None
+    except aiohttp.ClientError as exc:
+        response.close()
+        raise broken(
+            body,
+            f"The connection to Azure OpenAI at {host} broke before the "
+            f"answer started ({type(exc).__name__}).",
+        ) from None
+    return Reply(response, first)
+
+
+def broken(body: bytes | StreamBody, message: str) -> ProxyError | Failure:
+    """Why a request whose connection broke failed. When the client's body
+    broke off first (too large, too slow, a second model field), that is the
+    error: the client's, not Azure's, never retried, no deployment's fault.
+    Else Azure's connection broke: a Failure that may be retried."""
+    if isinstance(body, StreamBody) and body.error is not None:
+        return body.error
+    return Failure(UpstreamUnreachable(message), retryable=True)
+
+
+async def send_with_retries(
+    session: UpstreamSession, config: Config, target: Target, exchange: Exchange
+) -> Reply:
+    """The original proxy's rules, kept for inference calls.
+
+    Retried (up to config.retries times, config.retry_delay_s apart):
+    connection errors, 5xx, and a first SSE event saying the model is
+    overloaded. Never retried: 4xx (429 included) and timeouts waiting for
+    Azure to answer. A stateful call is retried only when it never left
+    (connection refused, connect timeout): a 5xx or a reset may come after
+    Azure created the batch or started the run.
+    """
+    host = target.url.host
+    # A body streamed from the client (an upload) is consumed by the first
+    # attempt: it cannot be sent again, so it is never retried.
+    retries = config.retries if target.replayable else 0
+    resend = not target.stateful
+    for attempt in range(retries + 1):
+        retries_left = attempt < retries
+        try:
+            reply = await send_once(session, config, target, exchange)
+        except Failure as failure:
+            if not (retries_left and failure.retryable and (resend or failure.unsent)):
+                if attempt:
+                    error = failure.error
+                    error.message = (
+                        f"{error.message.rstrip('.')}, after {attempt + 1} attempts."
+                    )
+                raise failure.error from None
+            reason = failure.error.message
+        else:
+            if not (
+                retries_left and resend and (reply.status >= 500 or reply.overloaded)
+            ):
+                return reply
+            reply.close()
+            reason = "model overloaded" if reply.overloaded else f"HTTP {reply.status}"
+        await pause_before_retry(config, attempt, f"upstream {host}", reason)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def refuse_redirect(response: aiohttp.ClientResponse) -> None:
+    """No 3xx from upstream is followed or relayed: 502 upstream_redirect.
+
+    Azure OpenAI does not redirect; a 3xx comes from something in between.
+    Following it would carry the api-key or token to wherever it points, and
+    relaying it would let the client follow it with its own credentials (a
+    pass-through token holds an Azure key). 304 Not Modified answers a
+    conditional request: it points nowhere. The refusal is a ProxyError, not
+    a ClientError, so that no retry or failover catches it: another attempt
+    would meet the same redirect.
+    """
+    status = response.status
+    if 300 <= status < 400 and status != 304:
+        response.close()
+        log.warning(
+            "Azure OpenAI at %s answered %s %s with a redirect (HTTP %d); not followed",
+            response.url.host,
+            response.method,
+            response.url.path,
+            status,
+        )
+        # The Location is not echoed: it may carry a signed URL or a token.
+        raise UpstreamUnreachable(
+            f"Azure OpenAI answered with a redirect (HTTP {status}), which "
+            "azproxy never follows: it would carry the Azure credentials "
+            "elsewhere. Check the endpoint URL in azproxy's configuration.",
+            code="upstream_redirect",
+        )
+
+
+async def refuse_redirects(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """The upstream session's middleware: refuse_redirect on every hop.
+
+    For ws_connect (the realtime handshake), which follows up to 10
+    redirects, keeping `api-key` across origins (it drops only
+    Authorization), and takes no per-request middlewares or
+    allow_redirects. aiohttp runs session middlewares on every hop of its
+    redirect loop, ws_connect's included, so this stops the first one.
+    send_once opts out (middlewares=()) and checks inline.
+    """
+    response = await handler(request)
+    refuse_redirect(response)
+    return response
+
+
+async def pause_before_retry(
+    config: Config, attempt: int, what: str, reason: str
+) -> None:
+    """Log a failed attempt and wait retry_delay_s: the original proxy's pace."""
+    log.warning(
+        "%s failed (%s); retry %d/%d in %g s",
+        what,
+        reason,
+        attempt + 1,
+        config.retries,
+        config.retry_delay_s,
+    )
+    await asyncio.sleep(config.retry_delay_s)
