@@ -37,7 +37,8 @@ def test_every_setting_is_in_the_settings_table() -> None:
 
 
 def test_the_example_config_is_valid() -> None:
-    from azproxy.settings.config import Config, load_file
+    from azproxy.settings.config import Config
+    from azproxy.settings.load import load_file
 
     env = {
         "AZPROXY_KEY_WEB": "web-key-0123456789abcdef",

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from azproxy.settings.config import Config, ConfigError, env_name, flag_name, settings
+from azproxy.settings.config import Config, ConfigError, settings
+from azproxy.settings.fields import env_name, flag_name
 
 
 def test_defaults() -> None:
