@@ -55,8 +55,7 @@ def setting(
     AZPROXY_* variable (the setting has its own environment form). A dict
     default is copied for each Config.
     """
-    metadata = {"help": help, "secret": secret, "env": env}
-    metadata |= {"parser": parser, "check": check}
+    metadata = dict(help=help, secret=secret, env=env, parser=parser, check=check)
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
