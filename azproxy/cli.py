@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 
 from azproxy import __version__
@@ -18,7 +19,9 @@ from azproxy.observe.logging import configure_logging
 from azproxy.server.fdlimit import start_with_open_file_limit
 from azproxy.server.runner import bound_port, run, start_site, wait_for_signal
 from azproxy.server.workers import serve_workers
-from azproxy.settings.config import Config, ConfigError, load_file, settings
+from azproxy.settings.config import Config, ConfigError, settings
+from azproxy.settings.fields import shown_default
+from azproxy.settings.load import load_file
 from azproxy.simulator import SimSettings, apply_faults, create_simulator, parse_fault
 from azproxy.simulator.app import SIM_STATE
 
@@ -41,14 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the proxy",
-        epilog=(
-            "Settings without a flag, because they are secrets: access keys "
-            "(AZPROXY_ACCESS_KEYS or access_keys in the config file), the "
-            "metrics key (AZPROXY_METRICS_KEY or metrics_key) and "
-            "endpoints ([endpoints.NAME] in the config file, or "
-            "AZURE_OPENAI_ENDPOINT with AZURE_OPENAI_API_KEY, "
-            "AZURE_OPENAI_AD_TOKEN or AZPROXY_ENTRA=true)."
-        ),
+        epilog=_secrets_help(),
+        # Keeps the epilog's own layout (one entry per secret); flag help is
+        # still wrapped.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_settings_flags(serve)
     serve.add_argument(
@@ -102,20 +101,34 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for s in settings():
         if not s.has_flag:
             continue
+        # argparse expands %-formats in help: a literal % must be doubled.
+        text = f"{s.help} [env {s.env}, default {shown_default(s)}]"
         parser.add_argument(
             s.flag,
             dest=s.name,
             metavar=s.name.upper().split("_")[-1],
-            help=f"{s.help} [env {s.env}, default {_shown(s.default)}]",
+            help=text.replace("%", "%%"),
         )
 
 
-def _shown(default: object) -> str:
-    if isinstance(default, tuple | dict):
-        return ",".join(default) or "none"
-    if default is None:
-        return "auto"
-    return str(default)
+def _secrets_help() -> str:
+    """The settings that have no flag, with the same help as docs/settings.md."""
+    lines = [
+        "settings without a flag, because they are secrets (set them in the",
+        "environment or the config file):",
+    ]
+    indent = " " * 6
+    for s in settings():
+        if not s.has_flag:
+            lines.append(f"  {s.name}" + (f" [env {s.env}]" if s.env else ""))
+            lines += textwrap.wrap(
+                s.help,
+                78,
+                initial_indent=indent,
+                subsequent_indent=indent,
+                break_on_hyphens=False,
+            )
+    return "\n".join(lines)
 
 
 def main(

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from azproxy.settings.config import Config, ConfigError, env_name, flag_name, settings
+from azproxy.cli import build_parser, config_from
+from azproxy.settings.config import Config, ConfigError, settings
+from azproxy.settings.fields import Setting, env_name, flag_name
+from azproxy.settings.server_side import parse_access_keys, parse_endpoints
 
 
 def test_defaults() -> None:
@@ -19,15 +20,174 @@ def test_defaults() -> None:
     assert config.retry_delay_s == 1.0
 
 
-def test_one_name_per_setting() -> None:
-    names = {s.name for s in settings()}
-    assert names == {f.name for f in dataclasses.fields(Config)}
-    for s in settings():
-        if s.has_flag:
-            assert s.flag == flag_name(s.name) == "--" + s.name.replace("_", "-")
-        if s.has_env:
-            assert s.env == env_name(s.name) == "AZPROXY_" + s.name.upper()
+# DESIGN.md (section 6, and "Names that later work relies on") fixes these
+# names for tests and deployments outside this repository. They are written
+# out, not derived from the code, so renaming one fails here.
+CONTRACT = {
+    "host": ("--host", "AZPROXY_HOST"),
+    "port": ("--port", "AZPROXY_PORT"),
+    "upstream": ("--upstream", "AZPROXY_UPSTREAM"),
+    "api_version": ("--api-version", "AZPROXY_API_VERSION"),
+    "cors_origins": ("--cors-origins", "AZPROXY_CORS_ORIGINS"),
+    "log_level": ("--log-level", "AZPROXY_LOG_LEVEL"),
+    "log_format": ("--log-format", "AZPROXY_LOG_FORMAT"),
+    "read_timeout_s": ("--read-timeout-s", "AZPROXY_READ_TIMEOUT_S"),
+    "client_write_timeout_s": (
+        "--client-write-timeout-s",
+        "AZPROXY_CLIENT_WRITE_TIMEOUT_S",
+    ),
+    "client_header_timeout_s": (
+        "--client-header-timeout-s",
+        "AZPROXY_CLIENT_HEADER_TIMEOUT_S",
+    ),
+    "client_body_timeout_s": (
+        "--client-body-timeout-s",
+        "AZPROXY_CLIENT_BODY_TIMEOUT_S",
+    ),
+    "keepalive_timeout_s": ("--keepalive-timeout-s", "AZPROXY_KEEPALIVE_TIMEOUT_S"),
+    "max_connections": ("--max-connections", "AZPROXY_MAX_CONNECTIONS"),
+    "max_spool_mb": ("--max-spool-mb", "AZPROXY_MAX_SPOOL_MB"),
+    "max_buffered_body_mb": (
+        "--max-buffered-body-mb",
+        "AZPROXY_MAX_BUFFERED_BODY_MB",
+    ),
+    "max_json_depth": ("--max-json-depth", "AZPROXY_MAX_JSON_DEPTH"),
+    "max_json_containers": ("--max-json-containers", "AZPROXY_MAX_JSON_CONTAINERS"),
+    "max_json_values": ("--max-json-values", "AZPROXY_MAX_JSON_VALUES"),
+    "realtime_idle_timeout_s": (
+        "--realtime-idle-timeout-s",
+        "AZPROXY_REALTIME_IDLE_TIMEOUT_S",
+    ),
+    "realtime_max_message_mb": (
+        "--realtime-max-message-mb",
+        "AZPROXY_REALTIME_MAX_MESSAGE_MB",
+    ),
+    "family_api_versions": ("--family-api-versions", "AZPROXY_FAMILY_API_VERSIONS"),
+    "breaker_failures": ("--breaker-failures", "AZPROXY_BREAKER_FAILURES"),
+    "shutdown_grace_s": ("--shutdown-grace-s", "AZPROXY_SHUTDOWN_GRACE_S"),
+    "sse_compat": ("--sse-compat", "AZPROXY_SSE_COMPAT"),
+    "allow_anonymous": ("--allow-anonymous", "AZPROXY_ALLOW_ANONYMOUS"),
+    # Secrets: never a flag value.
+    "metrics_key": ("", "AZPROXY_METRICS_KEY"),
+    "access_keys": ("", "AZPROXY_ACCESS_KEYS"),
+    # Set as [endpoints.NAME] or through AZURE_OPENAI_ENDPOINT.
+    "endpoints": ("", ""),
+}
+CONTRACT_DEFAULTS = {
+    "client_header_timeout_s": 60.0,
+    "client_body_timeout_s": 60.0,
+    "keepalive_timeout_s": 75.0,
+    "host": "127.0.0.1",
+    "port": 3000,
+    "api_version": "2024-10-21",
+    "upstream": "https://{resource}.openai.azure.com",
+    "cors_origins": ("*",),
+}
+
+
+def test_the_names_in_the_contract_are_kept() -> None:
+    found = {s.name: s for s in settings()}
+    for name, names in CONTRACT.items():
+        assert name in found, f"{name} is in DESIGN.md's contract"
+        assert (found[name].flag, found[name].env) == names
+    for name, default in CONTRACT_DEFAULTS.items():
+        assert found[name].default == default
+        assert getattr(Config(), name) == default
+    assert flag_name("read_timeout_s") == "--read-timeout-s"
     assert env_name("read_timeout_s") == "AZPROXY_READ_TIMEOUT_S"
+
+
+SECRETS = {"endpoints", "access_keys", "metrics_key"}
+SERVER_SIDE_ENV = {
+    "AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com",
+    "AZURE_OPENAI_API_KEY": "azure-key",
+    "AZPROXY_ACCESS_KEYS": "key-0123456789abcdef",
+}
+# A value for every setting, other than its default and valid alone, read
+# from a flag, the environment or the file alike.
+SAMPLES: dict[str, object] = {
+    "host": "0.0.0.0",
+    "port": "3001",
+    "workers": "2",
+    "upstream": "http://{resource}.example",
+    "api_version": "2025-01-01-preview",
+    "family_api_versions": "responses=v1",
+    "endpoints": {"e": {"resource": "r", "api_key": "azure-key"}},  # file only
+    "model_map": "gpt-4o=dep1",
+    "model_fallback": "true",
+    "access_keys": "key-0123456789abcdef",
+    "allow_anonymous": "true",
+    "passthrough": "true",
+    "entra": "true",
+    "entra_scope": "api://azproxy/.default",
+    "cors_origins": "https://a.example",
+    "connect_timeout_s": "0.3",
+    "header_timeout_s": "0.3",
+    "read_timeout_s": "0.3",
+    "retries": "0",
+    "retry_delay_s": "0",
+    "rate_limit_cooldown_s": "1",
+    "error_cooldown_s": "1",
+    "breaker_failures": "2",
+    "breaker_open_s": "1",
+    "max_attempts": "1",
+    "max_upstream_requests": "10",
+    "queue_timeout_s": "1",
+    "client_write_timeout_s": "1",
+    "max_header_kb": "8",
+    "max_body_mb": "1",
+    "max_upload_mb": "1",
+    "max_json_depth": "8",
+    "max_json_containers": "10",
+    "max_json_values": "10",
+    "max_buffered_body_mb": "64",
+    "max_spool_mb": "64",
+    "client_header_timeout_s": "1",
+    "client_body_timeout_s": "1",
+    "keepalive_timeout_s": "1",
+    "max_connections": "5",
+    "realtime_idle_timeout_s": "1",
+    "realtime_max_message_mb": "1",
+    "sse_compat": "raw",
+    "shutdown_grace_s": "1",
+    "log_level": "debug",
+    "log_format": "text",
+    "access_log": "false",
+    "metrics_require_key": "true",
+    "metrics_key": "metrics-0123456789abcdef",
+}
+
+
+@pytest.mark.parametrize("s", settings(), ids=lambda s: s.name)
+def test_each_setting_is_read_by_its_one_name(s: Setting) -> None:
+    """DESIGN.md's rule, through the real sources: the config file key is the
+    name, the flag is --name-with-dashes (none for a secret), the variable is
+    AZPROXY_NAME (none for endpoints, which have AZURE_OPENAI_ENDPOINT)."""
+    assert s.name in SAMPLES, f"add a sample value for {s.name} to SAMPLES"
+    raw = SAMPLES[s.name]
+    # The rest of a valid server-side setup, so that each value is valid.
+    others: dict[str, object] = {
+        "endpoints": parse_endpoints({"e": {"resource": "r", "api_key": "k"}}, {}),
+        "access_keys": parse_access_keys("key-0123456789abcdef", {}),
+        "allow_anonymous": True,
+    }
+    others.pop(s.name, None)
+    by_source = {"file": Config.load(None, {}, {s.name: raw}, **others)}
+    if s.name != "endpoints":
+        env = {"AZPROXY_" + s.name.upper(): str(raw)}
+        by_source["env"] = Config.load(None, env, None, **others)
+    else:
+        assert s.env == ""
+    flag = "--" + s.name.replace("_", "-")
+    if s.name not in SECRETS:
+        args = build_parser().parse_args(["serve", flag, str(raw)])
+        by_source["flag"] = config_from(args, SERVER_SIDE_ENV)
+    else:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", flag, str(raw)])
+    values = {source: getattr(c, s.name) for source, c in by_source.items()}
+    assert values["file"] != s.default
+    assert all(value == values["file"] for value in values.values()), values
 
 
 def test_precedence_flag_over_env_over_file_over_default() -> None:

@@ -1,0 +1,114 @@
+"""Where each setting's value comes from: flag > environment > config file >
+default.
+
+Standard Azure variables are honoured below azproxy's own: OPENAI_API_VERSION
+for api_version, and AZURE_OPENAI_ENDPOINT (with AZURE_OPENAI_API_KEY,
+AZURE_OPENAI_AD_TOKEN or AZPROXY_ENTRA=true) as the endpoint named "default",
+the container-friendly way to configure one endpoint without a file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from azproxy.settings.fields import Setting
+from azproxy.settings.server_side import (
+    ConfigProblems,
+    EndpointConfig,
+    parse_endpoints,
+    unknown_keys,
+)
+
+__all__ = ["DEFAULT_ENDPOINT", "load_file", "read_values"]
+
+DEFAULT_ENDPOINT = "default"
+
+
+def read_values(
+    settings: Sequence[Setting],
+    flags: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    file_values: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The parsed value of every setting some source gives (the others keep
+    their default). Flag values are strings keyed by setting name (None: not
+    given); file values may already be typed (TOML). Raises ConfigProblems
+    listing every problem found, not just the first."""
+    problems = unknown_keys(file_values, [s.name for s in settings], "config file")
+    values: dict[str, Any] = {}
+    for s in settings:
+        raw, source = _raw_value(s, flags, environ, file_values)
+        if not source:
+            continue
+        try:
+            values[s.name] = s.parse(raw, source, environ)
+        except ConfigProblems as exc:
+            problems.extend(exc.problems)
+    try:
+        endpoint = _environment_endpoint(environ, values.get("entra", False))
+    except ConfigProblems as exc:
+        problems.extend(exc.problems)
+        endpoint = None
+    if endpoint is not None:
+        others = [e for e in values.get("endpoints", ()) if e.name != endpoint.name]
+        values["endpoints"] = (endpoint, *others)
+    if problems:
+        raise ConfigProblems(problems)
+    return values
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; a missing or malformed file is a ConfigError."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise ConfigProblems([f"config file {path}: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigProblems([f"config file {path}: not valid TOML ({exc})"]) from None
+
+
+def _raw_value(
+    s: Setting,
+    flags: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    file_values: Mapping[str, Any],
+) -> tuple[Any, str]:
+    """The raw value and where it came from ("" when no source gives one)."""
+    if s.flag and flags.get(s.name) is not None:
+        return flags[s.name], s.flag
+    if s.env and s.env in environ:
+        return environ[s.env], s.env
+    if s.name == "api_version" and "OPENAI_API_VERSION" in environ:
+        return environ["OPENAI_API_VERSION"], "OPENAI_API_VERSION"
+    if s.name in file_values:
+        return file_values[s.name], f"config key {s.name}"
+    return None, ""
+
+
+def _environment_endpoint(
+    environ: Mapping[str, str], entra: bool
+) -> EndpointConfig | None:
+    """The endpoint AZURE_OPENAI_* variables describe, if any."""
+    url = environ.get("AZURE_OPENAI_ENDPOINT", "").strip()
+    if not url:
+        return None
+    table: dict[str, Any] = {"url": url}
+    if entra:
+        table["entra"] = True
+    elif environ.get("AZURE_OPENAI_API_KEY"):
+        table["api_key"] = "env:AZURE_OPENAI_API_KEY"
+    elif environ.get("AZURE_OPENAI_AD_TOKEN"):
+        table["ad_token"] = "env:AZURE_OPENAI_AD_TOKEN"
+    else:
+        raise ConfigProblems(
+            [
+                "AZURE_OPENAI_ENDPOINT is set but neither AZURE_OPENAI_API_KEY, "
+                "AZURE_OPENAI_AD_TOKEN nor AZPROXY_ENTRA=true says how to "
+                "authenticate to it"
+            ]
+        )
+    return parse_endpoints({DEFAULT_ENDPOINT: table}, environ)[0]
