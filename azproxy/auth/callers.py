@@ -11,13 +11,13 @@ preference. Two kinds of caller:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from azproxy.auth.azure_auth import ApiKeyAuth, UpstreamAuth
 from azproxy.auth.credentials import PassthroughToken
 from azproxy.errors import BadRequest, Forbidden
+from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.families import sends_deployments_to_v1
 from azproxy.relay.mapping import upstream_base
 from azproxy.settings.config import Config
@@ -26,44 +26,12 @@ from azproxy.settings.secrets import Secret
 from azproxy.settings.server_side import AccessKey, EndpointConfig
 
 __all__ = [
-    "Backend",
     "Caller",
-    "Endpoint",
     "PassthroughCaller",
     "Router",
     "ServerCaller",
     "dotless",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    name: str
-    base_url: str
-    api_version: str
-    auth: UpstreamAuth
-    # Per-family api-versions (family_api_versions): see families.route.
-    # One table per process, so it takes no part in equality or hashing.
-    family_versions: Mapping[str, str] = field(
-        default_factory=dict, compare=False, hash=False
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Backend:
-    """One deployment on one endpoint: what a request is finally sent to."""
-
-    endpoint: Endpoint
-    deployment: str
-    priority: int = 1
-    weight: float = 1.0
-    # A name guessed from the model (model_fallback): when Azure says it does
-    # not exist, the next guess is tried.
-    guess: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"{self.endpoint.name}/{self.deployment}"
 
 
 class Caller(Protocol):

@@ -28,7 +28,6 @@ from aiohttp import WSCloseCode, hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from azproxy.auth.callers import Backend
 from azproxy.auth.credentials import KEY_PROTOCOL, offered_protocols
 from azproxy.errors import (
     ProxyError,
@@ -43,6 +42,7 @@ from azproxy.realtime.frames import (
     RealtimeSession,
     close_sessions,
 )
+from azproxy.relay.backends import Backend
 from azproxy.relay.families import LATEST_PREVIEW, NO_OVERRIDES, Family, route
 from azproxy.relay.headers import request_headers
 from azproxy.relay.send import pause_before_retry
@@ -213,8 +213,7 @@ async def open_upstream(
         endpoint.family_versions,
     )
     headers = upstream_headers(request.headers)
-    name, value = endpoint.auth.header()
-    headers[name] = value
+    endpoint.authorize(headers)
     host = url.host
     what = f"realtime handshake with {host}"
     for attempt in range(config.retries + 1):

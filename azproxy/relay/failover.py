@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from azproxy.auth.callers import Backend
 from azproxy.errors import ProxyError, RateLimited
 from azproxy.keys import CONFIG, EXCHANGE, HEALTH, SESSION
+from azproxy.relay.backends import Backend
 from azproxy.relay.health_board import (
     AllCoolingDown,
     retry_after_headers,

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from azproxy.auth.callers import Backend
 from azproxy.keys import CONFIG, EXCHANGE, JSON_BOUNDS, LIMITER, METRICS, SESSION
 from azproxy.observe.exchange import usage_of
+from azproxy.relay.backends import Backend
 from azproxy.relay.failover import fail_over
 from azproxy.relay.headers import response_headers
 from azproxy.relay.send import Reply, send_with_retries

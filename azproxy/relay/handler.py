@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 
-from azproxy.auth.callers import Backend, Caller, Endpoint
+from azproxy.auth.callers import Caller
 from azproxy.errors import BadRequest
 from azproxy.keys import CALLER
+from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.forward import relay
 from azproxy.relay.mapping import Scope, classify, model_names_deployment, unknown_url
 from azproxy.relay.target import (

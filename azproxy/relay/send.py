@@ -18,10 +18,10 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from azproxy.auth.callers import Backend
 from azproxy.errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
 from azproxy.keys import UpstreamSession
 from azproxy.observe.exchange import Exchange
+from azproxy.relay.backends import Backend
 from azproxy.relay.uploads import StreamBody, can_send_again
 from azproxy.settings.config import Config
 

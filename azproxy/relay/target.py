@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from azproxy.auth.callers import Backend
 from azproxy.keys import BUDGETS, CALLER, CONFIG, JSON_BOUNDS
+from azproxy.relay.backends import Backend
 from azproxy.relay.bodies import BodyBuffer, next_chunk, refuse_encoded, too_large
 from azproxy.relay.families import route_for
 from azproxy.relay.headers import request_headers
@@ -150,8 +150,7 @@ def build_target(
         client_query=request.query,
     )
     headers = request_headers(request.headers)
-    name, value = endpoint.auth.header()
-    headers[name] = value
+    endpoint.authorize(headers)
     if isinstance(body, StreamBody) and body.length is not None:
         headers[hdrs.CONTENT_LENGTH] = str(body.length)
     # Resource calls other than GET create or change state: sent once.
