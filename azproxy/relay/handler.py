@@ -19,15 +19,11 @@ from azproxy.errors import BadRequest
 from azproxy.keys import CALLER
 from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.forward import relay
+from azproxy.relay.jsonbody import JsonObject
 from azproxy.relay.mapping import Scope, classify, model_names_deployment, unknown_url
-from azproxy.relay.target import (
-    Outgoing,
-    json_call,
-    parse_json,
-    read_body,
-    release_body,
-)
-from azproxy.relay.uploads import read_upload, stream_through
+from azproxy.relay.request_body import parse_json, read_body, release_body
+from azproxy.relay.target import Outgoing
+from azproxy.relay.uploads import StreamBody, read_upload, stream_through
 
 __all__ = ["handle"]
 
@@ -59,6 +55,22 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if scope is Scope.UPLOAD:
         return await handle_upload(request, subpath, caller)
     return await handle_resource(request, subpath, caller)
+
+
+def json_call(
+    request: web.Request, subpath: str, body: bytes | StreamBody
+) -> tuple[Outgoing, str | None]:
+    """A deployment-scoped JSON call (chat, completions, embeddings, ...):
+    what to send, and the model it asks for."""
+    fields: JsonObject | None = None
+    model: str | None = None
+    # Parse JSON only when the answer depends on it: a pass-through token
+    # with one deployment skips it.
+    if request[CALLER].needs_model:
+        fields = parse_json(request, body)
+        found = fields.model
+        model = found if isinstance(found, str) else None
+    return Outgoing(request.method, subpath, body, fields), model
 
 
 async def handle_upload(

@@ -15,20 +15,17 @@ import logging
 from dataclasses import dataclass
 
 import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
 
 from azproxy.errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
 from azproxy.keys import UpstreamSession
 from azproxy.observe.exchange import Exchange
-from azproxy.relay.backends import Backend
-from azproxy.relay.uploads import StreamBody, can_send_again
+from azproxy.relay.target import Target
+from azproxy.relay.uploads import StreamBody
 from azproxy.settings.config import Config
 
 __all__ = [
     "Failure",
     "Reply",
-    "Target",
     "pause_before_retry",
     "refuse_redirects",
     "send_once",
@@ -39,25 +36,6 @@ log = logging.getLogger("azproxy.relay")
 
 # The original proxy retried when the first event said so (Azure's 200 + error).
 OVERLOADED = b"That model is currently overloaded"
-
-
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x on every request
-class Target:
-    """One request to send to Azure, fully decided."""
-
-    method: str
-    url: URL
-    headers: CIMultiDict[str]
-    body: bytes | StreamBody
-    backend: Backend
-    # A call that creates or changes state on Azure (a resource-scoped POST or
-    # DELETE: a batch, a run, a stored response): sending it twice could do it
-    # twice, so it is sent again only if none of it went out.
-    stateful: bool = False
-
-    @property
-    def replayable(self) -> bool:
-        return can_send_again(self.body)
 
 
 @dataclass(slots=True)
