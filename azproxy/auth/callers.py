@@ -17,6 +17,7 @@ from typing import Protocol
 from azproxy.auth.azure_auth import ApiKeyAuth, UpstreamAuth
 from azproxy.auth.credentials import PassthroughToken
 from azproxy.errors import BadRequest, Forbidden
+from azproxy.relay.attempts import FAILOVER, RETRY, Attempts
 from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.families import sends_deployments_to_v1
 from azproxy.relay.mapping import upstream_base
@@ -36,9 +37,10 @@ __all__ = [
 
 class Caller(Protocol):
     name: str
-    # Whether to fail over between deployments (server-side routing) rather
-    # than retry one, as the original proxy did (pass-through tokens).
-    failover: bool
+    # How its calls are tried at Azure: one deployment retried, as the
+    # original proxy did (pass-through tokens), or failing over between a
+    # model's deployments (server-side routing).
+    attempts: Attempts
 
     @property
     def needs_model(self) -> bool:
@@ -61,7 +63,7 @@ class Caller(Protocol):
 class PassthroughCaller:
     """A pass-through token: one resource, the token's own key and map."""
 
-    failover = False
+    attempts: Attempts = RETRY
 
     def __init__(self, token: PassthroughToken, config: Config) -> None:
         self.token = token
@@ -171,7 +173,7 @@ class ServerCaller:
     """An access key (or an anonymous caller) routed by the server's map."""
 
     needs_model = True
-    failover = True
+    attempts: Attempts = FAILOVER
 
     def __init__(self, router: Router, key: AccessKey | None) -> None:
         self.router = router

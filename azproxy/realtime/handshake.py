@@ -42,10 +42,10 @@ from azproxy.realtime.frames import (
     RealtimeSession,
     close_sessions,
 )
+from azproxy.relay.attempts import pause_before_retry
 from azproxy.relay.backends import Backend
 from azproxy.relay.families import LATEST_PREVIEW, NO_OVERRIDES, Family, route
 from azproxy.relay.headers import request_headers
-from azproxy.relay.send import pause_before_retry
 from azproxy.settings.config import Config
 
 __all__ = [
