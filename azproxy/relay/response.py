@@ -15,12 +15,12 @@ import logging
 
 from aiohttp import web
 
-from azproxy.keys import EXCHANGE, JSON_BOUNDS, METRICS
+from azproxy.keys import EXCHANGE, JSON_BOUNDS, LIFECYCLE, METRICS
 from azproxy.observe.exchange import usage_of
 from azproxy.relay.backends import Backend
 from azproxy.relay.headers import response_headers
 from azproxy.relay.send import Reply
-from azproxy.relay.stream import pump
+from azproxy.relay.stream import relay_body
 from azproxy.relay.target import Outgoing
 from azproxy.relay.terminal import asked_to_stream, terminal_for
 
@@ -92,10 +92,13 @@ async def answer(
         response.content_length = upstream.content_length
     await response.prepare(request)
     exchange.stream = sse
-    metrics = request.app[METRICS]
+    app = request.app
+    metrics, lifecycle = app[METRICS], app[LIFECYCLE]
     metrics.streams_in_flight += 1
     try:
-        await pump(request, response, reply, sse, exchange)
+        lifecycle.relaying(upstream)  # a shutdown past its grace cuts it
+        await relay_body(request, response, reply, sse, exchange)
     finally:
+        lifecycle.relayed(upstream)
         metrics.streams_in_flight -= 1
     return response
