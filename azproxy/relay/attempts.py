@@ -64,7 +64,8 @@ class Attempts(Protocol):
 
 
 class Retry:
-    """The original proxy's rules. Tried again: connection errors, 5xx, and
+    """The original proxy's rules, for the one backend a pass-through token
+    or a resource call has. Tried again: connection errors, 5xx, and
     a first SSE event saying the model is overloaded. Never: 4xx (429
     included) and timeouts waiting for Azure to answer. A call that changes
     state on Azure is sent again only when none of it left (connection
