@@ -39,8 +39,8 @@ from azproxy.relay.bodies import READ_BYTES, Budgets
 from azproxy.relay.handler import handle
 from azproxy.relay.health_board import HealthBoard
 from azproxy.relay.mapping import DEPLOYMENT_PATHS
+from azproxy.relay.request_body import json_bounds
 from azproxy.relay.send import refuse_redirects
-from azproxy.relay.target import json_bounds
 from azproxy.relay.upstream_slots import Limiter
 from azproxy.settings.config import Config, ConfigError
 from azproxy.settings.server_side import EndpointConfig

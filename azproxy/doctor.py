@@ -13,8 +13,8 @@ import aiohttp
 from aiohttp import web
 
 from azproxy.app import create_app
-from azproxy.auth.callers import Backend
 from azproxy.keys import GATE, SESSION, UpstreamSession
+from azproxy.relay.backends import Backend
 from azproxy.relay.families import route_for
 from azproxy.relay.mapping import upstream_url
 from azproxy.settings.config import Config
@@ -76,10 +76,11 @@ async def probe_one(session: UpstreamSession, backend: Backend) -> tuple[bool, s
     body = dict(PROBE_BODY)
     if route.v1:
         body["model"] = backend.deployment
+    headers: dict[str, str] = {}
     try:
-        name, value = endpoint.auth.header()
+        endpoint.authorize(headers)
         async with session.post(
-            url, json=body, headers={name: value}, allow_redirects=False
+            url, json=body, headers=headers, allow_redirects=False
         ) as response:
             text = await response.read()
     except aiohttp.ClientError as exc:

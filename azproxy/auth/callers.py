@@ -11,13 +11,14 @@ preference. Two kinds of caller:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from azproxy.auth.azure_auth import ApiKeyAuth, UpstreamAuth
 from azproxy.auth.credentials import PassthroughToken
 from azproxy.errors import BadRequest, Forbidden
+from azproxy.relay.attempts import FAILOVER, RETRY, Attempts
+from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.families import sends_deployments_to_v1
 from azproxy.relay.mapping import upstream_base
 from azproxy.settings.config import Config
@@ -26,9 +27,7 @@ from azproxy.settings.secrets import Secret
 from azproxy.settings.server_side import AccessKey, EndpointConfig
 
 __all__ = [
-    "Backend",
     "Caller",
-    "Endpoint",
     "PassthroughCaller",
     "Router",
     "ServerCaller",
@@ -36,41 +35,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    name: str
-    base_url: str
-    api_version: str
-    auth: UpstreamAuth
-    # Per-family api-versions (family_api_versions): see families.route.
-    # One table per process, so it takes no part in equality or hashing.
-    family_versions: Mapping[str, str] = field(
-        default_factory=dict, compare=False, hash=False
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Backend:
-    """One deployment on one endpoint: what a request is finally sent to."""
-
-    endpoint: Endpoint
-    deployment: str
-    priority: int = 1
-    weight: float = 1.0
-    # A name guessed from the model (model_fallback): when Azure says it does
-    # not exist, the next guess is tried.
-    guess: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"{self.endpoint.name}/{self.deployment}"
-
-
 class Caller(Protocol):
     name: str
-    # Whether to fail over between deployments (server-side routing) rather
-    # than retry one, as the original proxy did (pass-through tokens).
-    failover: bool
+    # How its calls are tried at Azure: one deployment retried, as the
+    # original proxy did (pass-through tokens), or failing over between a
+    # model's deployments (server-side routing).
+    attempts: Attempts
 
     @property
     def needs_model(self) -> bool:
@@ -93,7 +63,7 @@ class Caller(Protocol):
 class PassthroughCaller:
     """A pass-through token: one resource, the token's own key and map."""
 
-    failover = False
+    attempts: Attempts = RETRY
 
     def __init__(self, token: PassthroughToken, config: Config) -> None:
         self.token = token
@@ -203,7 +173,7 @@ class ServerCaller:
     """An access key (or an anonymous caller) routed by the server's map."""
 
     needs_model = True
-    failover = True
+    attempts: Attempts = FAILOVER
 
     def __init__(self, router: Router, key: AccessKey | None) -> None:
         self.router = router

@@ -1,6 +1,6 @@
 """The frame relay of a realtime session: two WebSockets torn down together.
 
-Two pumps, one per direction, each relaying one message at a time: it reads
+Two relays, one per direction, each relaying one message at a time: it reads
 the next frame only after the previous one is written, so a slow side holds
 the other back through TCP rather than a queue. Whichever side ends first
 (close frame, lost connection, error) decides the close code and reason that
@@ -100,12 +100,12 @@ class RealtimeSession:
         self.last_message = 0.0
         self._client_transport = client_transport
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._pumps: list[asyncio.Task[Ending]] = []
+        self._relays: list[asyncio.Task[Ending]] = []
         self._stop: Ending | None = None
 
     def stop(self, ending: Ending) -> None:
         self._stop = ending
-        for task in self._pumps:
+        for task in self._relays:
             task.cancel()
 
     async def run(self) -> None:
@@ -114,21 +114,25 @@ class RealtimeSession:
         self._idle_timer = loop.call_at(
             self.last_message + self.idle_timeout_s, self._check_idle
         )
-        self._pumps = [
-            loop.create_task(self._pump(self.client, self.upstream, Side.CLIENT)),
-            loop.create_task(self._pump(self.upstream, self.client, Side.UPSTREAM)),
+        self._relays = [
+            loop.create_task(
+                self._relay_frames(self.client, self.upstream, Side.CLIENT)
+            ),
+            loop.create_task(
+                self._relay_frames(self.upstream, self.client, Side.UPSTREAM)
+            ),
         ]
         if self._stop is not None:
             self.stop(self._stop)
         try:
-            await asyncio.wait(self._pumps, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(self._relays, return_when=asyncio.FIRST_COMPLETED)
         finally:
             try:
                 self._idle_timer.cancel()
                 ending = self._stop or self._first_ending()
-                for task in self._pumps:
+                for task in self._relays:
                     task.cancel()
-                await asyncio.wait(self._pumps)
+                await asyncio.wait(self._relays)
                 await self._close(ending)
             finally:
                 self.done.set()
@@ -144,7 +148,9 @@ class RealtimeSession:
         reason = f"idle for {self.idle_timeout_s:g} s"
         self.stop(Ending(Side.SERVER, WSCloseCode.GOING_AWAY, reason))
 
-    async def _pump(self, source: AnySocket, sink: AnySocket, side: Side) -> Ending:
+    async def _relay_frames(
+        self, source: AnySocket, sink: AnySocket, side: Side
+    ) -> Ending:
         """Relay `source`'s frames to `sink` until `source` ends; say how it
         ended. Pings never come out of receive() (autoping): no activity."""
         clock = asyncio.get_running_loop().time
@@ -167,12 +173,12 @@ class RealtimeSession:
                 return CLIENT_GONE if side is Side.CLIENT else UPSTREAM_GONE
 
     def _first_ending(self) -> Ending:
-        """How the first pump to finish ended. None finished when this handler
+        """How the first relay to finish ended. None finished when this handler
         was cancelled: the client's connection dropped (aiohttp cancels the
-        handler) or the server is cutting requests. A pump may have finished
+        handler) or the server is cutting requests. A relay may have finished
         just before: aiohttp closes the client's connection after its close
         handshake (1009 for a message too big) and before run() wakes up."""
-        for task in self._pumps:
+        for task in self._relays:
             if task.done() and not task.cancelled():
                 exc = task.exception()
                 if exc is None:
@@ -193,7 +199,7 @@ class RealtimeSession:
             ending.reason,
         )
         # Each in a finally: aiohttp can raise CancelledError from a close when
-        # a pump was cancelled while waiting to write (its drain waiter stays
+        # a relay was cancelled while waiting to write (its drain waiter stays
         # cancelled), and the client must still be closed.
         try:
             await close_within_timeout(self.upstream, ending.code, reason)

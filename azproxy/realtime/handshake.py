@@ -7,7 +7,7 @@ error in OpenAI's shape, which the SDKs raise. Then frames are relayed one
 at a time in both directions: text and binary unchanged (text is never
 decoded), close codes and reasons passed on, pings answered on each hop.
 Memory per session stays within one message (realtime_max_message_mb) per
-direction plus socket buffers; an idle session is closed (wsrelay.py).
+direction plus socket buffers; an idle session is closed (frames.py).
 
 Azure's two URL forms (its "GPT Realtime API via WebSockets" guide):
   classic (preview protocol)  /openai/realtime?api-version=V&deployment=D
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -28,7 +29,6 @@ from aiohttp import WSCloseCode, hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from azproxy.auth.callers import Backend
 from azproxy.auth.credentials import KEY_PROTOCOL, offered_protocols
 from azproxy.errors import (
     ProxyError,
@@ -43,9 +43,11 @@ from azproxy.realtime.frames import (
     RealtimeSession,
     close_sessions,
 )
+from azproxy.relay.attempts import retried
+from azproxy.relay.backends import Backend
 from azproxy.relay.families import LATEST_PREVIEW, NO_OVERRIDES, Family, route
 from azproxy.relay.headers import request_headers
-from azproxy.relay.send import pause_before_retry
+from azproxy.relay.send import Failure
 from azproxy.settings.config import Config
 
 __all__ = [
@@ -200,10 +202,10 @@ async def connect(
 async def open_upstream(
     request: web.Request, backend: Backend, protocols: Sequence[str]
 ) -> aiohttp.ClientWebSocketResponse[Any]:
-    """The handshake, retried like the HTTP relay's requests: connection
-    errors and 5xx, config.retries times; never 4xx or a handshake timeout."""
+    """The handshake, retried by the HTTP relay's rules (attempts.retried):
+    connection errors and 5xx, config.retries times; never a 4xx or a
+    handshake timeout."""
     config: Config = request.app[CONFIG]
-    session: UpstreamSession = request.app[SESSION]
     endpoint = backend.endpoint
     url = realtime_url(
         endpoint.base_url,
@@ -213,54 +215,63 @@ async def open_upstream(
         endpoint.family_versions,
     )
     headers = upstream_headers(request.headers)
-    name, value = endpoint.auth.header()
-    headers[name] = value
+    endpoint.authorize(headers)
+    shake = partial(
+        handshake, request.app[SESSION], config, url, headers, protocols, backend
+    )
+    what = f"realtime handshake with {url.host}"
+    return await retried(config, what, shake, retries=config.retries)
+
+
+async def handshake(
+    session: UpstreamSession,
+    config: Config,
+    url: URL,
+    headers: CIMultiDict[str],
+    protocols: Sequence[str],
+    backend: Backend,
+) -> aiohttp.ClientWebSocketResponse[Any]:
+    """One try: Azure's WebSocket, or a Failure saying whether another try
+    could help (as send.send_once says it for HTTP)."""
     host = url.host
-    what = f"realtime handshake with {host}"
-    for attempt in range(config.retries + 1):
-        retries_left = attempt < config.retries
-        try:
-            return await session.ws_connect(
-                url,
-                headers=headers,
-                protocols=protocols,
-                # No idle limit: a voice session may be silent for minutes.
-                timeout=aiohttp.ClientWSTimeout(
-                    ws_receive=None, ws_close=CLOSE_TIMEOUT_S
-                ),
-                autoclose=False,
-                autoping=True,
-                heartbeat=HEARTBEAT_S,
-                max_msg_size=max_msg_size(config),
-                decode_text=False,
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            if exc.status >= 500 and retries_left:
-                await pause_before_retry(config, attempt, what, f"HTTP {exc.status}")
-                continue
-            raise refused(exc, backend) from None
-        except aiohttp.ConnectionTimeoutError:
-            if retries_left:
-                await pause_before_retry(config, attempt, what, "connect timeout")
-                continue
-            raise UpstreamTimeout(
-                f"Timed out connecting to Azure OpenAI at {host} "
-                f"after {attempt + 1} attempt(s)."
-            ) from None
-        except aiohttp.ServerTimeoutError:
-            raise UpstreamTimeout(
+    try:
+        return await session.ws_connect(
+            url,
+            headers=headers,
+            protocols=protocols,
+            # No idle limit: a voice session may be silent for minutes.
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
+            autoclose=False,
+            autoping=True,
+            heartbeat=HEARTBEAT_S,
+            max_msg_size=max_msg_size(config),
+            decode_text=False,
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        if exc.status >= 500:
+            raise Failure(refused(exc, backend), retryable=True) from None
+        raise refused(exc, backend) from None
+    except aiohttp.ConnectionTimeoutError:
+        raise Failure(
+            UpstreamTimeout(f"Timed out connecting to Azure OpenAI at {host}."),
+            retryable=True,
+            unsent=True,
+        ) from None
+    except aiohttp.ServerTimeoutError:
+        raise Failure(
+            UpstreamTimeout(
                 f"Azure OpenAI at {host} did not answer the WebSocket handshake "
                 f"within {config.header_timeout_s:g} s (header_timeout_s)."
-            ) from None
-        except aiohttp.ClientError as exc:
-            if retries_left:
-                await pause_before_retry(config, attempt, what, type(exc).__name__)
-                continue
-            raise UpstreamUnreachable(
-                f"Could not reach Azure OpenAI at {host} after {attempt + 1} "
-                f"attempt(s) ({type(exc).__name__})."
-            ) from None
-    raise AssertionError("unreachable: the last attempt returns or raises")
+            ),
+            retryable=False,
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise Failure(
+            UpstreamUnreachable(
+                f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
+            ),
+            retryable=True,
+        ) from None
 
 
 # Headers of a refused handshake worth passing on; the body is azproxy's own

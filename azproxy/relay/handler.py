@@ -1,11 +1,15 @@
-"""The catch-all handler: which kind of OpenAI call is this, and how to relay it.
+"""The catch-all handler: which kind of OpenAI call is this, and how to relay
+it (relay: take an upstream slot, make the attempts, relay the answer).
 
-- deployment-scoped JSON (chat, embeddings, ...): relay.handle;
+- deployment-scoped JSON (chat, embeddings, ...): tried as the caller's
+  attempts policy says (retries for a pass-through token, failover for
+  server-side routing);
 - multipart uploads (audio transcriptions and translations, image edits):
   the deployment comes from the `model` form field, the body streams through;
 - resource-scoped calls (files, batches, fine_tuning, assistants, threads,
   vector_stores, responses, uploads): /openai/{path} on the caller's
-  resource endpoint, with the client's method and query.
+  resource endpoint, with the client's method and query, and the original
+  proxy's retries: their objects live on that one resource.
 """
 
 from __future__ import annotations
@@ -14,19 +18,17 @@ from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 
-from azproxy.auth.callers import Backend, Caller, Endpoint
+from azproxy.auth.callers import Caller
 from azproxy.errors import BadRequest
-from azproxy.keys import CALLER
-from azproxy.relay.forward import relay
+from azproxy.keys import CALLER, EXCHANGE, LIMITER
+from azproxy.relay.attempts import RETRY, Attempts
+from azproxy.relay.backends import Backend, Endpoint
+from azproxy.relay.jsonbody import JsonObject
 from azproxy.relay.mapping import Scope, classify, model_names_deployment, unknown_url
-from azproxy.relay.target import (
-    Outgoing,
-    json_call,
-    parse_json,
-    read_body,
-    release_body,
-)
-from azproxy.relay.uploads import read_upload, stream_through
+from azproxy.relay.request_body import parse_json, read_body, release_body
+from azproxy.relay.response import answer
+from azproxy.relay.target import Outgoing
+from azproxy.relay.uploads import StreamBody, read_upload, stream_through
 
 __all__ = ["handle"]
 
@@ -47,17 +49,57 @@ async def handle(request: web.Request) -> web.StreamResponse:
         try:
             outgoing, model = json_call(request, subpath, body)
             return await relay(
-                request,
-                caller.backends(model),
-                outgoing,
-                failover=caller.failover,
-                model=model,
+                request, caller.backends(model), outgoing, caller.attempts, model
             )
         finally:
             release_body(request, body)
     if scope is Scope.UPLOAD:
         return await handle_upload(request, subpath, caller)
     return await handle_resource(request, subpath, caller)
+
+
+async def relay(
+    request: web.Request,
+    backends: Sequence[Backend],
+    outgoing: Outgoing,
+    attempts: Attempts,
+    model: str | None = None,
+) -> web.StreamResponse:
+    """Take an upstream slot, get Azure's answer as `attempts` tries the
+    backends, and relay it."""
+    request[EXCHANGE].model = model
+    limiter = request.app[LIMITER]
+    if not limiter.try_acquire():
+        await limiter.acquire()
+    try:
+        reply = await attempts.send(request, backends, outgoing, model)
+        try:
+            response = await answer(request, reply, outgoing)
+        except BaseException:
+            # Client gone (cancelled): drop the upstream connection at once
+            # rather than draining it.
+            reply.close()
+            raise
+        reply.response.release()
+        return response
+    finally:
+        limiter.release()
+
+
+def json_call(
+    request: web.Request, subpath: str, body: bytes | StreamBody
+) -> tuple[Outgoing, str | None]:
+    """A deployment-scoped JSON call (chat, completions, embeddings, ...):
+    what to send, and the model it asks for."""
+    fields: JsonObject | None = None
+    model: str | None = None
+    # Parse JSON only when the answer depends on it: a pass-through token
+    # with one deployment skips it.
+    if request[CALLER].needs_model:
+        fields = parse_json(request, body)
+        found = fields.model
+        model = found if isinstance(found, str) else None
+    return Outgoing(request.method, subpath, body, fields), model
 
 
 async def handle_upload(
@@ -68,11 +110,7 @@ async def handle_upload(
         outgoing = Outgoing(request.method, subpath, body, None, scope=Scope.UPLOAD)
         # relay sends a body that cannot be replayed to one backend only.
         return await relay(
-            request,
-            caller.backends(model),
-            outgoing,
-            failover=caller.failover,
-            model=model,
+            request, caller.backends(model), outgoing, caller.attempts, model
         )
     finally:
         body.close()  # the head's spool and its budget, also when refused
@@ -88,7 +126,7 @@ async def handle_resource(
         # File uploads: streamed through, up to max_upload_mb.
         body = stream_through(request)
         outgoing = Outgoing(method, subpath, body, None, scope=Scope.RESOURCE)
-        return await relay(request, [Backend(endpoint, "")], outgoing)
+        return await relay(request, [Backend(endpoint, "")], outgoing, RETRY)
     names_deployment = model_names_deployment(method, subpath)
     raw = await read_body(request, spill=not names_deployment)
     try:
@@ -100,7 +138,7 @@ async def handle_resource(
                 deployment = deployment_on(endpoint, caller.backends(model), model)
                 fields = found
         outgoing = Outgoing(method, subpath, raw, fields, scope=Scope.RESOURCE)
-        return await relay(request, [Backend(endpoint, deployment)], outgoing)
+        return await relay(request, [Backend(endpoint, deployment)], outgoing, RETRY)
     finally:
         release_body(request, raw)
 

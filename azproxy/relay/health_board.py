@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from azproxy.auth.callers import Backend
+from azproxy.relay.backends import Backend
 
 __all__ = ["AllCoolingDown", "HealthBoard", "retry_after_s"]
 

@@ -1,38 +1,32 @@
-"""One request to Azure, and the original proxy's retry rules.
+"""One request to Azure.
 
 `send_once` makes a single attempt and returns Azure's answer with its first
 body chunk already read (so an "overloaded" first event can still be retried),
-or raises Failure when there is no usable answer. What to do about a bad
-answer is policy: `send_with_retries` keeps the original proxy's rules for
-inference calls and sends calls that change state on Azure only once;
-relay.failover moves to another deployment.
+or raises Failure when there is no usable answer, saying whether another try
+could help. What to do about it is policy: attempts.py. No redirect is ever
+followed (refuse_redirect).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
 import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
 
-from azproxy.auth.callers import Backend
 from azproxy.errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
 from azproxy.keys import UpstreamSession
 from azproxy.observe.exchange import Exchange
-from azproxy.relay.uploads import StreamBody, can_send_again
+from azproxy.relay.backends import Backend
+from azproxy.relay.target import Target
+from azproxy.relay.uploads import StreamBody
 from azproxy.settings.config import Config
 
 __all__ = [
     "Failure",
     "Reply",
-    "Target",
-    "pause_before_retry",
     "refuse_redirects",
     "send_once",
-    "send_with_retries",
 ]
 
 log = logging.getLogger("azproxy.relay")
@@ -41,31 +35,13 @@ log = logging.getLogger("azproxy.relay")
 OVERLOADED = b"That model is currently overloaded"
 
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x on every request
-class Target:
-    """One request to send to Azure, fully decided."""
-
-    method: str
-    url: URL
-    headers: CIMultiDict[str]
-    body: bytes | StreamBody
-    backend: Backend
-    # A call that creates or changes state on Azure (a resource-scoped POST or
-    # DELETE: a batch, a run, a stored response): sending it twice could do it
-    # twice, so it is sent again only if none of it went out.
-    stateful: bool = False
-
-    @property
-    def replayable(self) -> bool:
-        return can_send_again(self.body)
-
-
 @dataclass(slots=True)
 class Reply:
     """Azure's answer, with its first body chunk already read."""
 
     response: aiohttp.ClientResponse
     first: bytes
+    backend: Backend  # the deployment that answered
 
     @property
     def status(self) -> int:
@@ -189,7 +165,7 @@ async def send_once(
             f"The connection to Azure OpenAI at {host} broke before the "
             f"answer started ({type(exc).__name__}).",
         ) from None
-    return Reply(response, first)
+    return Reply(response, first, backend)
 
 
 def broken(body: bytes | StreamBody, message: str) -> ProxyError | Failure:
@@ -200,47 +176,6 @@ def broken(body: bytes | StreamBody, message: str) -> ProxyError | Failure:
     if isinstance(body, StreamBody) and body.error is not None:
         return body.error
     return Failure(UpstreamUnreachable(message), retryable=True)
-
-
-async def send_with_retries(
-    session: UpstreamSession, config: Config, target: Target, exchange: Exchange
-) -> Reply:
-    """The original proxy's rules, kept for inference calls.
-
-    Retried (up to config.retries times, config.retry_delay_s apart):
-    connection errors, 5xx, and a first SSE event saying the model is
-    overloaded. Never retried: 4xx (429 included) and timeouts waiting for
-    Azure to answer. A stateful call is retried only when it never left
-    (connection refused, connect timeout): a 5xx or a reset may come after
-    Azure created the batch or started the run.
-    """
-    host = target.url.host
-    # A body streamed from the client (an upload) is consumed by the first
-    # attempt: it cannot be sent again, so it is never retried.
-    retries = config.retries if target.replayable else 0
-    resend = not target.stateful
-    for attempt in range(retries + 1):
-        retries_left = attempt < retries
-        try:
-            reply = await send_once(session, config, target, exchange)
-        except Failure as failure:
-            if not (retries_left and failure.retryable and (resend or failure.unsent)):
-                if attempt:
-                    error = failure.error
-                    error.message = (
-                        f"{error.message.rstrip('.')}, after {attempt + 1} attempts."
-                    )
-                raise failure.error from None
-            reason = failure.error.message
-        else:
-            if not (
-                retries_left and resend and (reply.status >= 500 or reply.overloaded)
-            ):
-                return reply
-            reply.close()
-            reason = "model overloaded" if reply.overloaded else f"HTTP {reply.status}"
-        await pause_before_retry(config, attempt, f"upstream {host}", reason)
-    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def refuse_redirect(response: aiohttp.ClientResponse) -> None:
@@ -288,18 +223,3 @@ async def refuse_redirects(
     response = await handler(request)
     refuse_redirect(response)
     return response
-
-
-async def pause_before_retry(
-    config: Config, attempt: int, what: str, reason: str
-) -> None:
-    """Log a failed attempt and wait retry_delay_s: the original proxy's pace."""
-    log.warning(
-        "%s failed (%s); retry %d/%d in %g s",
-        what,
-        reason,
-        attempt + 1,
-        config.retries,
-        config.retry_delay_s,
-    )
-    await asyncio.sleep(config.retry_delay_s)

@@ -13,14 +13,14 @@ from multidict import CIMultiDictProxy
 
 from azproxy.errors import error_body
 from azproxy.front.lifecycle import ShuttingDown
-from azproxy.keys import CONFIG, EXCHANGE, LIFECYCLE
+from azproxy.keys import CONFIG, EXCHANGE
 from azproxy.observe.exchange import Exchange, UsageTail
 from azproxy.relay.bodies import READ_BYTES
 from azproxy.relay.send import Reply
 from azproxy.relay.sse import EVENT_ENDINGS, normaliser_for
 from azproxy.relay.terminal import StreamEnd, terminal_for
 
-__all__ = ["StreamIncomplete", "deliver", "end_broken_stream", "pump"]
+__all__ = ["StreamIncomplete", "deliver", "end_broken_stream", "relay_body"]
 
 log = logging.getLogger("azproxy.relay")
 
@@ -33,22 +33,6 @@ class StreamIncomplete(Exception):
         self.missing = missing
 
 
-async def pump(
-    request: web.Request,
-    response: web.StreamResponse,
-    reply: Reply,
-    sse: bool,
-    exchange: Exchange,
-) -> None:
-    """Relay the body as it arrives; end it explicitly if it breaks."""
-    lifecycle = request.app[LIFECYCLE]
-    lifecycle.relaying(reply.response)  # a shutdown past its grace cuts it
-    try:
-        await relay_body(request, response, reply, sse, exchange)
-    finally:
-        lifecycle.relayed(reply.response)
-
-
 async def relay_body(
     request: web.Request,
     response: web.StreamResponse,
@@ -56,6 +40,7 @@ async def relay_body(
     sse: bool,
     exchange: Exchange,
 ) -> None:
+    """Relay the body as it arrives; end it explicitly if it breaks."""
     upstream = reply.response
     # A compressed answer (the client's Accept-Encoding goes to Azure) is
     # relayed untouched: its events cannot be read, nor one added, without

@@ -74,6 +74,10 @@ async def test_connection_refused_fails_over(sim: Sim, proxy_with: ProxyMaker) -
         assert response.status == 200
         assert response.headers["x-azproxy-deployment"] == "dep-b"
     assert sim.count("dep-b") == 3
+    # The first request's move is counted as a failover, not as a retry.
+    metrics = await (await proxy.get("/metrics")).text()
+    assert 'azproxy_failovers_total{deployment="dep-b",model="gpt-4o"} 1.0' in metrics
+    assert "azproxy_retries_total{" not in metrics
 
 
 async def test_an_upstream_hanging_before_headers_fails_over(

@@ -12,8 +12,7 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from azproxy import Config, create_app
-from azproxy.relay import jsonbody
-from azproxy.relay import target as outgoing
+from azproxy.relay import jsonbody, request_body
 from azproxy.settings.server_side import (
     parse_access_keys,
     parse_endpoints,
@@ -111,7 +110,7 @@ async def test_a_single_deployment_token_parses_nothing(
     def fail(*args: object) -> None:
         raise AssertionError("the body was parsed")
 
-    monkeypatch.setattr(outgoing, "read_object", fail)
+    monkeypatch.setattr(request_body, "read_object", fail)
     body = b'{"model": "x", "model": "y", "a": [[[[[[]]]]]]}'
     response = await proxy.post(CHAT, data=body, headers=BEARER)
     assert response.status == 200

@@ -470,6 +470,7 @@ async def test_5xx_after_the_last_retry_keeps_its_status(
     body = await response.json()
     assert body["error"]["type"] == "api_error"
     assert body["error"]["code"] == "upstream_error"
+    assert body["error"]["message"].endswith("(HTTP 502), after 2 attempts.")
     assert len(fake.handshakes) == 2
 
 
@@ -479,6 +480,67 @@ async def test_unreachable_azure_is_502(aiohttp_client: AiohttpClient) -> None:
     response = await proxy.get(PATH, headers=UPGRADE | BEARER)
     assert response.status == 502
     assert (await response.json())["error"]["code"] == "upstream_unreachable"
+
+
+async def test_unreachable_azure_is_retried_and_says_so(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    config = Config(upstream="http://127.0.0.1:1", retries=2, retry_delay_s=0.01)
+    proxy = await aiohttp_client(create_app(config))
+    response = await proxy.get(PATH, headers=UPGRADE | BEARER)
+    assert response.status == 502
+    error = (await response.json())["error"]
+    assert error["code"] == "upstream_unreachable"
+    # The HTTP relay's wording (tests/integration/test_retries.py).
+    assert error["message"].startswith("Could not reach Azure OpenAI at 127.0.0.1 (")
+    assert error["message"].endswith("), after 3 attempts.")
+
+
+def fallback_config(fake: FakeRealtime) -> Config:
+    """One endpoint, no model mapped: model_fallback guesses the deployment."""
+    return Config(
+        endpoints=parse_endpoints(
+            {"sweden": {"url": fake.url, "api_key": AZURE_KEY, "api_version": "v1"}},
+            {},
+        ),
+        model_fallback=True,
+        access_keys=parse_access_keys([ACCESS_KEY], {}),
+        retry_delay_s=0.01,
+    )
+
+
+async def test_a_guessed_deployment_azure_does_not_know_moves_to_the_next_guess(
+    aiohttp_client: AiohttpClient, fake: FakeRealtime
+) -> None:
+    proxy = await aiohttp_client(create_app(fallback_config(fake)))
+    fake.refuse(404)
+    protocols = ("realtime", key_protocol(ACCESS_KEY))
+    path = "/v1/realtime?model=gpt-4.1-realtime"
+    async with proxy.ws_connect(path, protocols=protocols) as ws:
+        await ws.send_str("hi")
+        assert await ws.receive_str() == "hi"
+    # The model's own name, then Azure's dotless habit; neither retried.
+    assert [h.query["model"] for h in fake.handshakes] == [
+        "gpt-4.1-realtime",
+        "gpt-41-realtime",
+    ]
+
+
+async def test_a_404_for_the_last_guess_reaches_the_client(
+    aiohttp_client: AiohttpClient, fake: FakeRealtime
+) -> None:
+    proxy = await aiohttp_client(create_app(fallback_config(fake)))
+    fake.refuse(404, times=2)
+    protocols = "realtime, " + key_protocol(ACCESS_KEY)
+    response = await proxy.get(
+        "/v1/realtime?model=gpt-4.1-realtime",
+        headers=UPGRADE | {"Sec-WebSocket-Protocol": protocols},
+    )
+    assert response.status == 404
+    error = (await response.json())["error"]
+    assert error["code"] == "deployment_not_found"
+    assert "'gpt-41-realtime'" in error["message"]
+    assert len(fake.handshakes) == 2
 
 
 async def test_closing_the_app_closes_sessions_with_going_away(

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from azproxy.auth.azure_auth import ApiKeyAuth
-from azproxy.auth.callers import Backend, Endpoint
+from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.health_board import AllCoolingDown, HealthBoard, retry_after_s
 from azproxy.settings.secrets import Secret
 

@@ -1,71 +1,32 @@
-"""Relay one request: send it to Azure (with the original retry rules, or
-failing over between deployments) and relay the answer as it arrives.
+"""The answer: Azure's status, headers and body relayed to the client.
 
-The answer is relayed chunk by chunk as it arrives (DESIGN.md §4). Retries
-happen only before the first byte reaches the client; after that, an upstream
-failure ends an SSE stream with an explicit error event, and any other body
-with a closed connection, so a client never mistakes a cut answer for a whole one.
+The body is relayed chunk by chunk as it arrives (DESIGN.md §4), or in one
+write when it all came with the first read. Retries happen only before the
+first byte reaches the client (attempts.py); after that, an upstream failure
+ends an SSE stream with an explicit error event, and any other body with a
+closed connection, so a client never mistakes a cut answer for a whole one
+(stream.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 
 from aiohttp import web
 
-from azproxy.auth.callers import Backend
-from azproxy.keys import CONFIG, EXCHANGE, JSON_BOUNDS, LIMITER, METRICS, SESSION
+from azproxy.keys import EXCHANGE, JSON_BOUNDS, LIFECYCLE, METRICS
 from azproxy.observe.exchange import usage_of
-from azproxy.relay.failover import fail_over
+from azproxy.relay.backends import Backend
 from azproxy.relay.headers import response_headers
-from azproxy.relay.send import Reply, send_with_retries
-from azproxy.relay.stream import pump
-from azproxy.relay.target import Outgoing, build_target
+from azproxy.relay.send import Reply
+from azproxy.relay.stream import relay_body
+from azproxy.relay.target import Outgoing
 from azproxy.relay.terminal import asked_to_stream, terminal_for
 
-__all__ = ["answer", "relay", "with_deployment_hint"]
+__all__ = ["answer", "with_deployment_hint"]
 
 log = logging.getLogger("azproxy.relay")
-
-
-async def relay(
-    request: web.Request,
-    backends: Sequence[Backend],
-    outgoing: Outgoing,
-    *,
-    failover: bool = False,
-    model: str | None = None,
-) -> web.StreamResponse:
-    """Send the request to Azure (failing over between backends for
-    server-side routing, else with the original retry rules) and relay the
-    answer."""
-    app = request.app
-    exchange = request[EXCHANGE]
-    exchange.model = model
-    exchange.failover = failover
-    limiter = app[LIMITER]
-    if not limiter.try_acquire():
-        await limiter.acquire()
-    try:
-        if failover:
-            reply, backend = await fail_over(request, backends, outgoing, model)
-        else:
-            backend = backends[0]
-            target = build_target(backend, outgoing, request)
-            reply = await send_with_retries(app[SESSION], app[CONFIG], target, exchange)
-        try:
-            response = await answer(request, reply, backend, outgoing)
-        except BaseException:
-            # Client gone (cancelled): drop the upstream connection at once
-            # rather than draining it.
-            reply.close()
-            raise
-        reply.response.release()
-        return response
-    finally:
-        limiter.release()
 
 
 def with_deployment_hint(body: bytes, backend: Backend) -> bytes:
@@ -94,14 +55,14 @@ def with_deployment_hint(body: bytes, backend: Backend) -> bytes:
 
 
 async def answer(
-    request: web.Request, reply: Reply, backend: Backend, outgoing: Outgoing
+    request: web.Request, reply: Reply, outgoing: Outgoing
 ) -> web.StreamResponse:
     """Relay status, headers and body; the body chunk by chunk as it arrives.
 
     A 2xx answer to a request that asked to stream is relayed as a stream
     even without Azure's `text/event-stream` (a gateway may relabel it).
     """
-    upstream, first = reply.response, reply.first
+    upstream, first, backend = reply.response, reply.first, reply.backend
     exchange = request[EXCHANGE]
     headers = response_headers(upstream.headers)
     if backend.deployment:  # resource calls (files, ...) use none
@@ -131,10 +92,13 @@ async def answer(
         response.content_length = upstream.content_length
     await response.prepare(request)
     exchange.stream = sse
-    metrics = request.app[METRICS]
+    app = request.app
+    metrics, lifecycle = app[METRICS], app[LIFECYCLE]
     metrics.streams_in_flight += 1
     try:
-        await pump(request, response, reply, sse, exchange)
+        lifecycle.relaying(upstream)  # a shutdown past its grace cuts it
+        await relay_body(request, response, reply, sse, exchange)
     finally:
+        lifecycle.relayed(upstream)
         metrics.streams_in_flight -= 1
     return response
