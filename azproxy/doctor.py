@@ -14,7 +14,8 @@ from aiohttp import web
 
 from azproxy.app import create_app
 from azproxy.auth.callers import Backend
-from azproxy.keys import GATE, SESSION, UpstreamSession
+from azproxy.auth.gate import GATE
+from azproxy.keys import SESSION, UpstreamSession
 from azproxy.relay.families import route_for
 from azproxy.relay.mapping import upstream_url
 from azproxy.settings.config import Config

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from azproxy.auth.callers import Backend
 from azproxy.errors import ProxyError, RateLimited
-from azproxy.keys import CONFIG, EXCHANGE, HEALTH, SESSION
+from azproxy.keys import CONFIG, EXCHANGE, SESSION
 from azproxy.relay.health_board import (
+    HEALTH,
     AllCoolingDown,
     retry_after_headers,
     retry_after_s,

@@ -16,14 +16,16 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from azproxy.auth.callers import Backend
-from azproxy.keys import CONFIG, EXCHANGE, JSON_BOUNDS, LIMITER, METRICS, SESSION
-from azproxy.observe.exchange import usage_of
+from azproxy.keys import CONFIG, EXCHANGE, SESSION
+from azproxy.observe.metrics import METRICS
+from azproxy.observe.usage import usage_of
 from azproxy.relay.failover import fail_over
 from azproxy.relay.headers import response_headers
 from azproxy.relay.send import Reply, send_with_retries
 from azproxy.relay.stream import pump
-from azproxy.relay.target import Outgoing, build_target
+from azproxy.relay.target import JSON_BOUNDS, Outgoing, build_target
 from azproxy.relay.terminal import asked_to_stream, terminal_for
+from azproxy.relay.upstream_slots import LIMITER
 
 __all__ = ["answer", "relay", "with_deployment_hint"]
 

@@ -10,8 +10,14 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 
 from azproxy.auth.callers import Backend
-from azproxy.keys import BUDGETS, CALLER, CONFIG, JSON_BOUNDS
-from azproxy.relay.bodies import BodyBuffer, next_chunk, refuse_encoded, too_large
+from azproxy.keys import CALLER, CONFIG
+from azproxy.relay.bodies import (
+    BUDGETS,
+    BodyBuffer,
+    next_chunk,
+    refuse_encoded,
+    too_large,
+)
 from azproxy.relay.families import route_for
 from azproxy.relay.headers import request_headers
 from azproxy.relay.jsonbody import JsonObject, read_object
@@ -23,6 +29,7 @@ from azproxy.relay.uploads import StreamBody, can_send_again
 from azproxy.settings.config import Config
 
 __all__ = [
+    "JSON_BOUNDS",
     "Outgoing",
     "build_target",
     "json_bounds",
@@ -30,6 +37,7 @@ __all__ = [
     "parse_json",
     "read_body",
     "release_body",
+    "setup",
 ]
 
 
@@ -105,6 +113,14 @@ def json_bounds(config: Config) -> JsonBounds:
     return JsonBounds(
         config.max_json_depth, config.max_json_containers, config.max_json_values
     )
+
+
+# The config's max_json_* settings, built once: every parse is held to them.
+JSON_BOUNDS = web.AppKey("azproxy.json_bounds", JsonBounds)
+
+
+def setup(app: web.Application, config: Config) -> None:
+    app[JSON_BOUNDS] = json_bounds(config)
 
 
 def json_call(
