@@ -7,11 +7,21 @@ import contextlib
 import json
 import socket
 import time
+from collections.abc import Callable
 
 import aiohttp
 
+from azproxy.front.lifecycle import LIFECYCLE
 from azproxy.simulator import apply_faults
+from tests.clock import FakeClock
 from tests.faults.conftest import AUTH, CHAT, STREAM, ProxyMaker, Sim
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for something the proxy does on its own (5 s at most)."""
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def test_a_429_storm_on_one_deployment_is_served_by_the_other(
@@ -99,7 +109,7 @@ async def test_an_upstream_hanging_before_headers_fails_over(
 
 
 async def test_5xx_bursts_trip_the_breaker_then_a_single_probe_closes_it(
-    sim: Sim, proxy_with: ProxyMaker
+    sim: Sim, proxy_with: ProxyMaker, clock: FakeClock
 ) -> None:
     routes = [
         {"endpoint": "sim", "deployment": "dep-a", "priority": 1},
@@ -121,15 +131,18 @@ async def test_5xx_bursts_trip_the_breaker_then_a_single_probe_closes_it(
     assert sim.count("dep-a") == 3  # three failures in a row: the breaker opens
     assert [await served_by() for _ in range(5)] == ["dep-b"] * 5
     assert sim.count("dep-a") == 3  # skipped while open
+    clock.advance(0.29)
+    assert await served_by() == "dep-b"
+    assert sim.count("dep-a") == 3  # still open until breaker_open_s is over
 
-    await asyncio.sleep(0.35)
+    clock.advance(0.06)  # breaker_open_s (0.3 s) is over
     assert await served_by() == "dep-b"  # the half-open probe failed...
     assert sim.count("dep-a") == 4
     assert await served_by() == "dep-b"  # ...so it is open again
     assert sim.count("dep-a") == 4
 
     apply_faults(sim.state, "dep-a", [])  # dep-a recovers
-    await asyncio.sleep(0.35)
+    clock.advance(0.35)
     assert await served_by() == "dep-a"  # the probe succeeds: closed
     assert [await served_by() for _ in range(3)] == ["dep-a"] * 3
 
@@ -201,23 +214,24 @@ async def test_the_attempt_budget_bounds_failovers(
 
 
 async def test_a_cancelled_half_open_probe_does_not_lock_the_deployment_out(
-    sim: Sim, proxy_with: ProxyMaker
+    sim: Sim, proxy_with: ProxyMaker, clock: FakeClock
 ) -> None:
     proxy = await proxy_with(["sim/dep-a"], breaker_failures=1, breaker_open_s=0.2)
     apply_faults(sim.state, "dep-a", ["500"])
     failed = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
     assert failed.status == 500  # one failure: the breaker opens
-    await asyncio.sleep(0.25)
+    clock.advance(0.25)
     # The half-open probe hangs, and its client gives up.
     with_hang = AUTH | {"x-sim-fault": "hang-headers"}
     probe = asyncio.ensure_future(
         proxy.post("/v1/chat/completions", data=CHAT, headers=with_hang)
     )
-    await asyncio.sleep(0.1)
+    await until(lambda: sim.count("dep-a") == 2)  # the probe reached Azure
     probe.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await probe
-    await asyncio.sleep(0.05)
+    # azproxy has seen its client go and ended the probe's request.
+    await until(lambda: proxy.server.app[LIFECYCLE].in_flight == 0)
     # The next request is the new probe, not a 429 for ever.
     response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
     assert response.status == 200
@@ -269,7 +283,7 @@ async def test_when_every_deployment_failed_the_least_recent_is_tried_anyway(
 
 
 async def test_a_refused_client_is_told_the_real_wait(
-    sim: Sim, proxy_with: ProxyMaker
+    sim: Sim, proxy_with: ProxyMaker, clock: FakeClock
 ) -> None:
     proxy = await proxy_with(["sim/dep-a"], error_cooldown_s=30)
     limited = AUTH | {"x-sim-fault": "429", "x-sim-retry-after-ms": "200"}
@@ -280,17 +294,13 @@ async def test_a_refused_client_is_told_the_real_wait(
     assert response.headers["Retry-After"] == "1"
     assert response.headers["retry-after-ms"] == "1000"
 
-    await asyncio.sleep(0.3)  # the cooldown is over: the next request probes
+    clock.advance(0.3)  # the cooldown is over: the next request probes
     hanging = AUTH | {"x-sim-fault": "hang-headers"}
     probe = asyncio.ensure_future(
         proxy.post("/v1/chat/completions", data=CHAT, headers=hanging)
     )
     try:
-        for _ in range(200):
-            if sim.count("dep-a") == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert sim.count("dep-a") == 2
+        await until(lambda: sim.count("dep-a") == 2)
         # While the probe is out, a client is told to come back in a second,
         # not in error_cooldown_s (30 s): nothing failed.
         response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
