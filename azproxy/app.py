@@ -69,9 +69,12 @@ def create_app(
     health_board.setup(app, config, clock=monotonic)
     upstream_slots.setup(app, config)
     metrics.setup(app, config)
-    observer.setup(app, config)  # with the access log
+    # Three of them hold something open while the app runs, opened in this
+    # order and closed in the reverse: the access log (flushed last), the
+    # upstream session, and the Entra ID token source.
+    observer.setup(app, config)
     app.cleanup_ctx.append(upstream_session)
-    gate.setup(app, config, clock=wall_clock, sleep=sleep)  # with Entra ID
+    gate.setup(app, config, clock=wall_clock, sleep=sleep)
     cors.setup(app, config)
     middlewares.setup(app, config)
     add_routes(app)
