@@ -13,7 +13,8 @@ import aiohttp
 from aiohttp import web
 
 from azproxy.app import create_app
-from azproxy.keys import GATE, SESSION, UpstreamSession
+from azproxy.auth.gate import GATE
+from azproxy.keys import SESSION, UpstreamSession
 from azproxy.relay.backends import Backend
 from azproxy.relay.families import route_for
 from azproxy.relay.mapping import upstream_url

@@ -46,6 +46,7 @@ class Recorded:
     headers: CIMultiDict[str]
     body: bytes
     peer_port: int = 0  # the proxy's end of the connection, to tell processes apart
+    at: float = 0.0  # time.monotonic() when the request arrived
 
 
 @dataclass
@@ -69,6 +70,7 @@ class FakeAzure:
         self.answers.extend(answers)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
         self.requests.append(
             Recorded(
                 request.method,
@@ -77,6 +79,7 @@ class FakeAzure:
                 CIMultiDict(request.headers),
                 await request.read(),
                 peer_port(request),
+                arrived,
             )
         )
         answer = self.answers.popleft() if self.answers else json_answer(CHAT_JSON)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from azproxy.errors import ServiceUnavailable
@@ -55,6 +56,9 @@ class EntraAuth:
     (or at half its life for short-lived tokens, or sooner if the credential
     says so), retrying every `retry_s` on failure while the current token is
     still valid. Requests never wait for it.
+
+    `clock` (wall-clock time, as tokens' expires_on is) and `sleep` time all
+    of it; a test passes a fake clock rather than wait for a token to expire.
     """
 
     def __init__(
@@ -64,11 +68,15 @@ class EntraAuth:
         *,
         refresh_margin_s: float = 300.0,
         retry_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._credential = credential
         self._scope = scope
         self._margin_s = refresh_margin_s
         self._retry_s = retry_s
+        self._clock = clock
+        self._sleep = sleep
         self._header: tuple[str, str] | None = None
         self._expires_on = 0.0
         self._refresh_on = 0.0
@@ -76,7 +84,7 @@ class EntraAuth:
         self._task: asyncio.Task[None] | None = None
 
     def header(self) -> tuple[str, str]:
-        if self._header is None or time.time() >= self._expires_on:
+        if self._header is None or self._clock() >= self._expires_on:
             raise ServiceUnavailable(
                 f"azproxy has no valid Entra ID token for Azure ({self._error}).",
                 code="entra_token_unavailable",
@@ -104,21 +112,21 @@ class EntraAuth:
             self._error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             log.error("Entra ID token fetch failed: %s", self._error)
             return
-        now = time.time()
+        now = self._clock()
         self._header = ("Authorization", f"Bearer {info.token}")
         self._expires_on = float(info.expires_on)
         lead = min(self._margin_s, max(self._expires_on - now, 0.0) / 2)
         refresh_on = getattr(info, "refresh_on", None) or self._expires_on
         self._refresh_on = min(float(refresh_on), self._expires_on - lead)
         log.info(
-            "Entra ID token fetched; valid for %d s", self._expires_on - time.time()
+            "Entra ID token fetched; valid for %d s", self._expires_on - self._clock()
         )
 
     async def _refresh_loop(self) -> None:
         while True:
             # A short floor keeps a token service that hands out
             # already-expiring tokens from being hammered.
-            await asyncio.sleep(max(self._refresh_on - time.time(), 0.1))
+            await self._sleep(max(self._refresh_on - self._clock(), 0.1))
             before = self._expires_on
             await self._fetch()
             if self._expires_on > before:
@@ -127,7 +135,7 @@ class EntraAuth:
             # cache (azure-identity renews a still-valid token at most every
             # 30 s, an expired one at once). Try again soon, and at the
             # latest right when the current token expires.
-            now = time.time()
+            now = self._clock()
             retry_at = now + self._retry_s
             if now < self._expires_on:
                 retry_at = min(retry_at, self._expires_on + 0.05)

@@ -4,31 +4,32 @@ With server-side credentials configured, a request needs a valid azproxy
 access key (compared in constant time with every configured key); pass-through
 tokens are accepted only where the passthrough setting allows them, and
 anonymous callers only with allow_anonymous and no access keys at all.
+GET /metrics asks the same access-key check (metrics_require_key), or for
+metrics_key.
+
+setup() builds the gate over the server's callers, each endpoint with its
+credentials for Azure: an api-key, a static bearer token, or Entra ID tokens
+from one background source that lives as long as the app.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+from aiohttp import web
+
+from azproxy.auth.azure_auth import ApiKeyAuth, BearerAuth, EntraAuth, UpstreamAuth
 from azproxy.auth.callers import Caller, PassthroughCaller, Router, ServerCaller
-from azproxy.auth.credentials import parse_passthrough
+from azproxy.auth.credentials import parse_passthrough, presented_token
 from azproxy.errors import InvalidCredentials
-from azproxy.settings.config import Config
-from azproxy.settings.server_side import AccessKey
+from azproxy.settings.config import Config, ConfigError
+from azproxy.settings.server_side import AccessKey, EndpointConfig
 
-__all__ = ["Gate", "match_access_key"]
+__all__ = ["GATE", "Gate", "setup"]
 
 PASSTHROUGH_CACHE = 1024
-
-
-def match_access_key(keys: Sequence[AccessKey], presented: str) -> AccessKey | None:
-    """The key that matches, comparing with every key in constant time, so the
-    answer's timing tells nothing about how close a guess was or which key it hit."""
-    found = None
-    for key in keys:
-        if key.key.matches(presented) and found is None:
-            found = key
-    return found
 
 
 class Gate:
@@ -44,11 +45,22 @@ class Gate:
             else None
         )
         self._passthrough: dict[str, PassthroughCaller] = {}
+        self._metrics_refusal = _metrics_refusal(config)
+
+    def access_key(self, presented: str) -> AccessKey | None:
+        """The access key presented, if any. Compared with every key in
+        constant time, so the answer's timing tells nothing about how close
+        a guess was or which key it hit."""
+        found = None
+        for key in self.config.access_keys:
+            if key.key.matches(presented) and found is None:
+                found = key
+        return found
 
     def caller(self, presented: str | None) -> Caller:
         config = self.config
         if presented and config.access_keys:
-            key = match_access_key(config.access_keys, presented)
+            key = self.access_key(presented)
             if key is not None:
                 return self._callers[id(key)]
         if (
@@ -71,6 +83,26 @@ class Gate:
             "RESOURCE:DEPLOYMENT:AZURE_KEY[:API_VERSION]' or an 'api-key' header."
         )
 
+    def may_read_metrics(self, request: web.Request) -> None:
+        """Who may read /metrics: anyone, or (with metrics_key or
+        metrics_require_key) whoever presents metrics_key or an access key;
+        401 for the others."""
+        refusal = self._metrics_refusal
+        if refusal is None:
+            return
+        presented = presented_token(request.headers)
+        if presented is not None:
+            # Both compared in constant time (Secret.matches).
+            metrics_key = self.config.metrics_key
+            if metrics_key is not None and metrics_key.matches(presented):
+                return
+            if (
+                self.config.metrics_require_key
+                and self.access_key(presented) is not None
+            ):
+                return
+        raise InvalidCredentials(refusal)
+
     def _passthrough_caller(self, presented: str) -> PassthroughCaller:
         caller = self._passthrough.get(presented)
         if caller is None:
@@ -79,3 +111,71 @@ class Gate:
                 self._passthrough.clear()
             self._passthrough[presented] = caller
         return caller
+
+
+def _metrics_refusal(config: Config) -> str | None:
+    """What a refused /metrics reader is told, or None: /metrics is open."""
+    wanted = []
+    if config.metrics_key is not None:
+        wanted.append("the metrics key (metrics_key)")
+    if config.metrics_require_key:
+        wanted.append("an azproxy access key (metrics_require_key)")
+    return f"GET /metrics needs {' or '.join(wanted)}." if wanted else None
+
+
+GATE = web.AppKey("azproxy.gate", Gate)
+
+
+def setup(
+    app: web.Application,
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """app[GATE]; `clock` and `sleep` time Entra ID tokens (wall-clock time)."""
+    entra = _entra_auth(config, clock, sleep)
+    if entra is not None:
+        app.cleanup_ctx.append(_entra_tokens(entra))
+    app[GATE] = Gate(config, Router(config, lambda e: _upstream_auth(e, entra)))
+
+
+def _upstream_auth(endpoint: EndpointConfig, entra: EntraAuth | None) -> UpstreamAuth:
+    if endpoint.api_key is not None:
+        return ApiKeyAuth(endpoint.api_key)
+    if endpoint.ad_token is not None:
+        return BearerAuth(endpoint.ad_token)
+    assert entra is not None  # an endpoint with entra = true exists
+    return entra
+
+
+def _entra_auth(
+    config: Config,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+) -> EntraAuth | None:
+    """One Entra ID token source shared by every endpoint that uses Entra ID."""
+    if not any(e.entra for e in config.endpoints):
+        return None
+    try:
+        from azure.identity.aio import DefaultAzureCredential
+    except ImportError:
+        raise ConfigError(
+            [
+                "entra: Entra ID needs the azure-identity package: "
+                "pip install 'azproxy[entra]'"
+            ]
+        ) from None
+    credential = DefaultAzureCredential()
+    return EntraAuth(credential, config.entra_scope, clock=clock, sleep=sleep)
+
+
+def _entra_tokens(
+    entra: EntraAuth,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await entra.start()  # a failure is logged and retried in the background
+        yield
+        await entra.close()
+
+    return lifetime

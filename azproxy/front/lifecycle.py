@@ -1,10 +1,11 @@
 """Readiness and graceful shutdown.
 
 On SIGTERM azproxy stops accepting connections, answers any new request on
-connections already open with 503, lets requests in flight (streams above
-all) finish for up to `shutdown_grace_s`, then closes. A container stop or
-a rolling update therefore never cuts a stream that ends within the grace;
-one still running then ends with an explicit error event, never silently.
+connections already open with 503 (the drain gate, which the admission
+middleware asks first), lets requests in flight (streams above all) finish
+for up to `shutdown_grace_s`, then closes. A container stop or a rolling
+update therefore never cuts a stream that ends within the grace; one still
+running then ends with an explicit error event, never silently.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from azproxy.keys import LIFECYCLE
+from azproxy.errors import ServiceUnavailable
+from azproxy.settings.config import Config
 
-__all__ = ["Lifecycle", "ShuttingDown", "drain", "readyz"]
+__all__ = ["LIFECYCLE", "Lifecycle", "ShuttingDown", "drain", "readyz", "setup"]
 
 log = logging.getLogger("azproxy")
 
@@ -40,6 +42,15 @@ class Lifecycle:
 
     def __post_init__(self) -> None:
         self.idle.set()
+
+    def refuse(self, path: str) -> None:
+        """The drain gate, asked only while draining: 503 for every request
+        but the liveness probe, whose answer must not change on the way out."""
+        if path != "/healthz":
+            raise ServiceUnavailable(
+                "azproxy is shutting down; retry on another instance.",
+                headers={"Connection": "close", "Retry-After": "1"},
+            )
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -65,6 +76,21 @@ class Lifecycle:
         self.cutting = True
         for upstream in list(self.streams):
             cut(upstream)
+
+
+LIFECYCLE = web.AppKey("azproxy.lifecycle", Lifecycle)
+
+
+def setup(app: web.Application, config: Config) -> None:
+    """The app's lifecycle, ready once every startup step has run."""
+    app[LIFECYCLE] = Lifecycle()
+    # on_startup runs after every cleanup_ctx has started (aiohttp runs
+    # those first): ready means the upstream session is open.
+    app.on_startup.append(_ready)
+
+
+async def _ready(app: web.Application) -> None:
+    app[LIFECYCLE].ready = True
 
 
 def cut(upstream: aiohttp.ClientResponse) -> None:

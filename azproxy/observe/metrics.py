@@ -31,17 +31,22 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from azproxy.front.lifecycle import LIFECYCLE
 from azproxy.observe.exchange import Exchange
+from azproxy.relay.upstream_slots import LIMITER
+from azproxy.settings.config import Config
 from azproxy.settings.patterns import DEPLOYMENT_RE, MAX_SHOWN_CHARS, MODEL_RE
 
 __all__ = [
     "MAX_DEPLOYMENTS",
     "MAX_MODELS",
     "MAX_SERIES",
+    "METRICS",
     "OTHER",
     "LabelValues",
     "Metrics",
     "metrics_handler",
+    "setup",
 ]
 
 MAX_SERIES = 2000
@@ -199,6 +204,29 @@ class Metrics:
                 buckets.append((bucket, cumulative))
             family.add_metric(list(key), buckets, histogram.sum)
         return family
+
+
+METRICS = web.AppKey("azproxy.metrics", Metrics)
+
+
+def setup(app: web.Application, config: Config) -> None:
+    """app[METRICS], with the gauges of app[LIFECYCLE] and app[LIMITER]
+    (read only when /metrics is scraped)."""
+    lifecycle, limiter = app[LIFECYCLE], app[LIMITER]
+    app[METRICS] = Metrics(
+        {
+            "azproxy_requests_in_flight": (
+                "Requests being handled now.",
+                lambda: lifecycle.in_flight,
+            ),
+            "azproxy_upstream_requests_in_flight": (
+                "Requests holding one of the max_upstream_requests slots.",
+                lambda: limiter.in_use,
+            ),
+        },
+        models=config.model_map,
+        deployments=(r.deployment for rs in config.model_map.values() for r in rs),
+    )
 
 
 def _counter(

@@ -25,9 +25,10 @@ from typing import Protocol, TypeVar
 from aiohttp import web
 
 from azproxy.errors import ProxyError, RateLimited
-from azproxy.keys import CONFIG, EXCHANGE, HEALTH, SESSION
+from azproxy.keys import CONFIG, EXCHANGE, SESSION
 from azproxy.relay.backends import Backend
 from azproxy.relay.health_board import (
+    HEALTH,
     AllCoolingDown,
     retry_after_headers,
     retry_after_s,

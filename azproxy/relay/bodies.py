@@ -35,14 +35,17 @@ from azproxy.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from azproxy.settings.config import Config
 
 __all__ = [
+    "BUDGETS",
     "READ_BYTES",
     "BodyBuffer",
     "Budget",
     "Budgets",
     "next_chunk",
     "refuse_encoded",
+    "setup",
     "too_large",
 ]
 
@@ -94,6 +97,13 @@ class Budgets:
     def __init__(self, memory_bytes: int, disk_bytes: int) -> None:
         self.memory = Budget(memory_bytes, "max_buffered_body_mb")
         self.disk = Budget(disk_bytes, "max_spool_mb")
+
+
+BUDGETS = web.AppKey("azproxy.budgets", Budgets)
+
+
+def setup(app: web.Application, config: Config) -> None:
+    app[BUDGETS] = Budgets(config.max_buffered_body_bytes, config.max_spool_bytes)
 
 
 class BodyBuffer:

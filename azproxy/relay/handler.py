@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 
 from azproxy.auth.callers import Caller
 from azproxy.errors import BadRequest
-from azproxy.keys import CALLER, EXCHANGE, LIMITER
+from azproxy.keys import CALLER, EXCHANGE
 from azproxy.relay.attempts import RETRY, Attempts
 from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.jsonbody import JsonObject
@@ -29,6 +29,7 @@ from azproxy.relay.request_body import parse_json, read_body, release_body
 from azproxy.relay.response import answer
 from azproxy.relay.target import Outgoing
 from azproxy.relay.uploads import StreamBody, read_upload, stream_through
+from azproxy.relay.upstream_slots import LIMITER
 
 __all__ = ["handle"]
 

@@ -34,9 +34,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from azproxy.relay.backends import Backend
+from aiohttp import web
 
-__all__ = ["AllCoolingDown", "HealthBoard", "retry_after_s"]
+from azproxy.relay.backends import Backend
+from azproxy.settings.config import Config
+
+__all__ = ["HEALTH", "AllCoolingDown", "HealthBoard", "retry_after_s", "setup"]
 
 # The shortest wait a refused client is told: Retry-After counts whole
 # seconds, and a probe's verdict is worth waiting a second for.
@@ -185,6 +188,25 @@ class HealthBoard:
         ):
             state.open_until = now + self.breaker_open_s
         state.probing = False
+
+
+HEALTH = web.AppKey("azproxy.health", HealthBoard)
+
+
+def setup(
+    app: web.Application,
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """app[HEALTH], timed by `clock` (a test's fake clock moves at will)."""
+    app[HEALTH] = HealthBoard(
+        rate_limit_cooldown_s=config.rate_limit_cooldown_s,
+        error_cooldown_s=config.error_cooldown_s,
+        breaker_failures=config.breaker_failures,
+        breaker_open_s=config.breaker_open_s,
+        clock=clock,
+    )
 
 
 def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:

@@ -119,7 +119,10 @@ def unknown_url(method: str, path: str) -> NotFound:
 
 
 def upstream_base(template: str, resource: str) -> str:
-    """The Azure base URL for a resource; the name was validated beforehand."""
+    """The Azure base URL for a resource: the upstream setting's template
+    with `{resource}` expanded (the one place that does it, for pass-through
+    tokens and configured endpoints alike). The name was validated
+    beforehand."""
     return template.replace("{resource}", resource).rstrip("/")
 
 

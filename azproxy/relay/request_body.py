@@ -7,14 +7,27 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from azproxy.keys import BUDGETS, CONFIG, JSON_BOUNDS
-from azproxy.relay.bodies import BodyBuffer, next_chunk, refuse_encoded, too_large
+from azproxy.keys import CONFIG
+from azproxy.relay.bodies import (
+    BUDGETS,
+    BodyBuffer,
+    next_chunk,
+    refuse_encoded,
+    too_large,
+)
 from azproxy.relay.jsonbody import JsonObject, read_object
 from azproxy.relay.jsonshape import JsonBounds
 from azproxy.relay.uploads import StreamBody
 from azproxy.settings.config import Config
 
-__all__ = ["json_bounds", "parse_json", "read_body", "release_body"]
+__all__ = [
+    "JSON_BOUNDS",
+    "json_bounds",
+    "parse_json",
+    "read_body",
+    "release_body",
+    "setup",
+]
 
 
 async def read_body(request: web.Request, *, spill: bool) -> bytes | StreamBody:
@@ -74,3 +87,11 @@ def json_bounds(config: Config) -> JsonBounds:
     return JsonBounds(
         config.max_json_depth, config.max_json_containers, config.max_json_values
     )
+
+
+# The config's max_json_* settings, built once: every parse is held to them.
+JSON_BOUNDS = web.AppKey("azproxy.json_bounds", JsonBounds)
+
+
+def setup(app: web.Application, config: Config) -> None:
+    app[JSON_BOUNDS] = json_bounds(config)

@@ -15,10 +15,13 @@ import logging
 
 from aiohttp import web
 
-from azproxy.keys import EXCHANGE, JSON_BOUNDS, LIFECYCLE, METRICS
-from azproxy.observe.exchange import usage_of
+from azproxy.front.lifecycle import LIFECYCLE
+from azproxy.keys import EXCHANGE
+from azproxy.observe.metrics import METRICS
+from azproxy.observe.usage import usage_of
 from azproxy.relay.backends import Backend
 from azproxy.relay.headers import response_headers
+from azproxy.relay.request_body import JSON_BOUNDS
 from azproxy.relay.send import Reply
 from azproxy.relay.stream import relay_body
 from azproxy.relay.target import Outgoing

@@ -14,7 +14,8 @@ from multidict import CIMultiDictProxy
 from azproxy.errors import error_body
 from azproxy.front.lifecycle import ShuttingDown
 from azproxy.keys import CONFIG, EXCHANGE
-from azproxy.observe.exchange import Exchange, UsageTail
+from azproxy.observe.exchange import Exchange
+from azproxy.observe.usage import UsageTail
 from azproxy.relay.bodies import READ_BYTES
 from azproxy.relay.send import Reply
 from azproxy.relay.sse import EVENT_ENDINGS, normaliser_for

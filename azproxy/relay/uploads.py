@@ -27,8 +27,14 @@ from aiohttp import hdrs, web
 from aiohttp.streams import StreamReader
 
 from azproxy.errors import BadRequest, ProxyError
-from azproxy.keys import BUDGETS, CONFIG
-from azproxy.relay.bodies import BodyBuffer, next_chunk, refuse_encoded, too_large
+from azproxy.keys import CONFIG
+from azproxy.relay.bodies import (
+    BUDGETS,
+    BodyBuffer,
+    next_chunk,
+    refuse_encoded,
+    too_large,
+)
 from azproxy.relay.multipart import MultipartScanner, boundary_of, model_part
 from azproxy.relay.splice import Splice, pieces
 

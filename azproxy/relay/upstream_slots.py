@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from azproxy.errors import ServiceUnavailable
+from aiohttp import web
 
-__all__ = ["Limiter"]
+from azproxy.errors import ServiceUnavailable
+from azproxy.settings.config import Config
+
+__all__ = ["LIMITER", "Limiter", "setup"]
 
 
 class Limiter:
@@ -67,3 +70,10 @@ class Limiter:
         waiter.cancel()
         if waiter in self._waiters:
             self._waiters.remove(waiter)
+
+
+LIMITER = web.AppKey("azproxy.limiter", Limiter)
+
+
+def setup(app: web.Application, config: Config) -> None:
+    app[LIMITER] = Limiter(config.max_upstream_requests, config.queue_timeout_s)

@@ -33,6 +33,7 @@ from typing import Any
 
 from yarl import URL
 
+from azproxy.relay.mapping import upstream_base
 from azproxy.settings.patterns import (
     API_VERSION_RE,
     DEPLOYMENT_RE,
@@ -78,10 +79,11 @@ class EndpointConfig:
     deployments: frozenset[str] | None = None  # None: not declared
 
     def base_url(self, template: str) -> str:
+        """Its url, or the upstream template expanded for its resource."""
         if self.url is not None:
             return self.url
         assert self.resource is not None
-        return template.replace("{resource}", self.resource).rstrip("/")
+        return upstream_base(template, self.resource)
 
 
 @dataclass(frozen=True, slots=True)

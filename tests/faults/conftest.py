@@ -16,6 +16,7 @@ from azproxy.settings.server_side import (
     parse_model_map,
 )
 from azproxy.simulator import SIM_STATE, SimSettings, SimState, create_simulator
+from tests.clock import FakeClock
 
 ACCESS_KEY = "fault-suite-access-key-0123"
 AUTH = {"Authorization": f"Bearer {ACCESS_KEY}"}
@@ -43,9 +44,17 @@ ProxyMaker = Callable[..., Any]
 
 
 @pytest.fixture
-def proxy_with(aiohttp_client: AiohttpClient, sim: Sim) -> ProxyMaker:
+def clock() -> FakeClock:
+    """The health board's clock: cooldowns and breaker windows end only when
+    a test advances it."""
+    return FakeClock()
+
+
+@pytest.fixture
+def proxy_with(aiohttp_client: AiohttpClient, sim: Sim, clock: FakeClock) -> ProxyMaker:
     """A proxy whose model gpt-4o maps to the given routes (default: dep-a and
-    dep-b on the simulator, same priority), with millisecond cooldowns."""
+    dep-b on the simulator, same priority), with millisecond cooldowns on the
+    fake `clock`."""
 
     async def make(
         routes: Any = ("sim/dep-a", "sim/dep-b"),
@@ -62,6 +71,7 @@ def proxy_with(aiohttp_client: AiohttpClient, sim: Sim) -> ProxyMaker:
             "error_cooldown_s": 0.05,
             "breaker_open_s": 0.3,
         }
-        return await aiohttp_client(create_app(Config(**(values | overrides))))
+        config = Config(**(values | overrides))
+        return await aiohttp_client(create_app(config, monotonic=clock))
 
     return make

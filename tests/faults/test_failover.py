@@ -7,11 +7,22 @@ import contextlib
 import json
 import socket
 import time
+from collections.abc import Callable
 
 import aiohttp
+import pytest
 
+from azproxy.front.lifecycle import LIFECYCLE
 from azproxy.simulator import apply_faults
+from tests.clock import FakeClock
 from tests.faults.conftest import AUTH, CHAT, STREAM, ProxyMaker, Sim
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for something the proxy does on its own (5 s at most)."""
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def test_a_429_storm_on_one_deployment_is_served_by_the_other(
@@ -103,7 +114,7 @@ async def test_an_upstream_hanging_before_headers_fails_over(
 
 
 async def test_5xx_bursts_trip_the_breaker_then_a_single_probe_closes_it(
-    sim: Sim, proxy_with: ProxyMaker
+    sim: Sim, proxy_with: ProxyMaker, clock: FakeClock
 ) -> None:
     routes = [
         {"endpoint": "sim", "deployment": "dep-a", "priority": 1},
@@ -125,15 +136,18 @@ async def test_5xx_bursts_trip_the_breaker_then_a_single_probe_closes_it(
     assert sim.count("dep-a") == 3  # three failures in a row: the breaker opens
     assert [await served_by() for _ in range(5)] == ["dep-b"] * 5
     assert sim.count("dep-a") == 3  # skipped while open
+    clock.advance(0.29)
+    assert await served_by() == "dep-b"
+    assert sim.count("dep-a") == 3  # still open until breaker_open_s is over
 
-    await asyncio.sleep(0.35)
+    clock.advance(0.06)  # breaker_open_s (0.3 s) is over
     assert await served_by() == "dep-b"  # the half-open probe failed...
     assert sim.count("dep-a") == 4
     assert await served_by() == "dep-b"  # ...so it is open again
     assert sim.count("dep-a") == 4
 
     apply_faults(sim.state, "dep-a", [])  # dep-a recovers
-    await asyncio.sleep(0.35)
+    clock.advance(0.35)
     assert await served_by() == "dep-a"  # the probe succeeds: closed
     assert [await served_by() for _ in range(3)] == ["dep-a"] * 3
 
@@ -178,11 +192,9 @@ async def test_mid_stream_abort_ends_with_an_error_event_and_no_retry(
     response = await proxy.post("/v1/chat/completions", data=STREAM, headers=AUTH)
     assert response.status == 200
     received = b""
-    try:
+    with pytest.raises(aiohttp.ClientPayloadError):  # no [DONE]: a cut stream
         async for piece in response.content.iter_any():
             received += piece
-    except aiohttp.ClientPayloadError:
-        pass
     events = [e for e in received.split(b"\n\n") if e]
     # Azure sent two events before the cut: the prompt-filter one (dropped by
     # sse_compat=openai) and the role chunk. Then azproxy's error event.
@@ -205,23 +217,24 @@ async def test_the_attempt_budget_bounds_failovers(
 
 
 async def test_a_cancelled_half_open_probe_does_not_lock_the_deployment_out(
-    sim: Sim, proxy_with: ProxyMaker
+    sim: Sim, proxy_with: ProxyMaker, clock: FakeClock
 ) -> None:
     proxy = await proxy_with(["sim/dep-a"], breaker_failures=1, breaker_open_s=0.2)
     apply_faults(sim.state, "dep-a", ["500"])
     failed = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
     assert failed.status == 500  # one failure: the breaker opens
-    await asyncio.sleep(0.25)
+    clock.advance(0.25)
     # The half-open probe hangs, and its client gives up.
     with_hang = AUTH | {"x-sim-fault": "hang-headers"}
     probe = asyncio.ensure_future(
         proxy.post("/v1/chat/completions", data=CHAT, headers=with_hang)
     )
-    await asyncio.sleep(0.1)
+    await until(lambda: sim.count("dep-a") == 2)  # the probe reached Azure
     probe.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await probe
-    await asyncio.sleep(0.05)
+    # azproxy has seen its client go and ended the probe's request.
+    await until(lambda: proxy.server.app[LIFECYCLE].in_flight == 0)
     # The next request is the new probe, not a 429 for ever.
     response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)
     assert response.status == 200
@@ -273,7 +286,7 @@ async def test_when_every_deployment_failed_the_least_recent_is_tried_anyway(
 
 
 async def test_a_refused_client_is_told_the_real_wait(
-    sim: Sim, proxy_with: ProxyMaker
+    sim: Sim, proxy_with: ProxyMaker, clock: FakeClock
 ) -> None:
     proxy = await proxy_with(["sim/dep-a"], error_cooldown_s=30)
     limited = AUTH | {"x-sim-fault": "429", "x-sim-retry-after-ms": "200"}
@@ -284,17 +297,13 @@ async def test_a_refused_client_is_told_the_real_wait(
     assert response.headers["Retry-After"] == "1"
     assert response.headers["retry-after-ms"] == "1000"
 
-    await asyncio.sleep(0.3)  # the cooldown is over: the next request probes
+    clock.advance(0.3)  # the cooldown is over: the next request probes
     hanging = AUTH | {"x-sim-fault": "hang-headers"}
     probe = asyncio.ensure_future(
         proxy.post("/v1/chat/completions", data=CHAT, headers=hanging)
     )
     try:
-        for _ in range(200):
-            if sim.count("dep-a") == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert sim.count("dep-a") == 2
+        await until(lambda: sim.count("dep-a") == 2)
         # While the probe is out, a client is told to come back in a second,
         # not in error_cooldown_s (30 s): nothing failed.
         response = await proxy.post("/v1/chat/completions", data=CHAT, headers=AUTH)

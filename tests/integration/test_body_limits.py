@@ -13,7 +13,8 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
 from azproxy import Config, create_app
-from azproxy.keys import BUDGETS, LIMITER
+from azproxy.relay.bodies import BUDGETS
+from azproxy.relay.upstream_slots import LIMITER
 from azproxy.server import closing
 from azproxy.settings.server_side import parse_endpoints, parse_model_map
 from tests.conftest import AZURE_KEY, BEARER, ProxyFactory

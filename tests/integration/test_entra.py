@@ -28,6 +28,7 @@ from azproxy.settings.server_side import (
     parse_endpoints,
     parse_model_map,
 )
+from tests.clock import FakeClock
 from tests.fakes import FakeAzure
 
 ACCESS_KEY = "entra-access-key-0123456789"
@@ -35,10 +36,18 @@ IDENTITY_HEADER = "identity-header-secret"
 
 
 class TokenService:
-    """Hands out token-1 (about to expire), then token-2, token-3..."""
+    """Hands out token-1 (about to expire), then token-2, token-3...
 
-    def __init__(self, first_lifetime_s: float) -> None:
+    Their expiry is on `clock`, a day behind the real one: azure-identity
+    judges its own token cache by the real clock, so every token looks
+    expired to it, and each fetch azproxy makes reaches this service. When
+    to fetch, and which token a request carries, are azproxy's decisions,
+    made on the fake clock the test moves.
+    """
+
+    def __init__(self, first_lifetime_s: float, clock: FakeClock) -> None:
         self.first_lifetime_s = first_lifetime_s
+        self.clock = clock
         self.calls: list[dict[str, str]] = []
         self.refused = 0
 
@@ -51,7 +60,7 @@ class TokenService:
         return web.json_response(
             {
                 "access_token": f"token-{len(self.calls)}",
-                "expires_on": str(int(time.time() + lifetime)),
+                "expires_on": str(int(self.clock() + lifetime)),
                 "resource": request.query.get("resource", ""),
                 "token_type": "Bearer",
             }
@@ -59,12 +68,18 @@ class TokenService:
 
 
 @pytest.fixture
+def clock() -> FakeClock:
+    """Whole seconds, as expires_on counts them, a day behind the real clock."""
+    return FakeClock(float(int(time.time()) - 86400))
+
+
+@pytest.fixture
 async def token_service(
-    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> TokenService:
     """The token service, and the environment of an App Service managed
     identity that uses it, and nothing else."""
-    service = TokenService(first_lifetime_s=2)
+    service = TokenService(first_lifetime_s=2, clock=clock)
     app = web.Application()
     app.router.add_get("/msi/token", service.token)
     server = await aiohttp_server(app)
@@ -85,15 +100,24 @@ async def token_service(
     return service
 
 
+async def until_asleep(clock: FakeClock) -> None:
+    while not clock.sleeping:
+        await asyncio.sleep(0.01)
+
+
 async def test_entra_tokens_are_sent_and_refreshed_before_expiry(
-    aiohttp_client: AiohttpClient, fake_azure: FakeAzure, token_service: TokenService
+    aiohttp_client: AiohttpClient,
+    fake_azure: FakeAzure,
+    token_service: TokenService,
+    clock: FakeClock,
 ) -> None:
     config = Config(
         endpoints=parse_endpoints({"east": {"url": fake_azure.url, "entra": True}}, {}),
         model_map=parse_model_map("gpt-4o=east/dep"),
         access_keys=parse_access_keys([ACCESS_KEY], {}),
     )
-    proxy = await aiohttp_client(create_app(config))
+    app = create_app(config, wall_clock=clock, sleep=clock.sleep)
+    proxy = await aiohttp_client(app)
     headers = {"Authorization": f"Bearer {ACCESS_KEY}"}
     body = json.dumps({"model": "gpt-4o", "messages": []}).encode()
 
@@ -110,11 +134,15 @@ async def test_entra_tokens_are_sent_and_refreshed_before_expiry(
 
     # token-1 lives 2 s; the background refresh replaces it before it
     # expires, so no request ever waits for the token service.
-    deadline = time.monotonic() + 5
-    while len(token_service.calls) < 2:
-        assert time.monotonic() < deadline, "the token was never refreshed"
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(2.1)  # token-1 is now expired
+    async with asyncio.timeout(5):
+        await until_asleep(clock)  # the refresh waits for its time
+    clock.advance(1.5)  # past half its life, the refresh is due
+    async with asyncio.timeout(5):  # fetched, and asleep until the next one
+        while len(token_service.calls) < 2:
+            await asyncio.sleep(0.01)
+        await until_asleep(clock)
+    assert (await ask())["Authorization"] == "Bearer token-2"
+    clock.advance(1.0)  # token-1 is now expired
     calls_before = len(token_service.calls)
     assert (await ask())["Authorization"] == "Bearer token-2"
     assert len(token_service.calls) == calls_before  # served from the cache

@@ -107,7 +107,7 @@ async def test_504_upstream_timeout(
 
 
 async def test_503_while_draining(proxy: Any) -> None:
-    from azproxy.keys import LIFECYCLE
+    from azproxy.front.lifecycle import LIFECYCLE
 
     proxy.app[LIFECYCLE].draining = True
     response = await proxy.post("/v1/chat/completions", data=b"{}", headers=BEARER)

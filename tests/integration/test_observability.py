@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from azproxy.keys import OBSERVER
+from azproxy.observe.observer import OBSERVER
 from azproxy.settings.secrets import Secret
 from tests.conftest import AZURE_KEY, BEARER, TOKEN, ProxyFactory
 from tests.fakes import CHAT_JSON, FakeAzure, json_answer, sse_answer, sse_event

@@ -12,7 +12,8 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from azproxy import Config, create_app
-from azproxy.keys import EXCHANGE, LIFECYCLE
+from azproxy.front.lifecycle import LIFECYCLE
+from azproxy.keys import EXCHANGE
 from azproxy.relay.bodies import READ_BYTES
 from tests.conftest import TOKEN
 from tests.fakes import FakeAzure, sse_answer, sse_event

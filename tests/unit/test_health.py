@@ -9,6 +9,7 @@ from azproxy.auth.azure_auth import ApiKeyAuth
 from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.health_board import AllCoolingDown, HealthBoard, retry_after_s
 from azproxy.settings.secrets import Secret
+from tests.clock import FakeClock
 
 ENDPOINT = Endpoint("e", "https://e", "2024-10-21", ApiKeyAuth(Secret("k")))
 
@@ -17,15 +18,7 @@ def backend(name: str, priority: int = 1, weight: float = 1.0) -> Backend:
     return Backend(ENDPOINT, name, priority, weight)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def board(clock: Clock, **overrides: float) -> HealthBoard:
+def board(clock: FakeClock, **overrides: float) -> HealthBoard:
     values = {
         "rate_limit_cooldown_s": 10.0,
         "error_cooldown_s": 2.0,
@@ -43,32 +36,32 @@ def board(clock: Clock, **overrides: float) -> HealthBoard:
 
 
 def test_lower_priority_numbers_come_first() -> None:
-    health = board(Clock())
+    health = board(FakeClock())
     a, b, c = backend("a", 2), backend("b", 1), backend("c", 3)
     assert health.plan([a, b, c]) == [b, a, c]
 
 
 def test_weights_spread_the_first_choice() -> None:
-    health = board(Clock())
+    health = board(FakeClock())
     heavy, light = backend("heavy", weight=3), backend("light", weight=1)
     firsts = Counter(health.plan([heavy, light])[0].deployment for _ in range(4000))
     assert 0.70 < firsts["heavy"] / 4000 < 0.80  # 3:1 -> 75 %
 
 
 def test_429_cools_down_for_as_long_as_azure_asked() -> None:
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock)
     a, b = backend("a"), backend("b")
     health.rate_limited(a, 5.0)
     assert health.plan([a, b]) == [b]
-    clock.now += 4.9
+    clock.advance(4.9)
     assert health.plan([a, b]) == [b]
-    clock.now += 0.2
+    clock.advance(0.2)
     assert set(health.plan([a, b])) == {a, b}
 
 
 def test_429_without_retry_after_uses_the_default() -> None:
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock)
     a = backend("a")
     health.rate_limited(a, None)
@@ -78,12 +71,12 @@ def test_429_without_retry_after_uses_the_default() -> None:
 
 
 def test_all_cooling_down_reports_the_shortest_wait() -> None:
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock)
     a, b = backend("a"), backend("b")
     health.rate_limited(a, 7.0)
     health.rate_limited(b, 3.0)
-    clock.now += 1
+    clock.advance(1)
     with pytest.raises(AllCoolingDown) as caught:
         health.plan([a, b])
     assert caught.value.wait_s == pytest.approx(2.0)
@@ -92,7 +85,7 @@ def test_all_cooling_down_reports_the_shortest_wait() -> None:
 def test_a_5xx_does_not_cool_a_deployment() -> None:
     # One client's malformed request must not take the deployment away from
     # everyone else: a 5xx only counts toward the breaker.
-    health = board(Clock())
+    health = board(FakeClock())
     a, b = backend("a"), backend("b")
     health.started(a)
     health.server_error(a)
@@ -102,18 +95,18 @@ def test_a_5xx_does_not_cool_a_deployment() -> None:
 
 
 def test_a_connection_failure_cools_down_at_once() -> None:
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock)
     a, b = backend("a"), backend("b")
     health.started(a)
     health.unreachable(a)
     assert health.plan([a, b]) == [b]
-    clock.now += 2.1  # past error_cooldown_s
+    clock.advance(2.1)  # past error_cooldown_s
     assert set(health.plan([a, b])) == {a, b}
 
 
 def test_breaker_opens_after_failures_in_a_row_then_probes_once() -> None:
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock)
     a, b = backend("a"), backend("b")
     for _ in range(2):
@@ -123,9 +116,9 @@ def test_breaker_opens_after_failures_in_a_row_then_probes_once() -> None:
     health.started(a)
     health.server_error(a)
     assert health.plan([a, b]) == [b]  # open: skipped for breaker_open_s
-    clock.now += 29.9
+    clock.advance(29.9)
     assert health.plan([a, b]) == [b]
-    clock.now += 0.2
+    clock.advance(0.2)
     assert set(health.plan([a, b])) == {a, b}  # half-open
     health.started(a)  # the single probe goes out
     assert health.plan([a, b]) == [b]  # no second probe meanwhile
@@ -134,32 +127,32 @@ def test_breaker_opens_after_failures_in_a_row_then_probes_once() -> None:
 
 
 def test_connection_failures_count_toward_the_breaker_too() -> None:
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock)
     a, b = backend("a"), backend("b")
     health.server_error(a)
     health.unreachable(a)
-    clock.now += 2.1
+    clock.advance(2.1)
     health.server_error(a)
-    clock.now += 2.1  # the error cooldown is over, the breaker is open
+    clock.advance(2.1)  # the error cooldown is over, the breaker is open
     assert health.plan([a, b]) == [b]
 
 
 def test_a_failed_probe_opens_the_breaker_again() -> None:
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock, breaker_failures=1)
     a, b = backend("a"), backend("b")
     health.started(a)
     health.server_error(a)
-    clock.now += 30.5
+    clock.advance(30.5)
     health.started(a)
     health.server_error(a)
-    clock.now += 29
+    clock.advance(29)
     assert health.plan([a, b]) == [b]
 
 
 def test_a_success_resets_the_failure_count() -> None:
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock)
     a, b = backend("a"), backend("b")
     for _ in range(2):
@@ -174,13 +167,13 @@ def test_a_success_resets_the_failure_count() -> None:
 def test_when_every_deployment_fails_the_least_recently_failed_is_tried() -> None:
     # Envoy's panic threshold: refusing everyone helps nobody when the
     # cooldowns may come from one client's requests.
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock, error_cooldown_s=60.0)
     a, b, c = backend("a"), backend("b", priority=2), backend("c", priority=3)
     health.unreachable(b)
-    clock.now += 1
+    clock.advance(1)
     health.unreachable(a)
-    clock.now += 1
+    clock.advance(1)
     for _ in range(3):
         health.server_error(c)  # its breaker opens
     assert health.plan([a, b, c]) == [b]
@@ -199,7 +192,7 @@ def test_when_every_deployment_fails_the_least_recently_failed_is_tried() -> Non
 def test_no_panic_over_a_429() -> None:
     # Azure said how long to wait: that deployment is not tried early, but
     # one cooling for errors beside it is.
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock)
     a, b = backend("a"), backend("b")
     health.rate_limited(a, 30.0)
@@ -235,18 +228,18 @@ def test_retry_after(headers: dict[str, str], seconds: float | None) -> None:
 
 
 def test_after_a_cooldown_one_request_probes_alone() -> None:
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock)
     a, b = backend("a"), backend("b")
     health.rate_limited(a, 1.0)
-    clock.now += 1.1
+    clock.advance(1.1)
     assert a in health.plan([a, b])  # cooled down: it may be tried again...
     health.started(a)
     assert health.plan([a, b]) == [b]  # ...by one request, not a herd
     health.rate_limited(a, 1.0)  # the probe met another 429
-    clock.now += 0.5
+    clock.advance(0.5)
     assert health.plan([a, b]) == [b]
-    clock.now += 0.6
+    clock.advance(0.6)
     health.started(a)
     health.succeeded(a)
     assert set(health.plan([a, b])) == {a, b}
@@ -255,7 +248,7 @@ def test_after_a_cooldown_one_request_probes_alone() -> None:
 
 
 def test_a_refused_client_is_told_the_real_wait_at_least_1_s() -> None:
-    clock = Clock()
+    clock = FakeClock()
     health = board(clock, error_cooldown_s=30.0)
     a, b = backend("a"), backend("b")
     health.rate_limited(a, 0.3)
@@ -263,7 +256,7 @@ def test_a_refused_client_is_told_the_real_wait_at_least_1_s() -> None:
     with pytest.raises(AllCoolingDown) as caught:
         health.plan([a, b])
     assert caught.value.wait_s == pytest.approx(1.0)  # 0.3 s, but at least 1 s
-    clock.now += 0.5
+    clock.advance(0.5)
     health.started(a)  # the probe after a's cooldown is out
     with pytest.raises(AllCoolingDown) as caught:
         health.plan([a, b])

@@ -8,9 +8,10 @@ import tracemalloc
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from azproxy.observe.exchange import Exchange, UsageTail, usage_of
+from azproxy.observe.exchange import Exchange
 from azproxy.observe.logging import JsonFormatter
 from azproxy.observe.metrics import Metrics
+from azproxy.observe.usage import UsageTail, usage_of
 
 KEY = "0123456789abcdef0123456789abcdef"
 

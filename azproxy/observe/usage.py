@@ -1,0 +1,72 @@
+"""Token usage, read from the end of an answer (where Azure puts `usage`)
+without parsing the whole body."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["UsageTail", "usage_of"]
+
+# A `usage` object: {"prompt_tokens": .., ...}, possibly with one level of
+# nested details.
+_USAGE = re.compile(rb'"usage"\s*:\s*(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})')
+_USAGE_WINDOW = 4096
+# Its top-level counts (details such as cached_tokens are nested deeper).
+_COUNT = re.compile(rb'"(prompt|completion|total|input|output)_tokens"\s*:\s*(\d+)')
+_NESTED = re.compile(rb"\{[^{}]*\}")
+
+
+def usage_of(tail: bytes) -> tuple[int, int, int] | None:
+    """Token usage from the end of an answer (JSON or the last SSE events)."""
+    # Only the last occurrence is parsed: no scan of the whole answer.
+    start = tail.rfind(b'"usage"', max(len(tail) - _USAGE_WINDOW, 0))
+    if start < 0:
+        return None
+    found = _USAGE.match(tail, start)
+    if found is None:
+        return None
+    # Nested objects hold no top-level counts, so drop them before scanning.
+    usage = found.group(1)
+    flat = _NESTED.sub(b"", usage[1:-1]) if b"{" in usage[1:] else usage
+    counts = {name: int(value) for name, value in _COUNT.findall(flat)}
+    # Chat/completions name them prompt/completion; Responses input/output.
+    prompt = counts.get(b"prompt", counts.get(b"input", 0))
+    completion = counts.get(b"completion", counts.get(b"output", 0))
+    total = counts.get(b"total", prompt + completion)
+    return prompt, completion, total
+
+
+class UsageTail:
+    """The last _USAGE_WINDOW bytes of an answer relayed piece by piece, SSE
+    or not: where its usage is. It keeps the last pieces themselves (no copy
+    per piece; they are dropped once the later ones cover the window), so a
+    usage that arrived in the last piece, or split over several, is found."""
+
+    __slots__ = ("_pieces", "_size")
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def add(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._size += len(piece)
+        if self._size > 2 * _USAGE_WINDOW:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Keep only the last pieces that cover the window."""
+        pieces = self._pieces
+        if len(pieces[-1]) >= _USAGE_WINDOW:  # a large slice: the common case
+            self._pieces, self._size = [pieces[-1]], len(pieces[-1])
+            return
+        size = 0
+        for index in range(len(pieces) - 1, -1, -1):
+            size += len(pieces[index])
+            if size >= _USAGE_WINDOW:
+                del pieces[:index]
+                break
+        self._size = size
+
+    def usage(self) -> tuple[int, int, int] | None:
+        return usage_of(b"".join(self._pieces))
