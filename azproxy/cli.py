@@ -14,12 +14,13 @@ from collections.abc import Mapping, Sequence
 from azproxy import __version__
 from azproxy.app import create_app
 from azproxy.doctor import describe, probe
+from azproxy.errors import ConfigError
 from azproxy.front.lifecycle import drain
 from azproxy.observe.logging import configure_logging
 from azproxy.server.fdlimit import start_with_open_file_limit
 from azproxy.server.runner import bound_port, run, start_site, wait_for_signal
 from azproxy.server.workers import serve_workers
-from azproxy.settings.config import Config, ConfigError, settings
+from azproxy.settings.config import Config, settings
 from azproxy.settings.fields import shown_default
 from azproxy.settings.load import load_file
 from azproxy.simulator import SimSettings, apply_faults, create_simulator, parse_fault

@@ -1,30 +1,42 @@
-"""Errors azproxy produces itself, rendered in OpenAI's error shape.
+"""One exception tree: every exception azproxy defines.
 
-* ProxyError                 500 api_error
-  + BadRequest               400 invalid_request_error
-  + InvalidCredentials       401 invalid_request_error / invalid_api_key
-  + Forbidden                403 invalid_request_error / model_not_allowed
-  + NotFound                 404 invalid_request_error / unknown_url
-  + MethodNotAllowed         405 invalid_request_error
-  + RequestTimeout           408 invalid_request_error / request_timeout
-                               (then the connection closes: closing.py)
-  + PayloadTooLarge          413 invalid_request_error
-  + UnsupportedMediaType     415 invalid_request_error / unsupported_content_encoding
-  + RateLimited              429 requests / rate_limit_exceeded
-  + UpgradeRequired          426 invalid_request_error / websocket_required
-  + UpstreamUnreachable      502 api_error
-  + ServiceUnavailable       503 api_error
-  + UpstreamTimeout          504 timeout
+* AzproxyError                 the root
+  + ProxyError                 HTTP-facing: rendered in OpenAI's error shape
+    |                          with its status; 500 api_error by default
+    + BadRequest               400 invalid_request_error
+    + InvalidCredentials       401 invalid_request_error / invalid_api_key
+    + Forbidden                403 invalid_request_error / model_not_allowed
+    + NotFound                 404 invalid_request_error / unknown_url
+    + MethodNotAllowed         405 invalid_request_error
+    + RequestTimeout           408 invalid_request_error / request_timeout
+    |                            (then the connection closes: server/closing.py)
+    + PayloadTooLarge          413 invalid_request_error
+    + UnsupportedMediaType     415 invalid_request_error / unsupported_content_encoding
+    + UpgradeRequired          426 invalid_request_error / websocket_required
+    + RateLimited              429 requests / rate_limit_exceeded
+    + UpstreamUnreachable      502 api_error
+    + ServiceUnavailable       503 api_error
+    + UpstreamTimeout          504 timeout
+  + ConfigError                the settings are wrong: one line per problem
+  + Internal                   control flow between modules; never reaches a
+    |                          client as such
+    + Failure                  one attempt at Azure got no usable answer
+    + AllCoolingDown           every deployment of a model is cooling down
+    + InvalidJson              a body's brackets or quotes do not match
+    + StreamIncomplete         Azure ended a stream before its last event
+    + ShuttingDown             the shutdown grace is over: cut the stream
 
-Upstream error bodies are never wrapped: they are relayed as Azure sent them.
-Messages say what to fix and never contain a secret.
+An error is built whole, with its status, and never changed afterwards
+(reworded() makes a new one). Upstream error bodies are never wrapped: they
+are relayed as Azure sent them. Messages say what to fix and never contain
+a secret.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
 from aiohttp import web
@@ -32,9 +44,15 @@ from aiohttp import web
 from azproxy.server.closing import ClosingResponse
 
 __all__ = [
+    "AllCoolingDown",
+    "AzproxyError",
     "BadRequest",
+    "ConfigError",
+    "Failure",
     "Forbidden",
+    "Internal",
     "InvalidCredentials",
+    "InvalidJson",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
@@ -42,6 +60,8 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "ServiceUnavailable",
+    "ShuttingDown",
+    "StreamIncomplete",
     "UnsupportedMediaType",
     "UpgradeRequired",
     "UpstreamTimeout",
@@ -56,7 +76,11 @@ def error_body(message: str, type_: str, code: str, param: str | None = None) ->
     return json.dumps({"error": error}).encode()
 
 
-class ProxyError(Exception):
+class AzproxyError(Exception):
+    """The root of every exception azproxy defines."""
+
+
+class ProxyError(AzproxyError):
     status = 500
     type = "api_error"
     code = "internal_error"
@@ -69,13 +93,32 @@ class ProxyError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
+        status: int | None = None,
+        type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        # Instance values only where they differ from the class's: set here,
+        # once, never afterwards.
         if code is not None:
             self.code = code
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
         self.param = param
         self.headers = dict(headers or {})
+
+    def reworded(self, message: str) -> ProxyError:
+        """The same error with another message (a new instance)."""
+        return builtins.type(self)(
+            message,
+            code=self.code,
+            param=self.param,
+            headers=self.headers,
+            status=self.status,
+            type=self.type,
+        )
 
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.code, self.param)
@@ -172,3 +215,60 @@ class UpgradeRequired(ProxyError):
     status = 426
     type = "invalid_request_error"
     code = "websocket_required"
+
+
+class ConfigError(AzproxyError, ValueError):
+    """One or more settings are wrong; `problems` has one line for each,
+    saying what to change. Raised at start-up and by check-config, never
+    while serving."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class Internal(AzproxyError):
+    """Control flow between azproxy's own modules. Each is caught by the
+    module that expects it and turned into an answer there."""
+
+
+class Failure(Internal):
+    """One attempt at Azure got no usable answer. `error` is what the
+    client gets if nothing else works; `retryable` says whether the original
+    proxy would have tried again; `unsent` that no byte of the request went
+    out (the connection was never made), so even a stateful call may be sent
+    again."""
+
+    def __init__(
+        self, error: ProxyError, *, retryable: bool, unsent: bool = False
+    ) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retryable = retryable
+        self.unsent = unsent
+
+
+class AllCoolingDown(Internal):
+    """Every deployment of a model is cooling down; the shortest wait."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"every deployment is cooling down for {wait_s:.3f} s")
+        self.wait_s = wait_s
+
+
+class InvalidJson(Internal, ValueError):
+    """A body's brackets or quotes do not match: it is not JSON (a 400 where
+    it is caught)."""
+
+
+class StreamIncomplete(Internal):
+    """Azure ended a stream cleanly but before its last event."""
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(missing)
+        self.missing = missing
+
+
+class ShuttingDown(Internal):
+    """What a stream's upstream reader raises once the shutdown grace is
+    over, so that the stream ends with the shutdown error event."""

@@ -23,8 +23,8 @@ from aiohttp import web
 from azproxy.auth.azure_auth import ApiKeyAuth, BearerAuth, EntraAuth, UpstreamAuth
 from azproxy.auth.callers import Caller, PassthroughCaller, Router, ServerCaller
 from azproxy.auth.credentials import parse_passthrough, presented_token
-from azproxy.errors import InvalidCredentials
-from azproxy.settings.config import Config, ConfigError
+from azproxy.errors import ConfigError, InvalidCredentials
+from azproxy.settings.config import Config
 from azproxy.settings.server_side import AccessKey, EndpointConfig
 
 __all__ = ["GATE", "Gate", "setup"]

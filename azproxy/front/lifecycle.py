@@ -17,17 +17,12 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from azproxy.errors import ServiceUnavailable
+from azproxy.errors import ServiceUnavailable, ShuttingDown
 from azproxy.settings.config import Config
 
-__all__ = ["LIFECYCLE", "Lifecycle", "ShuttingDown", "drain", "readyz", "setup"]
+__all__ = ["LIFECYCLE", "Lifecycle", "drain", "readyz", "setup"]
 
 log = logging.getLogger("azproxy")
-
-
-class ShuttingDown(Exception):
-    """Internal: what a stream's upstream reader raises once the shutdown
-    grace is over, so that the stream ends with the shutdown error event."""
 
 
 @dataclass

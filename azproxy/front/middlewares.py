@@ -82,10 +82,12 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> ProxyE
         return MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
     if exc.status == 413:
         return PayloadTooLarge("The request body is too large.")
-    error = ProxyError(exc.reason, code=f"http_{exc.status}")
-    error.status = exc.status
-    error.type = "invalid_request_error" if exc.status < 500 else "api_error"
-    return error
+    return ProxyError(
+        exc.reason,
+        code=f"http_{exc.status}",
+        status=exc.status,
+        type="invalid_request_error" if exc.status < 500 else "api_error",
+    )
 
 
 def admission_middleware(

@@ -31,6 +31,7 @@ from yarl import URL
 
 from azproxy.auth.credentials import KEY_PROTOCOL, offered_protocols
 from azproxy.errors import (
+    Failure,
     ProxyError,
     UpgradeRequired,
     UpstreamTimeout,
@@ -47,7 +48,6 @@ from azproxy.relay.attempts import retried
 from azproxy.relay.backends import Backend
 from azproxy.relay.families import LATEST_PREVIEW, NO_OVERRIDES, Family, route
 from azproxy.relay.headers import request_headers
-from azproxy.relay.send import Failure
 from azproxy.settings.config import Config
 
 __all__ = [
@@ -320,11 +320,10 @@ def refused(exc: aiohttp.WSServerHandshakeError, backend: Backend) -> ProxyError
         )
         code = "upstream_error"
     headers: Mapping[str, str] = exc.headers or {}
-    error = ProxyError(
+    return ProxyError(
         message,
         code=code,
         headers={k: headers[k] for k in REFUSAL_HEADERS if k in headers},
+        status=status,
+        type="invalid_request_error" if status < 500 else "api_error",
     )
-    error.status = status
-    error.type = "invalid_request_error" if status < 500 else "api_error"
-    return error

@@ -24,16 +24,11 @@ from typing import Protocol, TypeVar
 
 from aiohttp import web
 
-from azproxy.errors import ProxyError, RateLimited
+from azproxy.errors import AllCoolingDown, Failure, ProxyError, RateLimited
 from azproxy.keys import CONFIG, EXCHANGE, SESSION
 from azproxy.relay.backends import Backend
-from azproxy.relay.health_board import (
-    HEALTH,
-    AllCoolingDown,
-    retry_after_headers,
-    retry_after_s,
-)
-from azproxy.relay.send import Failure, Reply, send_once
+from azproxy.relay.health_board import HEALTH, retry_after_headers, retry_after_s
+from azproxy.relay.send import Reply, send_once
 from azproxy.relay.target import Outgoing, build_target
 from azproxy.settings.config import Config
 
@@ -118,13 +113,13 @@ async def retried(
             result = await attempt()
         except Failure as failure:
             if not (retries_left and failure.retryable and (resend or failure.unsent)):
+                error = failure.error
                 if attempt_index:
-                    error = failure.error
-                    error.message = (
+                    error = error.reworded(
                         f"{error.message.rstrip('.')}, "
                         f"after {attempt_index + 1} attempts."
                     )
-                raise failure.error from None
+                raise error from None
             reason = failure.error.message
         else:
             if not (retries_left and resend and again is not None):

@@ -36,20 +36,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from azproxy.errors import AllCoolingDown
 from azproxy.relay.backends import Backend
 from azproxy.settings.config import Config
 
-__all__ = ["HEALTH", "AllCoolingDown", "HealthBoard", "retry_after_s", "setup"]
+__all__ = ["HEALTH", "HealthBoard", "retry_after_s", "setup"]
 
 # The shortest wait a refused client is told: Retry-After counts whole
 # seconds, and a probe's verdict is worth waiting a second for.
 MIN_WAIT_S = 1.0
-
-
-class AllCoolingDown(Exception):
-    def __init__(self, wait_s: float) -> None:
-        super().__init__(f"every deployment is cooling down for {wait_s:.3f} s")
-        self.wait_s = wait_s
 
 
 @dataclass(slots=True)

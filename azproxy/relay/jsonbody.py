@@ -24,8 +24,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from azproxy.errors import BadRequest
-from azproxy.relay.jsonshape import InvalidJson, JsonBounds, check_shape
+from azproxy.errors import BadRequest, InvalidJson
+from azproxy.relay.jsonshape import JsonBounds, check_shape
 from azproxy.relay.splice import Splice
 
 __all__ = ["MAX_READ_MEMBERS", "JsonObject", "read_object"]

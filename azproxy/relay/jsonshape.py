@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from azproxy.errors import BadRequest
+from azproxy.errors import BadRequest, InvalidJson
 
-__all__ = ["InvalidJson", "JsonBounds", "Shape", "check_shape", "measure"]
+__all__ = ["JsonBounds", "Shape", "check_shape", "measure"]
 
 _ALL_BYTES = bytes(range(256))
 # translate(None, these) keeps only the structural characters (and the
@@ -43,10 +43,6 @@ _OBJECTS_AS_ARRAYS = bytes.maketrans(b"{}", b"[]")
 # makes a list of pieces, which must stay small.
 WINDOW = 64 * 1024
 _UNBOUNDED = 1 << 62
-
-
-class InvalidJson(ValueError):
-    """The body's brackets or quotes do not match: it is not JSON."""
 
 
 @dataclass(frozen=True, slots=True)

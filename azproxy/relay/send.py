@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from azproxy.errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
+from azproxy.errors import Failure, ProxyError, UpstreamTimeout, UpstreamUnreachable
 from azproxy.keys import UpstreamSession
 from azproxy.observe.exchange import Exchange
 from azproxy.relay.backends import Backend
@@ -23,7 +23,6 @@ from azproxy.relay.uploads import StreamBody
 from azproxy.settings.config import Config
 
 __all__ = [
-    "Failure",
     "Reply",
     "refuse_redirects",
     "send_once",
@@ -61,21 +60,6 @@ class Reply:
 
     def close(self) -> None:
         self.response.close()
-
-
-class Failure(Exception):
-    """No usable answer. `error` is what the client gets if nothing else works;
-    `retryable` says whether the original proxy would have tried again;
-    `unsent` that no byte of the request went out (the connection was never
-    made), so even a stateful call may be sent again."""
-
-    def __init__(
-        self, error: ProxyError, *, retryable: bool, unsent: bool = False
-    ) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retryable = retryable
-        self.unsent = unsent
 
 
 async def send_once(

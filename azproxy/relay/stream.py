@@ -11,8 +11,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDictProxy
 
-from azproxy.errors import error_body
-from azproxy.front.lifecycle import ShuttingDown
+from azproxy.errors import ShuttingDown, StreamIncomplete, error_body
 from azproxy.keys import CONFIG, EXCHANGE
 from azproxy.observe.exchange import Exchange
 from azproxy.observe.usage import UsageTail
@@ -21,17 +20,9 @@ from azproxy.relay.send import Reply
 from azproxy.relay.sse import EVENT_ENDINGS, normaliser_for
 from azproxy.relay.terminal import StreamEnd, terminal_for
 
-__all__ = ["StreamIncomplete", "deliver", "end_broken_stream", "relay_body"]
+__all__ = ["deliver", "end_broken_stream", "relay_body"]
 
 log = logging.getLogger("azproxy.relay")
-
-
-class StreamIncomplete(Exception):
-    """Internal: Azure ended a stream cleanly but before its last event."""
-
-    def __init__(self, missing: str) -> None:
-        super().__init__(missing)
-        self.missing = missing
 
 
 async def relay_body(

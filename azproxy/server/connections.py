@@ -47,11 +47,10 @@ def unparsed_request_error(status: int) -> ProxyError:
     which quotes the offending request line or header (a token with it)."""
     if status < 500:
         return BadRequest("azproxy could not parse this HTTP request.")
-    error = ProxyError(
-        "azproxy failed to handle this request; its log has the details."
+    return ProxyError(
+        "azproxy failed to handle this request; its log has the details.",
+        status=status,
     )
-    error.status = status
-    return error
 
 
 class GuardedRequestHandler(RequestHandler):

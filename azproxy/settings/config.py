@@ -17,15 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from azproxy.errors import ConfigError
 from azproxy.settings.fields import Setting, collect_settings, setting
 from azproxy.settings.load import read_values
 from azproxy.settings.secrets import Secret
-from azproxy.settings.server_side import (
-    AccessKey,
-    ConfigProblems,
-    EndpointConfig,
-    RouteConfig,
-)
+from azproxy.settings.server_side import AccessKey, EndpointConfig, RouteConfig
 from azproxy.settings.values import (
     above_zero,
     api_version_form,
@@ -46,12 +42,10 @@ from azproxy.settings.values import (
     zero_or_more,
 )
 
-__all__ = ["ENTRA_SCOPE", "Config", "ConfigError", "settings"]
+__all__ = ["ENTRA_SCOPE", "Config", "settings"]
 
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 MIB = 1024 * 1024
-
-ConfigError = ConfigProblems
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

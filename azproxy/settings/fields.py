@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from azproxy.settings.server_side import ConfigProblems
+from azproxy.errors import ConfigError
 
 __all__ = [
     "Check",
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 # (raw value, where it came from, environment) -> typed value; raises
-# ValueError, TypeError or ConfigProblems.
+# ValueError, TypeError or ConfigError.
 Parser = Callable[[Any, str, Mapping[str, str]], Any]
 # (setting name, typed value) -> problem lines, each saying what to change.
 Check = Callable[[str, Any], list[str]]
@@ -92,15 +92,13 @@ class Setting:
             if self.parser is not None:
                 return self.parser(raw, source, environ)
             return parse_as(self.type, raw)
-        except ConfigProblems:
+        except ConfigError:
             raise
         except (TypeError, ValueError) as exc:
             if self.parser is not None:
-                raise ConfigProblems([str(exc)]) from None
+                raise ConfigError([str(exc)]) from None
             expected = _TYPE_WORDS.get(self.type, "a value")
-            raise ConfigProblems(
-                [f"{source}: expected {expected}, got {raw!r}"]
-            ) from None
+            raise ConfigError([f"{source}: expected {expected}, got {raw!r}"]) from None
 
     def problems(self, value: Any) -> list[str]:
         """What is wrong with this typed value on its own."""

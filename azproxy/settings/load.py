@@ -14,13 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from azproxy.errors import ConfigError
 from azproxy.settings.fields import Setting
-from azproxy.settings.server_side import (
-    ConfigProblems,
-    EndpointConfig,
-    parse_endpoints,
-    unknown_keys,
-)
+from azproxy.settings.server_side import EndpointConfig, parse_endpoints, unknown_keys
 
 __all__ = ["DEFAULT_ENDPOINT", "load_file", "read_values"]
 
@@ -35,7 +31,7 @@ def read_values(
 ) -> dict[str, Any]:
     """The parsed value of every setting some source gives (the others keep
     their default). Flag values are strings keyed by setting name (None: not
-    given); file values may already be typed (TOML). Raises ConfigProblems
+    given); file values may already be typed (TOML). Raises ConfigError
     listing every problem found, not just the first."""
     problems = unknown_keys(file_values, [s.name for s in settings], "config file")
     values: dict[str, Any] = {}
@@ -45,18 +41,18 @@ def read_values(
             continue
         try:
             values[s.name] = s.parse(raw, source, environ)
-        except ConfigProblems as exc:
+        except ConfigError as exc:
             problems.extend(exc.problems)
     try:
         endpoint = _environment_endpoint(environ, values.get("entra", False))
-    except ConfigProblems as exc:
+    except ConfigError as exc:
         problems.extend(exc.problems)
         endpoint = None
     if endpoint is not None:
         others = [e for e in values.get("endpoints", ()) if e.name != endpoint.name]
         values["endpoints"] = (endpoint, *others)
     if problems:
-        raise ConfigProblems(problems)
+        raise ConfigError(problems)
     return values
 
 
@@ -66,9 +62,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
         with open(path, "rb") as file:
             return tomllib.load(file)
     except OSError as exc:
-        raise ConfigProblems([f"config file {path}: {exc.strerror}"]) from None
+        raise ConfigError([f"config file {path}: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigProblems([f"config file {path}: not valid TOML ({exc})"]) from None
+        raise ConfigError([f"config file {path}: not valid TOML ({exc})"]) from None
 
 
 def _raw_value(
@@ -104,7 +100,7 @@ def _environment_endpoint(
     elif environ.get("AZURE_OPENAI_AD_TOKEN"):
         table["ad_token"] = "env:AZURE_OPENAI_AD_TOKEN"
     else:
-        raise ConfigProblems(
+        raise ConfigError(
             [
                 "AZURE_OPENAI_ENDPOINT is set but neither AZURE_OPENAI_API_KEY, "
                 "AZURE_OPENAI_AD_TOKEN nor AZPROXY_ENTRA=true says how to "

@@ -1,5 +1,5 @@
 """Server-side credentials and routing, as settings: endpoints, the model map
-and access keys. Pure parsing; each parser raises ConfigProblems listing every
+and access keys. Pure parsing; each parser raises ConfigError listing every
 problem it found, each saying what to change.
 
 Config file form (TOML)::
@@ -33,6 +33,7 @@ from typing import Any
 
 from yarl import URL
 
+from azproxy.errors import ConfigError
 from azproxy.relay.mapping import upstream_base
 from azproxy.settings.patterns import (
     API_VERSION_RE,
@@ -44,7 +45,6 @@ from azproxy.settings.secrets import Secret, resolve_secret
 
 __all__ = [
     "AccessKey",
-    "ConfigProblems",
     "EndpointConfig",
     "RouteConfig",
     "check_api_version",
@@ -55,14 +55,6 @@ __all__ = [
 ]
 
 MIN_ACCESS_KEY_LENGTH = 16
-
-
-class ConfigProblems(ValueError):
-    """One or more settings are wrong; `problems` has one line for each."""
-
-    def __init__(self, problems: Iterable[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,22 +137,22 @@ ENDPOINT_KEYS = (
 
 def parse_endpoints(raw: Any, environ: Mapping[str, str]) -> tuple[EndpointConfig, ...]:
     if not isinstance(raw, Mapping):
-        raise ConfigProblems(["endpoints: expected a table of [endpoints.NAME] tables"])
+        raise ConfigError(["endpoints: expected a table of [endpoints.NAME] tables"])
     endpoints, problems = [], []
     for name, table in raw.items():
         try:
             endpoints.append(_endpoint(str(name), table, environ))
-        except ConfigProblems as exc:
+        except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
-        raise ConfigProblems(problems)
+        raise ConfigError(problems)
     return tuple(endpoints)
 
 
 def _endpoint(name: str, table: Any, environ: Mapping[str, str]) -> EndpointConfig:
     where = f"endpoints.{name}"
     if not isinstance(table, Mapping):
-        raise ConfigProblems([f"{where}: expected a table"])
+        raise ConfigError([f"{where}: expected a table"])
     problems = unknown_keys(table, ENDPOINT_KEYS, where)
     resource, url = table.get("resource"), table.get("url")
     if (resource is None) == (url is None):
@@ -215,7 +207,7 @@ def _endpoint(name: str, table: Any, environ: Mapping[str, str]) -> EndpointConf
         else:
             deployments = frozenset(deployments)
     if problems:
-        raise ConfigProblems(problems)
+        raise ConfigError(problems)
     return EndpointConfig(
         name=name,
         resource=resource,
@@ -240,10 +232,10 @@ def parse_model_map(raw: Any) -> dict[str, tuple[RouteConfig, ...]]:
                 continue
             table.setdefault(model.strip(), []).append(target.strip())
         if problems:
-            raise ConfigProblems(problems)
+            raise ConfigError(problems)
         raw = table
     if not isinstance(raw, Mapping):
-        raise ConfigProblems(["model_map: expected a table of model = deployment"])
+        raise ConfigError(["model_map: expected a table of model = deployment"])
     routes: dict[str, tuple[RouteConfig, ...]] = {}
     problems = []
     for model, spec in raw.items():
@@ -262,7 +254,7 @@ def parse_model_map(raw: Any) -> dict[str, tuple[RouteConfig, ...]]:
             problems.append(f"{where}: needs at least one deployment")
         routes[str(model)] = tuple(parsed)
     if problems:
-        raise ConfigProblems(problems)
+        raise ConfigError(problems)
     return routes
 
 
@@ -297,7 +289,7 @@ def parse_access_keys(raw: Any, environ: Mapping[str, str]) -> tuple[AccessKey, 
     if isinstance(raw, str):
         entries = [k.strip() for k in raw.split(",") if k.strip()]
     if not isinstance(entries, list):
-        raise ConfigProblems(["access_keys: expected a list of keys"])
+        raise ConfigError(["access_keys: expected a list of keys"])
     keys, problems = [], []
     for index, entry in enumerate(entries, 1):
         where = f"access_keys #{index}"
@@ -328,5 +320,5 @@ def parse_access_keys(raw: Any, environ: Mapping[str, str]) -> tuple[AccessKey, 
         limit = frozenset(models) if isinstance(models, list) else None
         keys.append(AccessKey(key, name, limit))
     if problems:
-        raise ConfigProblems(problems)
+        raise ConfigError(problems)
     return tuple(keys)

@@ -18,7 +18,8 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from azproxy import Config, create_app
-from azproxy.settings.config import ConfigError, settings
+from azproxy.errors import ConfigError
+from azproxy.settings.config import settings
 from tests.arm import DeploymentFailed, Template
 from tests.conftest import AZURE_KEY
 from tests.deploy.shipped import (

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from azproxy.cli import build_parser, config_from
-from azproxy.settings.config import Config, ConfigError, settings
+from azproxy.errors import ConfigError
+from azproxy.settings.config import Config, settings
 from azproxy.settings.fields import Setting, env_name, flag_name
 from azproxy.settings.server_side import parse_access_keys, parse_endpoints
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from azproxy.errors import ConfigError
 from azproxy.relay.families import (
     LATEST_GA,
     LATEST_PREVIEW,
@@ -19,7 +20,7 @@ from azproxy.relay.families import (
     route_for,
     sends_deployments_to_v1,
 )
-from azproxy.settings.config import Config, ConfigError
+from azproxy.settings.config import Config
 
 V1 = Route(True, None)
 V1_PREVIEW = Route(True, "preview")

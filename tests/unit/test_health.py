@@ -6,8 +6,9 @@ from collections import Counter
 import pytest
 
 from azproxy.auth.azure_auth import ApiKeyAuth
+from azproxy.errors import AllCoolingDown
 from azproxy.relay.backends import Backend, Endpoint
-from azproxy.relay.health_board import AllCoolingDown, HealthBoard, retry_after_s
+from azproxy.relay.health_board import HealthBoard, retry_after_s
 from azproxy.settings.secrets import Secret
 from tests.clock import FakeClock
 

@@ -10,15 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azproxy.errors import BadRequest
-from azproxy.relay.jsonshape import (
-    WINDOW,
-    InvalidJson,
-    JsonBounds,
-    Shape,
-    check_shape,
-    measure,
-)
+from azproxy.errors import BadRequest, InvalidJson
+from azproxy.relay.jsonshape import WINDOW, JsonBounds, Shape, check_shape, measure
 
 WIDE = JsonBounds(depth=64, containers=100_000, values=1_000_000)
 PROPERTY = settings(max_examples=150, deadline=None, derandomize=True, database=None)

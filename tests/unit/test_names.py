@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from azproxy.auth.credentials import parse_passthrough
-from azproxy.errors import InvalidCredentials
-from azproxy.settings.config import Config, ConfigError
+from azproxy.errors import ConfigError, InvalidCredentials
+from azproxy.settings.config import Config
 from azproxy.settings.patterns import API_VERSION_RE
-from azproxy.settings.server_side import ConfigProblems, parse_endpoints
+from azproxy.settings.server_side import parse_endpoints
 
 KEY = "0123456789abcdef0123456789abcdef"
 # 2024-10-21 written with digits that `\d` matches but Azure does not read.
@@ -34,6 +34,6 @@ def test_an_api_version_in_other_digits_is_refused(version: str) -> None:
     with pytest.raises(ConfigError):
         Config(api_version=version)
     endpoint = {"url": "https://e.example", "api_key": "k", "api_version": version}
-    with pytest.raises(ConfigProblems) as problems:
+    with pytest.raises(ConfigError) as problems:
         parse_endpoints({"e": endpoint}, {})
     assert "endpoints.e.api_version" in str(problems.value)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from azproxy.errors import ConfigError
 from azproxy.settings.server_side import (
-    ConfigProblems,
     RouteConfig,
     parse_access_keys,
     parse_endpoints,
@@ -72,14 +72,14 @@ def test_endpoint_forms() -> None:
     ],
 )
 def test_endpoint_problems(table: dict[str, Any], problem: str) -> None:
-    with pytest.raises(ConfigProblems) as caught:
+    with pytest.raises(ConfigError) as caught:
         parse_endpoints({"e": table}, ENV)
     assert any(problem in p for p in caught.value.problems), caught.value.problems
     assert all(p.startswith("endpoints.e") for p in caught.value.problems)
 
 
 def test_all_endpoint_problems_are_reported_together() -> None:
-    with pytest.raises(ConfigProblems) as caught:
+    with pytest.raises(ConfigError) as caught:
         parse_endpoints({"a": {"resource": "x.y"}, "b": {"url": "nope"}}, ENV)
     assert len(caught.value.problems) >= 3
 
@@ -119,7 +119,7 @@ def test_model_map_table_form() -> None:
     ],
 )
 def test_model_map_problems(raw: Any, problem: str) -> None:
-    with pytest.raises(ConfigProblems) as caught:
+    with pytest.raises(ConfigError) as caught:
         parse_model_map(raw)
     assert any(problem in p for p in caught.value.problems), caught.value.problems
 
@@ -148,12 +148,12 @@ def test_access_keys_forms() -> None:
     ],
 )
 def test_access_key_problems(raw: Any, problem: str) -> None:
-    with pytest.raises(ConfigProblems) as caught:
+    with pytest.raises(ConfigError) as caught:
         parse_access_keys(raw, ENV)
     assert any(problem in p for p in caught.value.problems), caught.value.problems
 
 
 def test_an_empty_models_list_is_refused_not_read_as_every_model() -> None:
-    with pytest.raises(ConfigProblems) as caught:
+    with pytest.raises(ConfigError) as caught:
         parse_access_keys([{"key": "k" * 20, "models": []}], ENV)
     assert "an empty list would allow no model" in str(caught.value)
