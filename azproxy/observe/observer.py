@@ -9,6 +9,7 @@ answers carry it too; the access log names the same id. Probes and scrapes
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from multidict import CIMultiDict
 from azproxy.keys import CONFIG
 from azproxy.observe.access_log import AccessLog
 from azproxy.observe.exchange import Exchange
+from azproxy.observe.logging import chosen_format
 from azproxy.observe.metrics import METRICS
 from azproxy.settings.config import Config
 
@@ -91,10 +93,11 @@ def setup(app: web.Application, config: Config) -> None:
 
 
 async def _access_log(app: web.Application) -> AsyncIterator[None]:
-    """One line per request on stdout (log_format json or text), written in
+    """One line per request on stdout (log_format json, text or auto), written in
     batches on the running loop; whatever is pending is written at the end."""
     observer = app[OBSERVER]
-    access_log = AccessLog(asyncio.get_running_loop(), app[CONFIG].log_format)
+    fmt = chosen_format(app[CONFIG].log_format, sys.stdout)
+    access_log = AccessLog(asyncio.get_running_loop(), fmt)
     observer.access_log = access_log
     yield
     access_log.flush()
