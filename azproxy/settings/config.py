@@ -339,10 +339,11 @@ class Config:
         check=one_of("debug", "info", "warning", "error"),
     )
     log_format: str = setting(
-        "json",
+        "auto",
         "Log and access-log lines as `json` (one object per line) or `text` (for "
-        "humans).",
-        check=one_of("json", "text"),
+        "humans); `auto`: text on a terminal, JSON otherwise (each of stdout, "
+        "the access log, and stderr, the application log, on its own).",
+        check=one_of("auto", "json", "text"),
     )
     access_log: bool = setting(
         True, "One line per request on stdout (never a secret or a prompt)."
@@ -425,6 +426,25 @@ class Config:
         for e in self.endpoints:
             found.extend(s for s in (e.api_key, e.ad_token) if s is not None)
         return [s.reveal() for s in found]
+
+    def warnings(self) -> list[str]:
+        """What is allowed but probably not meant, each saying why and what
+        to change: said at start (serve) and by check-config."""
+        found = []
+        if self.server_side and not self.access_keys:  # allow_anonymous
+            found.append(
+                "allow_anonymous = true: anyone who can reach this port can use "
+                "the configured Azure credentials"
+            )
+        if self.server_side and not self.model_map and not self.model_fallback:
+            found.append(
+                "model_map: endpoints are configured but no model is mapped to a "
+                "deployment, so every request naming a model will fail (400 "
+                "model_not_found); set AZPROXY_MODEL_MAP (e.g. "
+                "gpt-4o=my-gpt-4o-deployment) or a [model_map] table, or "
+                "model_fallback = true to use deployments named like the models"
+            )
+        return found
 
     def problems(self) -> list[str]:
         """Every problem with these values, each saying what to change: each
