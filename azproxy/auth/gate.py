@@ -72,7 +72,7 @@ class Gate:
         if self._anonymous is not None:
             return self._anonymous
         if presented:
-            raise InvalidCredentials("Invalid azproxy access key.")
+            raise self._refused(presented)
         if config.server_side:
             raise InvalidCredentials(
                 "No access key: send 'Authorization: Bearer <azproxy access key>' "
@@ -81,6 +81,23 @@ class Gate:
         raise InvalidCredentials(
             "No credentials: send 'Authorization: Bearer "
             "RESOURCE:DEPLOYMENT:AZURE_KEY[:API_VERSION]' or an 'api-key' header."
+        )
+
+    def _refused(self, presented: str) -> InvalidCredentials:
+        """A credential that is no access key; a pass-through token is told
+        why it is refused and what lets it in (never what it holds)."""
+        if presented.count(":") not in (2, 3):  # RESOURCE:DEPLOYMENT:KEY[:VERSION]
+            return InvalidCredentials("Invalid azproxy access key.")
+        why = (
+            "switched off (passthrough = false)"
+            if self.config.passthrough is False
+            else "off because server-side endpoints are configured"
+        )
+        return InvalidCredentials(
+            "Invalid azproxy access key. This looks like a pass-through token "
+            f"(RESOURCE:DEPLOYMENT:KEY), and pass-through tokens are {why}: send "
+            "an azproxy access key instead, or have the operator set "
+            "passthrough = true (AZPROXY_PASSTHROUGH=true) to accept both."
         )
 
     def may_read_metrics(self, request: web.Request) -> None:

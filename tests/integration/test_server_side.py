@@ -134,6 +134,30 @@ async def test_no_valid_access_key_is_401_and_never_reaches_azure(
     assert fake_azure.requests == [] and east_azure.requests == []
 
 
+@pytest.mark.parametrize("passthrough", [None, False])
+async def test_a_pass_through_token_is_told_why_it_is_refused(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure, passthrough: bool | None
+) -> None:
+    proxy = await aiohttp_client(
+        create_app(server_config(fake_azure, passthrough=passthrough))
+    )
+    for token in (TOKEN, f"{TOKEN}:2024-10-21"):
+        response = await proxy.post(
+            "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(token)
+        )
+        assert response.status == 401
+        message = (await response.json())["error"]["message"]
+        assert "pass-through tokens are" in message
+        assert "passthrough = true" in message
+        assert AZURE_KEY not in message and "myresource" not in message
+    assert fake_azure.requests == []
+    # Anything else is just not an access key.
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer("wrong")
+    )
+    assert (await response.json())["error"]["message"] == "Invalid azproxy access key."
+
+
 async def test_access_keys_are_compared_in_constant_time_with_every_key(
     server_proxy: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
