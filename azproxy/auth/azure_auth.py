@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from azproxy.errors import ServiceUnavailable
 from azproxy.settings.secrets import Secret
@@ -23,11 +23,16 @@ log = logging.getLogger("azproxy.entra")
 
 
 class UpstreamAuth(Protocol):
+    # An Entra ID token (Authorization: Bearer), not an api-key: Azure
+    # answers 403 to a token whose identity lacks a role.
+    bearer: ClassVar[bool]
+
     def header(self) -> tuple[str, str]: ...
 
 
 class ApiKeyAuth:
     __slots__ = ("_header",)
+    bearer: ClassVar[bool] = False
 
     def __init__(self, key: Secret) -> None:
         self._header = ("api-key", key.reveal())
@@ -40,6 +45,7 @@ class BearerAuth:
     """A static Entra ID token (AZURE_OPENAI_AD_TOKEN)."""
 
     __slots__ = ("_header",)
+    bearer: ClassVar[bool] = True
 
     def __init__(self, token: Secret) -> None:
         self._header = ("Authorization", f"Bearer {token.reveal()}")
@@ -60,6 +66,8 @@ class EntraAuth:
     `clock` (wall-clock time, as tokens' expires_on is) and `sleep` time all
     of it; a test passes a fake clock rather than wait for a token to expire.
     """
+
+    bearer: ClassVar[bool] = True
 
     def __init__(
         self,
