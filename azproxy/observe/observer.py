@@ -55,13 +55,14 @@ class Observer:
         end = time.perf_counter()
         if response is None:
             status, request_id = 499, ""  # the client left before an answer
+        elif response.prepared:  # streamed: its bytes are counted as sent
+            status = 499 if exchange.client_left else response.status
+            request_id = response.headers.get("x-request-id", "")
         else:
             status = response.status
-            request_id = (
-                response.headers.get("x-request-id", "")
-                if response.prepared
-                else ensure_request_id(response.headers)
-            )
+            request_id = ensure_request_id(response.headers)
+            if not exchange.bytes_out:  # an answer azproxy wrote itself
+                exchange.bytes_out = response.content_length or 0
         self.metrics.record(exchange, status, end)
         if self.access_log is not None:
             self.access_log.write(exchange, status, request_id, end)

@@ -346,6 +346,42 @@ async def test_other_refusals_keep_azures_answer(
     assert await response.json() == AZURE_401
 
 
+async def test_failing_over_is_said_only_where_there_is_somewhere_to_go(
+    aiohttp_client: AiohttpClient,
+    server_proxy: Any,
+    fake_azure: FakeAzure,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake_azure.queue(json_answer({"error": {"code": "InternalError"}}, status=500))
+    response = await server_proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 500  # gpt-4o has one deployment: Azure's answer
+    assert len(fake_azure.requests) == 1
+    messages = [r.message for r in caplog.records]
+    assert (
+        "deployment sweden/dep-4o answered 500; no other deployment to fail over to"
+        in messages
+    )
+    assert not any("failing over" in m for m in messages)
+    # With a second deployment, it is.
+    config = server_config(
+        fake_azure,
+        model_map=parse_model_map(
+            {"gpt-4o": ["sweden/dep-4o", "sweden/dep-b"], "gpt-4o-mini": "sweden/m"}
+        ),
+    )
+    proxy = await aiohttp_client(create_app(config))
+    caplog.clear()
+    fake_azure.queue(json_answer({"error": {"code": "InternalError"}}, status=500))
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 200
+    (said,) = caplog.messages  # whichever of the two was tried first
+    assert said.endswith(" answered 500; failing over")
+
+
 async def test_model_fallback_tries_the_name_then_the_dotless_name(
     aiohttp_client: AiohttpClient, fake_azure: FakeAzure
 ) -> None:
