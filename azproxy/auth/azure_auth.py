@@ -17,9 +17,21 @@ from typing import Any, ClassVar, Protocol
 from azproxy.errors import ServiceUnavailable
 from azproxy.settings.secrets import Secret
 
-__all__ = ["ApiKeyAuth", "BearerAuth", "EntraAuth", "UpstreamAuth"]
+__all__ = [
+    "ENTRA_READY_WAIT_S",
+    "ApiKeyAuth",
+    "BearerAuth",
+    "EntraAuth",
+    "UpstreamAuth",
+]
 
 log = logging.getLogger("azproxy.entra")
+
+# How long /readyz waits for the first Entra ID token at start. A managed or
+# workload identity answers within seconds; one that cannot (no role, no
+# identity) should not keep the instance out of service for ever: after
+# this, it is ready, and each request's 503 entra_token_unavailable says why.
+ENTRA_READY_WAIT_S = 30.0
 
 
 class UpstreamAuth(Protocol):
@@ -61,7 +73,8 @@ class EntraAuth:
     fetches the next one `refresh_margin_s` before the current one expires
     (or at half its life for short-lived tokens, or sooner if the credential
     says so), retrying every `retry_s` on failure while the current token is
-    still valid. Requests never wait for it.
+    still valid. Requests never wait for it; readiness does, at start
+    (ready_to_serve).
 
     `clock` (wall-clock time, as tokens' expires_on is) and `sleep` time all
     of it; a test passes a fake clock rather than wait for a token to expire.
@@ -90,6 +103,7 @@ class EntraAuth:
         self._refresh_on = 0.0
         self._error = "no token fetched yet"
         self._task: asyncio.Task[None] | None = None
+        self._started_at = 0.0
 
     def header(self) -> tuple[str, str]:
         if self._header is None or self._clock() >= self._expires_on:
@@ -99,7 +113,23 @@ class EntraAuth:
             )
         return self._header
 
+    def ready_to_serve(self) -> bool:
+        """Whether /readyz may say ready: a first token has come, or
+        ENTRA_READY_WAIT_S have passed since start without one."""
+        if self._header is not None:
+            return True
+        if self._clock() - self._started_at < ENTRA_READY_WAIT_S:
+            return False
+        log.warning(
+            "no Entra ID token %g s after start (%s): ready anyway; requests get "
+            "503 entra_token_unavailable until a token comes",
+            ENTRA_READY_WAIT_S,
+            self._error,
+        )
+        return True
+
     async def start(self) -> None:
+        self._started_at = self._clock()
         await self._fetch()
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._refresh_loop())

@@ -24,6 +24,7 @@ from azproxy.auth.azure_auth import ApiKeyAuth, BearerAuth, EntraAuth, UpstreamA
 from azproxy.auth.callers import Caller, PassthroughCaller, Router, ServerCaller
 from azproxy.auth.credentials import parse_passthrough, presented_token
 from azproxy.errors import ConfigError, InvalidCredentials
+from azproxy.front.lifecycle import LIFECYCLE
 from azproxy.settings.config import Config
 from azproxy.settings.server_side import AccessKey, EndpointConfig
 
@@ -150,10 +151,14 @@ def setup(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
-    """app[GATE]; `clock` and `sleep` time Entra ID tokens (wall-clock time)."""
+    """app[GATE] (after app[LIFECYCLE], which waits for the first Entra ID
+    token); `clock` and `sleep` time Entra ID tokens (wall-clock time)."""
     entra = _entra_auth(config, clock, sleep)
     if entra is not None:
         app.cleanup_ctx.append(_entra_tokens(entra))
+        # Not ready before the first token (for a while): every request
+        # would get 503 entra_token_unavailable.
+        app[LIFECYCLE].awaited.append(entra.ready_to_serve)
     app[GATE] = Gate(config, Router(config, lambda e: _upstream_auth(e, entra)))
 
 
