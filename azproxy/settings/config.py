@@ -35,6 +35,7 @@ from azproxy.settings.values import (
     read_endpoints,
     read_family_versions,
     read_model_map,
+    read_port,
     read_secret,
     served_families,
     tcp_port,
@@ -54,7 +55,9 @@ class Config:
     host: str = setting(
         "127.0.0.1", "Address to listen on (the container uses `0.0.0.0`)."
     )
-    port: int = setting(3000, "TCP port to listen on.", check=tcp_port)
+    port: int = setting(
+        3000, "TCP port to listen on.", parser=read_port, check=tcp_port
+    )
     workers: int = setting(
         1,
         "Processes serving the port, for several cores (Linux: each with its own "
