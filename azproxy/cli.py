@@ -16,11 +16,12 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any
+
+from aiohttp import web
 
 from azproxy import __version__
 from azproxy.app import create_app
-from azproxy.demo import DEMO_TOKEN, demo_curl, run_demo, without_server_side
+from azproxy.demo import run_demo, without_server_side
 from azproxy.doctor import describe, probe
 from azproxy.errors import CannotListen, ConfigError
 from azproxy.observe.logging import configure_logging
@@ -35,18 +36,16 @@ from azproxy.server.runner import (
 from azproxy.server.workers import serve_workers
 from azproxy.settings.config import Config, settings
 from azproxy.settings.flags import add_settings_flags, modern_switches, secrets_help
-from azproxy.settings.load import load_file, unknown_variables
+from azproxy.settings.load import Sources, load_file, unknown_variables
 from azproxy.simulator import SimSettings, apply_faults, create_simulator, parse_fault
 from azproxy.simulator.app import SIM_STATE
 
 __all__ = [
-    "DEMO_TOKEN",
     "EXIT_CONFIG",
     "EXIT_FAILED",
     "EXIT_OK",
     "build_parser",
     "config_from",
-    "demo_curl",
     "main",
 ]
 
@@ -55,8 +54,6 @@ log = logging.getLogger("azproxy")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
-
-Sources = tuple[Mapping[str, Any], Mapping[str, str], Mapping[str, Any]]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +179,11 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     start_with_open_file_limit(config.max_connections)
     if config.workers > 1:
         return serve_workers(config)
+    return serve_one(config, app)
+
+
+def serve_one(config: Config, app: web.Application | None) -> int:
+    """One process: `app`, or the demo (app None), until a signal."""
     try:
         if app is None:
             run(partial(run_demo, config))

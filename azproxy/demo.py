@@ -19,6 +19,7 @@ from typing import Any
 from azproxy.app import create_app
 from azproxy.server.runner import bound_port, serve_until_signal, start_site
 from azproxy.settings.config import Config, settings
+from azproxy.settings.load import Sources
 from azproxy.simulator import SimSettings, create_simulator
 from azproxy.simulator.answers import ANSWER_WORDS
 
@@ -57,8 +58,6 @@ AZURE_VARIABLES = (
     "AZURE_OPENAI_API_KEY",
     "AZURE_OPENAI_AD_TOKEN",
 )
-
-Sources = tuple[Mapping[str, Any], Mapping[str, str], Mapping[str, Any]]
 
 
 def without_server_side(

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from azproxy import __version__
-from azproxy.cli import DEMO_TOKEN, build_parser, config_from, demo_curl, main
+from azproxy.cli import build_parser, config_from, main
+from azproxy.demo import DEMO_TOKEN, demo_curl
 from azproxy.settings.config import settings
 from azproxy.settings.flags import modern_switches
 from azproxy.simulator.answers import ANSWER_WORDS

@@ -23,9 +23,19 @@ from azproxy.errors import ConfigError
 from azproxy.settings.fields import Setting
 from azproxy.settings.server_side import EndpointConfig, parse_endpoints, unknown_keys
 
-__all__ = ["DEFAULT_ENDPOINT", "load_file", "read_values", "unknown_variables"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "Sources",
+    "load_file",
+    "read_values",
+    "unknown_variables",
+]
 
 DEFAULT_ENDPOINT = "default"
+# Where settings come from, as Config.load takes them: flag values by setting
+# name, the environment, the config file's values.
+Sources = tuple[Mapping[str, Any], Mapping[str, str], Mapping[str, Any]]
+PREFIX = "AZPROXY_"
 # AZPROXY_* variables that are not settings: the config file's path, and the
 # simulator's key (`azproxy simulate`).
 OTHER_VARIABLES = ("AZPROXY_CONFIG", "AZPROXY_SIM_API_KEY")
@@ -78,11 +88,12 @@ def unknown_variables(
     texts = [repr(file_values)] + [environ[name] for name in known if name in environ]
     referenced = {name for text in texts for name in _REFERENCE.findall(text)}
     found = []
+    # Compared without the prefix they share, which would make every name close.
+    stems = [k.removeprefix(PREFIX) for k in known]
     for name in sorted(environ):
-        if name.startswith("AZPROXY_") and name not in known and name not in referenced:
-            # Without the prefix they share, which would make every name close.
-            close = difflib.get_close_matches(name[8:], [k[8:] for k in known], n=1)
-            hint = f" (did you mean AZPROXY_{close[0]}?)" if close else ""
+        if name.startswith(PREFIX) and name not in known and name not in referenced:
+            close = difflib.get_close_matches(name.removeprefix(PREFIX), stems, n=1)
+            hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
             found.append(f"environment: unknown variable {name}{hint}; it is ignored")
     return found
 
