@@ -1,36 +1,58 @@
-"""`azproxy serve | simulate`: flags, environment and defaults -> running server."""
+"""`azproxy serve | check-config | simulate`: flags, environment and defaults
+-> running server.
+
+One exit code per outcome, whichever command (docs/operations.md#exit-codes):
+EXIT_OK, EXIT_FAILED (could not serve: the address is taken, a worker died
+at start; or a deployment failed check-config --probe), EXIT_CONFIG (the
+settings or the command line are wrong; argparse exits 2 too).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import sys
-import textwrap
 from collections.abc import Mapping, Sequence
+from functools import partial
+
+from aiohttp import web
 
 from azproxy import __version__
 from azproxy.app import create_app
+from azproxy.demo import run_demo, without_server_side
 from azproxy.doctor import describe, probe
-from azproxy.errors import ConfigError
-from azproxy.front.lifecycle import drain
+from azproxy.errors import CannotListen, ConfigError
 from azproxy.observe.logging import configure_logging
 from azproxy.server.fdlimit import start_with_open_file_limit
-from azproxy.server.runner import bound_port, run, start_site, wait_for_signal
+from azproxy.server.runner import (
+    bound_port,
+    run,
+    serve_until_signal,
+    start_site,
+    wait_for_signal,
+)
 from azproxy.server.workers import serve_workers
 from azproxy.settings.config import Config, settings
-from azproxy.settings.fields import shown_default
-from azproxy.settings.load import load_file
+from azproxy.settings.flags import add_settings_flags, modern_switches, secrets_help
+from azproxy.settings.load import Sources, load_file, unknown_variables
 from azproxy.simulator import SimSettings, apply_faults, create_simulator, parse_fault
 from azproxy.simulator.app import SIM_STATE
 
-__all__ = ["build_parser", "config_from", "demo_curl", "main"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "build_parser",
+    "config_from",
+    "main",
+]
 
 log = logging.getLogger("azproxy")
 
-DEMO_TOKEN = "demo:gpt-4o:demo-key"
+EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
@@ -45,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the proxy",
-        epilog=_secrets_help(),
+        epilog=secrets_help(),
         # Keeps the epilog's own layout (one entry per secret); flag help is
         # still wrapped.
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -54,18 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo",
         action="store_true",
-        help="also run the built-in Azure OpenAI simulator and point azproxy at it",
+        help="also run the built-in Azure OpenAI simulator and point azproxy at it "
+        "(server-side settings are ignored: the demo serves pass-through tokens)",
     )
 
     check = commands.add_parser(
         "check-config",
-        help="validate the settings without serving; exit 1 listing each problem",
+        help=f"validate the settings without serving; exit {EXIT_CONFIG} listing "
+        "each problem",
     )
     add_settings_flags(check)
     check.add_argument(
         "--probe",
         action="store_true",
-        help="also send a minimal request to each mapped deployment",
+        help="also send a minimal request to each mapped deployment "
+        f"(exit {EXIT_FAILED} if one does not answer)",
     )
 
     sim = commands.add_parser("simulate", help="run the Azure OpenAI simulator")
@@ -93,49 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="TOML config file [env AZPROXY_CONFIG]",
-    )
-    for s in settings():
-        if not s.has_flag:
-            continue
-        # argparse expands %-formats in help: a literal % must be doubled.
-        text = f"{s.help} [env {s.env}, default {shown_default(s)}]"
-        parser.add_argument(
-            s.flag,
-            dest=s.name,
-            metavar=s.name.upper().split("_")[-1],
-            help=text.replace("%", "%%"),
-        )
-
-
-def _secrets_help() -> str:
-    """The settings that have no flag, with the same help as docs/settings.md."""
-    lines = [
-        "settings without a flag, because they are secrets (set them in the",
-        "environment or the config file):",
-    ]
-    indent = " " * 6
-    for s in settings():
-        if not s.has_flag:
-            lines.append(f"  {s.name}" + (f" [env {s.env}]" if s.env else ""))
-            lines += textwrap.wrap(
-                s.help,
-                78,
-                initial_indent=indent,
-                subsequent_indent=indent,
-                break_on_hyphens=False,
-            )
-    return "\n".join(lines)
-
-
 def main(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> int:
+    argv, deprecated = modern_switches(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    for line in deprecated:
+        print(f"azproxy: warning: {line}", file=sys.stderr)
     env = os.environ if environ is None else environ
     if args.command == "simulate":
         return simulate(args, env)
@@ -144,17 +133,32 @@ def main(
     return serve(args, env)
 
 
-def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
-    """Flags, environment and config file -> Config (or ConfigError)."""
+def sources_from(args: argparse.Namespace, env: Mapping[str, str]) -> Sources:
+    """Flag values, the environment and the config file's values."""
     flags = {s.name: getattr(args, s.name) for s in settings() if s.has_flag}
     path = args.config or env.get("AZPROXY_CONFIG")
-    file_values = load_file(path) if path else {}
-    return Config.load(flags, env, file_values)
+    return flags, env, load_file(path) if path else {}
+
+
+def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
+    """Flags, environment and config file -> Config (or ConfigError)."""
+    return Config.load(*sources_from(args, env))
+
+
+def warnings_for(config: Config, sources: Sources) -> list[str]:
+    """What serve says at start and check-config prints: allowed, but
+    probably not meant."""
+    _, env, file_values = sources
+    return unknown_variables(settings(), env, file_values) + config.warnings()
 
 
 def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    ignored: list[str] = []
     try:
-        config = config_from(args, env)
+        sources = sources_from(args, env)
+        if args.demo:
+            sources, ignored = without_server_side(*sources)
+        config = Config.load(*sources)
         # The demo builds its app once the simulator's address is known.
         app = None if args.demo else create_app(config)
     except ConfigError as exc:
@@ -164,41 +168,31 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print_problems(["--demo runs in one process: leave out --workers"])
         return EXIT_CONFIG
     configure_logging(config.log_level, config.secrets(), config.log_format)
-    if config.server_side and not config.access_keys:
+    for line in warnings_for(config, sources):
+        log.warning("%s", line)
+    if ignored:
         log.warning(
-            "allow_anonymous = true: anyone who can reach this port can use "
-            "the configured Azure credentials"
+            "demo: ignoring %s; the demo serves pass-through tokens from its "
+            "built-in simulator only",
+            ", ".join(ignored),
         )
     start_with_open_file_limit(config.max_connections)
     if config.workers > 1:
         return serve_workers(config)
+    return serve_one(config, app)
 
-    async def main() -> None:
-        nonlocal config, app
-        runners = []
-        if args.demo:
-            sim = await start_site(create_simulator(), "127.0.0.1", 0)
-            runners.append(sim)
-            upstream = f"http://127.0.0.1:{bound_port(sim)}"
-            config = dataclasses.replace(config, upstream=upstream)
-            app = create_app(config)
-        assert app is not None
-        proxy = await start_site(app, config.host, config.port)
-        runners.append(proxy)
-        port = bound_port(proxy)
-        log.info("azproxy %s listening on http://%s:%d", __version__, config.host, port)
-        if args.demo:
-            print(f"azproxy demo: Azure OpenAI simulator at {config.upstream}; try:")
-            print(demo_curl(config.host, port), flush=True)
-        try:
-            await wait_for_signal()
-            await drain(proxy, config.shutdown_grace_s)
-        finally:
-            for runner in reversed(runners):
-                await runner.cleanup()
 
-    run(main)
-    return 0
+def serve_one(config: Config, app: web.Application | None) -> int:
+    """One process: `app`, or the demo (app None), until a signal."""
+    try:
+        if app is None:
+            run(partial(run_demo, config))
+        else:
+            run(partial(serve_until_signal, app, config))
+    except CannotListen as exc:
+        print(f"azproxy: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def print_problems(problems: Sequence[str]) -> None:
@@ -207,37 +201,26 @@ def print_problems(problems: Sequence[str]) -> None:
 
 
 def check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Validate without serving: one line per problem; exit 1 when any."""
+    """Validate without serving: one line per problem, exit EXIT_CONFIG when
+    any; with --probe, ask every deployment, exit EXIT_FAILED when one fails."""
     try:
-        config = config_from(args, env)
+        sources = sources_from(args, env)
+        config = Config.load(*sources)
         create_app(config)
     except ConfigError as exc:
         print_problems(exc.problems)
-        return 1
-    print(describe(config))
-    if args.probe:
-        results = asyncio.run(probe(config))
-        for line in results.lines:
-            print(line)
-        return 0 if results.ok else 1
-    return 0
-
-
-def demo_curl(host: str, port: int) -> str:
-    """One copy-pasteable line that streams an answer through the proxy."""
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    body = (
-        '{"model":"gpt-4o","stream":true,'
-        '"messages":[{"role":"user","content":"Say hello"}]}'
-    )
-    return (
-        f"curl -sN http://{host}:{port}/v1/chat/completions "
-        f"-H 'Authorization: Bearer {DEMO_TOKEN}' "
-        f"-H 'Content-Type: application/json' -d '{body}'"
-    )
+        return EXIT_CONFIG
+    for line in warnings_for(config, sources):
+        print(f"azproxy: warning: {line}", file=sys.stderr)
+    if not args.probe:
+        print(describe(config))
+        return EXIT_OK
+    print(describe(config, "settings valid"))
+    results = asyncio.run(probe(config))
+    for line in results.lines:
+        print(line)
+    print(results.verdict())
+    return EXIT_OK if results.ok else EXIT_FAILED
 
 
 def simulate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -274,5 +257,9 @@ def simulate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         finally:
             await runner.cleanup()
 
-    run(main)
-    return 0
+    try:
+        run(main)
+    except CannotListen as exc:
+        print(f"azproxy simulate: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -25,11 +25,13 @@ __all__ = ["ProbeResults", "describe", "explain", "probe"]
 PROBE_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
 
 
-def describe(config: Config) -> str:
+def describe(config: Config, heading: str = "config OK") -> str:
+    """One line: what the settings amount to. "config OK" unless a probe is
+    still to say whether the deployments answer."""
     endpoints = ", ".join(e.name for e in config.endpoints) or "none"
     mode = "on" if config.passthrough_allowed else "off"
     return (
-        f"config OK: endpoints: {endpoints}; models: {len(config.model_map)}; "
+        f"{heading}: endpoints: {endpoints}; models: {len(config.model_map)}; "
         f"access keys: {len(config.access_keys)}; pass-through tokens: {mode}"
     )
 
@@ -38,6 +40,19 @@ def describe(config: Config) -> str:
 class ProbeResults:
     ok: bool = True
     lines: list[str] = field(default_factory=list)
+    probed: int = 0
+    failed: int = 0
+
+    def verdict(self) -> str:
+        """The last line: whether the config works, deployments included."""
+        if not self.probed:
+            return "config OK: nothing to probe"
+        if self.ok:
+            return f"config OK: {self.probed} deployment(s) answer"
+        return (
+            f"config FAILED the probe: {self.failed} of {self.probed} "
+            "deployment(s) do not answer (FAIL above)"
+        )
 
 
 async def probe(config: Config) -> ProbeResults:
@@ -56,6 +71,8 @@ async def probe(config: Config) -> ProbeResults:
                 seen.add(backend.name)
                 good, why = await probe_one(app[SESSION], backend)
                 results.ok &= good
+                results.probed += 1
+                results.failed += not good
                 mark = "ok  " if good else "FAIL"
                 results.lines.append(f"{mark} {model} -> {backend.name}: {why}")
         if not seen:

@@ -18,6 +18,7 @@
     + ServiceUnavailable       503 api_error
     + UpstreamTimeout          504 timeout
   + ConfigError                the settings are wrong: one line per problem
+  + CannotListen               the address to serve on cannot be had (one line)
   + Internal                   control flow between modules; never reaches a
     |                          client as such
     + Failure                  one attempt at Azure got no usable answer
@@ -47,6 +48,7 @@ __all__ = [
     "AllCoolingDown",
     "AzproxyError",
     "BadRequest",
+    "CannotListen",
     "ConfigError",
     "Failure",
     "Forbidden",
@@ -225,6 +227,11 @@ class ConfigError(AzproxyError, ValueError):
     def __init__(self, problems: Iterable[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class CannotListen(AzproxyError):
+    """The address to serve on is taken or cannot be had; the message is the
+    one line to show, naming the flag that changes it. Raised at start-up."""
 
 
 class Internal(AzproxyError):

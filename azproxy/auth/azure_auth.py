@@ -12,22 +12,39 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from azproxy.errors import ServiceUnavailable
 from azproxy.settings.secrets import Secret
 
-__all__ = ["ApiKeyAuth", "BearerAuth", "EntraAuth", "UpstreamAuth"]
+__all__ = [
+    "ENTRA_READY_WAIT_S",
+    "ApiKeyAuth",
+    "BearerAuth",
+    "EntraAuth",
+    "UpstreamAuth",
+]
 
 log = logging.getLogger("azproxy.entra")
 
+# How long /readyz waits for the first Entra ID token at start. A managed or
+# workload identity answers within seconds; one that cannot (no role, no
+# identity) should not keep the instance out of service for ever: after
+# this, it is ready, and each request's 503 entra_token_unavailable says why.
+ENTRA_READY_WAIT_S = 30.0
+
 
 class UpstreamAuth(Protocol):
+    # An Entra ID token (Authorization: Bearer), not an api-key: Azure
+    # answers 403 to a token whose identity lacks a role.
+    bearer: ClassVar[bool]
+
     def header(self) -> tuple[str, str]: ...
 
 
 class ApiKeyAuth:
     __slots__ = ("_header",)
+    bearer: ClassVar[bool] = False
 
     def __init__(self, key: Secret) -> None:
         self._header = ("api-key", key.reveal())
@@ -40,6 +57,7 @@ class BearerAuth:
     """A static Entra ID token (AZURE_OPENAI_AD_TOKEN)."""
 
     __slots__ = ("_header",)
+    bearer: ClassVar[bool] = True
 
     def __init__(self, token: Secret) -> None:
         self._header = ("Authorization", f"Bearer {token.reveal()}")
@@ -55,11 +73,14 @@ class EntraAuth:
     fetches the next one `refresh_margin_s` before the current one expires
     (or at half its life for short-lived tokens, or sooner if the credential
     says so), retrying every `retry_s` on failure while the current token is
-    still valid. Requests never wait for it.
+    still valid. Requests never wait for it; readiness does, at start
+    (ready_to_serve).
 
     `clock` (wall-clock time, as tokens' expires_on is) and `sleep` time all
     of it; a test passes a fake clock rather than wait for a token to expire.
     """
+
+    bearer: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -82,6 +103,7 @@ class EntraAuth:
         self._refresh_on = 0.0
         self._error = "no token fetched yet"
         self._task: asyncio.Task[None] | None = None
+        self._started_at = 0.0
 
     def header(self) -> tuple[str, str]:
         if self._header is None or self._clock() >= self._expires_on:
@@ -91,7 +113,23 @@ class EntraAuth:
             )
         return self._header
 
+    def ready_to_serve(self) -> bool:
+        """Whether /readyz may say ready: a first token has come, or
+        ENTRA_READY_WAIT_S have passed since start without one."""
+        if self._header is not None:
+            return True
+        if self._clock() - self._started_at < ENTRA_READY_WAIT_S:
+            return False
+        log.warning(
+            "no Entra ID token %g s after start (%s): ready anyway; requests get "
+            "503 entra_token_unavailable until a token comes",
+            ENTRA_READY_WAIT_S,
+            self._error,
+        )
+        return True
+
     async def start(self) -> None:
+        self._started_at = self._clock()
         await self._fetch()
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._refresh_loop())

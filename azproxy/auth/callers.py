@@ -110,6 +110,7 @@ class Router:
                 e.api_version or config.api_version,
                 auth_for(e),
                 config.family_api_versions,
+                server_side=True,
             )
             for e in config.endpoints
         }

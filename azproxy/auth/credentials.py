@@ -142,6 +142,13 @@ def _bad(why: str) -> InvalidCredentials:
 
 def parse_passthrough(token: str) -> PassthroughToken:
     """Parse a pass-through token; raise InvalidCredentials saying what is wrong."""
+    if token[:8].lower().startswith(("https://", "http://")):
+        # The endpoint URL pasted where the resource name goes: its "://"
+        # would otherwise make it a token with a strange API version.
+        raise _bad(
+            "part 1 is a URL: use the resource name, not the URL (the NAME of "
+            "https://NAME.openai.azure.com)"
+        )
     parts = token.split(":")
     if len(parts) not in (3, 4):
         raise _bad(f"the token has {len(parts)} ':'-separated parts, not 3 or 4")

@@ -24,6 +24,7 @@ from azproxy.auth.azure_auth import ApiKeyAuth, BearerAuth, EntraAuth, UpstreamA
 from azproxy.auth.callers import Caller, PassthroughCaller, Router, ServerCaller
 from azproxy.auth.credentials import parse_passthrough, presented_token
 from azproxy.errors import ConfigError, InvalidCredentials
+from azproxy.front.lifecycle import LIFECYCLE
 from azproxy.settings.config import Config
 from azproxy.settings.server_side import AccessKey, EndpointConfig
 
@@ -72,7 +73,7 @@ class Gate:
         if self._anonymous is not None:
             return self._anonymous
         if presented:
-            raise InvalidCredentials("Invalid azproxy access key.")
+            raise self._refused(presented)
         if config.server_side:
             raise InvalidCredentials(
                 "No access key: send 'Authorization: Bearer <azproxy access key>' "
@@ -81,6 +82,23 @@ class Gate:
         raise InvalidCredentials(
             "No credentials: send 'Authorization: Bearer "
             "RESOURCE:DEPLOYMENT:AZURE_KEY[:API_VERSION]' or an 'api-key' header."
+        )
+
+    def _refused(self, presented: str) -> InvalidCredentials:
+        """A credential that is no access key; a pass-through token is told
+        why it is refused and what lets it in (never what it holds)."""
+        if presented.count(":") not in (2, 3):  # RESOURCE:DEPLOYMENT:KEY[:VERSION]
+            return InvalidCredentials("Invalid azproxy access key.")
+        why = (
+            "switched off (passthrough = false)"
+            if self.config.passthrough is False
+            else "off because server-side endpoints are configured"
+        )
+        return InvalidCredentials(
+            "Invalid azproxy access key. This looks like a pass-through token "
+            f"(RESOURCE:DEPLOYMENT:KEY), and pass-through tokens are {why}: send "
+            "an azproxy access key instead, or have the operator set "
+            "passthrough = true (AZPROXY_PASSTHROUGH=true) to accept both."
         )
 
     def may_read_metrics(self, request: web.Request) -> None:
@@ -133,10 +151,14 @@ def setup(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
-    """app[GATE]; `clock` and `sleep` time Entra ID tokens (wall-clock time)."""
+    """app[GATE] (after app[LIFECYCLE], which waits for the first Entra ID
+    token); `clock` and `sleep` time Entra ID tokens (wall-clock time)."""
     entra = _entra_auth(config, clock, sleep)
     if entra is not None:
         app.cleanup_ctx.append(_entra_tokens(entra))
+        # Not ready before the first token (for a while): every request
+        # would get 503 entra_token_unavailable.
+        app[LIFECYCLE].awaited.append(entra.ready_to_serve)
     app[GATE] = Gate(config, Router(config, lambda e: _upstream_auth(e, entra)))
 
 

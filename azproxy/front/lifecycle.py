@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -34,9 +35,19 @@ class Lifecycle:
     # The Azure answers being relayed now, and whether the grace is over.
     streams: set[aiohttp.ClientResponse] = field(default_factory=set)
     cutting: bool = False
+    # What readiness waits for at start besides the app's own start-up (the
+    # first Entra ID token): each says when it has come, or been waited for
+    # long enough.
+    awaited: list[Callable[[], bool]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.idle.set()
+
+    def started(self) -> bool:
+        """Whether everything awaited at start has come; asked by /readyz
+        only, and each only until it says yes."""
+        self.awaited = [check for check in self.awaited if not check()]
+        return not self.awaited
 
     def refuse(self, path: str) -> None:
         """The drain gate, asked only while draining: 503 for every request
@@ -98,9 +109,11 @@ def cut(upstream: aiohttp.ClientResponse) -> None:
 
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[LIFECYCLE]
-    if state.ready and not state.draining:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "draining"}, status=503)
+    if state.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    if not (state.ready and state.started()):
+        return web.json_response({"status": "starting"}, status=503)
+    return web.json_response({"status": "ready"})
 
 
 async def drain(runner: web.AppRunner, grace_s: float) -> None:

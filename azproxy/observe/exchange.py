@@ -30,6 +30,7 @@ class Exchange:
     first_byte: float | None = None  # perf_counter when the client got a byte
     bytes_out: int = 0
     usage: tuple[int, int, int] | None = None  # prompt, completion, total tokens
+    client_left: bool = False  # a write found the client gone: logged as 499
 
     def sent(self, size: int) -> None:
         if self.first_byte is None:

@@ -6,6 +6,9 @@ defence for what a library or an exception message might carry.
 Text lines also escape control characters: a client's input (a path, which
 aiohttp percent-decodes, or a model name) could otherwise end a line and
 forge one of its own. JSON lines are escaped by JSON itself.
+
+Every line, text or JSON, application or access log, carries its time in one
+format: UTC ISO 8601 with milliseconds and Z (utc_timestamp).
 """
 
 from __future__ import annotations
@@ -14,19 +17,27 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from typing import TextIO
 
 from aiohttp.http_exceptions import HttpProcessingError
 
 __all__ = [
+    "AZURE_HTTP_LOGGER",
     "JsonFormatter",
     "RedactingFormatter",
+    "chosen_format",
     "configure_logging",
     "escape_controls",
     "quiet_protocol_errors",
     "redact",
+    "utc_timestamp",
 ]
+
+# azure-core logs each HTTP request and response of azure-identity (every
+# Entra ID token fetch), headers included, at info level.
+AZURE_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
 
 REDACTED = "[redacted]"
 _PATTERNS = (
@@ -82,6 +93,26 @@ def escape_controls(text: str) -> str:
     return _CONTROL.sub(_escaped, text)
 
 
+def utc_timestamp(when: float) -> str:
+    """`when` (seconds since the epoch) as 2026-11-25T18:34:59.269Z: the
+    access log's format, and so every log line's."""
+    second = int(when)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{text}.{int((when - second) * 1000):03d}Z"
+
+
+def chosen_format(fmt: str, stream: TextIO) -> str:
+    """The log_format for lines written to `stream`: `auto` is text on a
+    terminal, where a person reads them, and JSON otherwise."""
+    if fmt != "auto":
+        return fmt
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # replaced, or closed
+        terminal = False
+    return "text" if terminal else "json"
+
+
 class RedactingFormatter(logging.Formatter):
     """Text lines, redacted (message, arguments and traceback) and escaped.
 
@@ -93,6 +124,9 @@ class RedactingFormatter(logging.Formatter):
     def __init__(self, fmt: str, secrets: Iterable[str] = ()) -> None:
         super().__init__(fmt)
         self.secrets = tuple(s for s in secrets if s)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_timestamp(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = record.getMessage()
@@ -122,9 +156,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps(
             {
-                "time": datetime.fromtimestamp(record.created, UTC).isoformat(
-                    timespec="milliseconds"
-                ),
+                "time": utc_timestamp(record.created),
                 "level": record.levelname.lower(),
                 "logger": record.name,
                 "message": redact(super().format(record), self.secrets),
@@ -151,11 +183,12 @@ def quiet_protocol_errors(record: logging.LogRecord) -> bool:
 def configure_logging(
     level: str, secrets: Iterable[str] = (), fmt: str = "text"
 ) -> None:
+    """Application logs on stderr, at `level`, as `fmt` (json, text or auto)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(quiet_protocol_errors)
     handler.setFormatter(
         JsonFormatter(secrets)
-        if fmt == "json"
+        if chosen_format(fmt, sys.stderr) == "json"
         else RedactingFormatter(
             "%(asctime)s %(levelname)s %(name)s: %(message)s", secrets
         )
@@ -163,3 +196,6 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Its lines are for debugging azure-identity: shown at debug level only.
+    azure_http = logging.getLogger(AZURE_HTTP_LOGGER)
+    azure_http.setLevel(logging.NOTSET if level == "debug" else logging.WARNING)

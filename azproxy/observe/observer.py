@@ -9,6 +9,7 @@ answers carry it too; the access log names the same id. Probes and scrapes
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from multidict import CIMultiDict
 from azproxy.keys import CONFIG
 from azproxy.observe.access_log import AccessLog
 from azproxy.observe.exchange import Exchange
+from azproxy.observe.logging import chosen_format
 from azproxy.observe.metrics import METRICS
 from azproxy.settings.config import Config
 
@@ -53,13 +55,14 @@ class Observer:
         end = time.perf_counter()
         if response is None:
             status, request_id = 499, ""  # the client left before an answer
+        elif response.prepared:  # streamed: its bytes are counted as sent
+            status = 499 if exchange.client_left else response.status
+            request_id = response.headers.get("x-request-id", "")
         else:
             status = response.status
-            request_id = (
-                response.headers.get("x-request-id", "")
-                if response.prepared
-                else ensure_request_id(response.headers)
-            )
+            request_id = ensure_request_id(response.headers)
+            if not exchange.bytes_out:  # an answer azproxy wrote itself
+                exchange.bytes_out = response.content_length or 0
         self.metrics.record(exchange, status, end)
         if self.access_log is not None:
             self.access_log.write(exchange, status, request_id, end)
@@ -91,10 +94,11 @@ def setup(app: web.Application, config: Config) -> None:
 
 
 async def _access_log(app: web.Application) -> AsyncIterator[None]:
-    """One line per request on stdout (log_format json or text), written in
+    """One line per request on stdout (log_format json, text or auto), written in
     batches on the running loop; whatever is pending is written at the end."""
     observer = app[OBSERVER]
-    access_log = AccessLog(asyncio.get_running_loop(), app[CONFIG].log_format)
+    fmt = chosen_format(app[CONFIG].log_format, sys.stdout)
+    access_log = AccessLog(asyncio.get_running_loop(), fmt)
     observer.access_log = access_log
     yield
     access_log.flush()

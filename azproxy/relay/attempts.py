@@ -213,9 +213,12 @@ class Failover:
                         last.close()
                     return reply
                 log.warning(
-                    "deployment %s answered %d; failing over",
+                    "deployment %s answered %d; %s",
                     backend.name,
                     reply.status,
+                    "failing over"
+                    if index < len(plan) - 1
+                    else "no other deployment to fail over to",
                 )
                 if last is not None:
                     last.close()

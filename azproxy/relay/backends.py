@@ -27,6 +27,9 @@ class Endpoint:
     family_versions: Mapping[str, str] = field(
         default_factory=dict, compare=False, hash=False
     )
+    # Configured by the operator (not a client's pass-through token): Azure
+    # refusing its credentials is azproxy's problem, not the client's.
+    server_side: bool = False
 
     def authorize(self, headers: MutableMapping[str, str]) -> None:
         """Add the header that lets azproxy in (api-key, or Authorization:

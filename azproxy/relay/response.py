@@ -21,6 +21,7 @@ from azproxy.observe.metrics import METRICS
 from azproxy.observe.usage import usage_of
 from azproxy.relay.backends import Backend
 from azproxy.relay.headers import response_headers
+from azproxy.relay.refusal import REFUSALS, refused_credentials
 from azproxy.relay.request_body import JSON_BOUNDS
 from azproxy.relay.send import Reply
 from azproxy.relay.stream import relay_body
@@ -66,6 +67,10 @@ async def answer(
     even without Azure's `text/event-stream` (a gateway may relabel it).
     """
     upstream, first, backend = reply.response, reply.first, reply.backend
+    if upstream.status in REFUSALS:
+        refusal = refused_credentials(reply)
+        if refusal is not None:
+            raise refusal  # the caller releases the answer
     exchange = request[EXCHANGE]
     headers = response_headers(upstream.headers)
     if backend.deployment:  # resource calls (files, ...) use none

@@ -112,6 +112,7 @@ async def deliver(
             return True
         return await deliver_when_read(request, response, chunk, exchange)
     except ConnectionError:
+        exchange.client_left = True
         return False
 
 

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
+from azproxy import __version__
+from azproxy.errors import CannotListen
+from azproxy.front.lifecycle import drain
 from azproxy.keys import CONFIG
 from azproxy.server.connections import GuardedRunner
 from azproxy.server.guard import ConnectionGuard
+from azproxy.settings.config import Config
 
 __all__ = [
     "app_runner",
     "bound_port",
+    "listen_failure",
     "new_event_loop",
     "run",
+    "serve_until_signal",
     "start_site",
     "wait_for_signal",
 ]
+
+log = logging.getLogger("azproxy")
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -51,10 +62,30 @@ def app_runner(app: web.Application) -> web.AppRunner:
     )
 
 
+def listen_failure(host: str, port: int, exc: OSError) -> str:
+    """One line saying why `host:port` cannot be listened on and which flag
+    changes it, for `serve` (one process or --workers) and `simulate`."""
+    shown = f"[{host}]" if ":" in host else host
+    # asyncio's message repeats the address; the errno's own words do not.
+    reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
+    hint = (
+        "choose another port with --port"
+        if exc.errno == errno.EADDRINUSE
+        else "check --host and --port"
+    )
+    return f"cannot listen on {shown}:{port}: {reason or exc}; {hint}"
+
+
 async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """The app served on host:port; CannotListen when the address is taken
+    or cannot be had (the app is cleaned up first)."""
     runner = app_runner(app)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CannotListen(listen_failure(host, port, exc)) from None
     return runner
 
 
@@ -73,3 +104,22 @@ async def wait_for_signal() -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def serve_until_signal(
+    app: web.Application,
+    config: Config,
+    announce: Callable[[int], None] | None = None,
+) -> None:
+    """Serve `app` on config's host and port (CannotListen if it cannot)
+    until SIGTERM or SIGINT, then drain it. `announce` gets the bound port."""
+    runner = await start_site(app, config.host, config.port)
+    try:
+        port = bound_port(runner)
+        log.info("azproxy %s listening on http://%s:%d", __version__, config.host, port)
+        if announce is not None:
+            announce(port)
+        await wait_for_signal()
+        await drain(runner, config.shutdown_grace_s)
+    finally:
+        await runner.cleanup()

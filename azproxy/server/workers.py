@@ -38,7 +38,7 @@ from aiohttp import web
 from azproxy import __version__
 from azproxy.app import create_app
 from azproxy.front.lifecycle import drain
-from azproxy.server.runner import app_runner, run
+from azproxy.server.runner import app_runner, listen_failure, run
 from azproxy.server.supervisor import Sockets, Supervisor
 from azproxy.settings.config import Config
 
@@ -60,8 +60,8 @@ def serve_workers(config: Config) -> int:
             config.host, config.port, config.workers, reuse_port=BALANCED
         )
     except OSError as exc:
-        log.error(
-            "cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc
+        print(
+            f"azproxy: {listen_failure(config.host, config.port, exc)}", file=sys.stderr
         )
         return 1
 

@@ -35,6 +35,7 @@ from azproxy.settings.values import (
     read_endpoints,
     read_family_versions,
     read_model_map,
+    read_port,
     read_secret,
     served_families,
     tcp_port,
@@ -54,7 +55,9 @@ class Config:
     host: str = setting(
         "127.0.0.1", "Address to listen on (the container uses `0.0.0.0`)."
     )
-    port: int = setting(3000, "TCP port to listen on.", check=tcp_port)
+    port: int = setting(
+        3000, "TCP port to listen on.", parser=read_port, check=tcp_port
+    )
     workers: int = setting(
         1,
         "Processes serving the port, for several cores (Linux: each with its own "
@@ -339,10 +342,11 @@ class Config:
         check=one_of("debug", "info", "warning", "error"),
     )
     log_format: str = setting(
-        "json",
+        "auto",
         "Log and access-log lines as `json` (one object per line) or `text` (for "
-        "humans).",
-        check=one_of("json", "text"),
+        "humans); `auto`: text on a terminal, JSON otherwise (each of stdout, "
+        "the access log, and stderr, the application log, on its own).",
+        check=one_of("auto", "json", "text"),
     )
     access_log: bool = setting(
         True, "One line per request on stdout (never a secret or a prompt)."
@@ -425,6 +429,25 @@ class Config:
         for e in self.endpoints:
             found.extend(s for s in (e.api_key, e.ad_token) if s is not None)
         return [s.reveal() for s in found]
+
+    def warnings(self) -> list[str]:
+        """What is allowed but probably not meant, each saying why and what
+        to change: said at start (serve) and by check-config."""
+        found = []
+        if self.server_side and not self.access_keys:  # allow_anonymous
+            found.append(
+                "allow_anonymous = true: anyone who can reach this port can use "
+                "the configured Azure credentials"
+            )
+        if self.server_side and not self.model_map and not self.model_fallback:
+            found.append(
+                "model_map: endpoints are configured but no model is mapped to a "
+                "deployment, so every request naming a model will fail (400 "
+                "model_not_found); set AZPROXY_MODEL_MAP (e.g. "
+                "gpt-4o=my-gpt-4o-deployment) or a [model_map] table, or "
+                "model_fallback = true to use deployments named like the models"
+            )
+        return found
 
     def problems(self) -> list[str]:
         """Every problem with these values, each saying what to change: each

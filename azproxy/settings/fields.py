@@ -83,6 +83,11 @@ class Setting:
         return flag_name(self.name) if self.has_flag else ""
 
     @property
+    def is_switch(self) -> bool:
+        """True or false (or auto): `--name` and `--no-name` on the command line."""
+        return self.type is bool or self.type == bool | None
+
+    @property
     def env(self) -> str:
         return env_name(self.name) if self.has_env else ""
 

@@ -5,10 +5,15 @@ Standard Azure variables are honoured below azproxy's own: OPENAI_API_VERSION
 for api_version, and AZURE_OPENAI_ENDPOINT (with AZURE_OPENAI_API_KEY,
 AZURE_OPENAI_AD_TOKEN or AZPROXY_ENTRA=true) as the endpoint named "default",
 the container-friendly way to configure one endpoint without a file.
+
+An AZPROXY_* variable that names no setting is ignored, with a warning
+(unknown_variables): a typo must not pass for a default.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,9 +23,23 @@ from azproxy.errors import ConfigError
 from azproxy.settings.fields import Setting
 from azproxy.settings.server_side import EndpointConfig, parse_endpoints, unknown_keys
 
-__all__ = ["DEFAULT_ENDPOINT", "load_file", "read_values"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "Sources",
+    "load_file",
+    "read_values",
+    "unknown_variables",
+]
 
 DEFAULT_ENDPOINT = "default"
+# Where settings come from, as Config.load takes them: flag values by setting
+# name, the environment, the config file's values.
+Sources = tuple[Mapping[str, Any], Mapping[str, str], Mapping[str, Any]]
+PREFIX = "AZPROXY_"
+# AZPROXY_* variables that are not settings: the config file's path, and the
+# simulator's key (`azproxy simulate`).
+OTHER_VARIABLES = ("AZPROXY_CONFIG", "AZPROXY_SIM_API_KEY")
+_REFERENCE = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def read_values(
@@ -54,6 +73,29 @@ def read_values(
     if problems:
         raise ConfigError(problems)
     return values
+
+
+def unknown_variables(
+    settings: Sequence[Setting],
+    environ: Mapping[str, str],
+    file_values: Mapping[str, Any],
+) -> list[str]:
+    """A warning for each AZPROXY_* variable that is no setting, with the
+    closest name, as a config file's unknown keys get. Variables a secret
+    names (`env:AZPROXY_KEY_WEB`) are known."""
+    known = [s.env for s in settings if s.env] + list(OTHER_VARIABLES)
+    # The file's repr holds each of its strings, `env:NAME` included.
+    texts = [repr(file_values)] + [environ[name] for name in known if name in environ]
+    referenced = {name for text in texts for name in _REFERENCE.findall(text)}
+    found = []
+    # Compared without the prefix they share, which would make every name close.
+    stems = [k.removeprefix(PREFIX) for k in known]
+    for name in sorted(environ):
+        if name.startswith(PREFIX) and name not in known and name not in referenced:
+            close = difflib.get_close_matches(name.removeprefix(PREFIX), stems, n=1)
+            hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
+            found.append(f"environment: unknown variable {name}{hint}; it is ignored")
+    return found
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -99,6 +141,17 @@ def _environment_endpoint(
         table["api_key"] = "env:AZURE_OPENAI_API_KEY"
     elif environ.get("AZURE_OPENAI_AD_TOKEN"):
         table["ad_token"] = "env:AZURE_OPENAI_AD_TOKEN"
+    elif empty := [
+        name
+        for name in ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN")
+        if name in environ
+    ]:
+        raise ConfigError(
+            [
+                f"AZURE_OPENAI_ENDPOINT is set but {empty[0]} is empty; give it "
+                "the key (or token), or set AZPROXY_ENTRA=true"
+            ]
+        )
     else:
         raise ConfigError(
             [

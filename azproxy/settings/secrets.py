@@ -52,8 +52,10 @@ def resolve_secret(raw: object, where: str, environ: Mapping[str, str]) -> Secre
         raise ValueError(f"{where}: expected a non-empty string or env:NAME")
     if raw.startswith(ENV_PREFIX):
         name = raw[len(ENV_PREFIX) :]
-        value = environ.get(name, "")
-        if not value:
+        value = environ.get(name)
+        if value is None:
             raise ValueError(f"{where}: environment variable {name} is not set")
+        if not value:
+            raise ValueError(f"{where}: environment variable {name} is empty")
         return Secret(value, raw)
     return Secret(raw)

@@ -36,7 +36,12 @@ file (TOML, from `--config FILE` or `AZPROXY_CONFIG`), which beats the default.
 Units are part of the name: `_s` seconds, `_kb` KiB, `_mb` MiB.
 
 - True/false settings take `true` or `false` (also `yes`/`no`, `on`/`off`,
-  `1`/`0`), on the command line too (`--access-log false`).
+  `1`/`0`) in the environment and the file. On the command line they are
+  switches: `--access-log` sets true, `--no-access-log` false (`passthrough`,
+  whose default is `auto`, likewise). The old form `--access-log false` still
+  works in this release, with a warning.
+- An `AZPROXY_*` variable that names no setting is ignored, with a warning
+  (`did you mean`) at start and from `azproxy check-config`.
 - Lists are comma-separated in a flag or the environment, and TOML lists or
   tables in the file.
 - Secrets have no flag, since a command line shows in `ps` and shell history:

@@ -15,7 +15,7 @@ from typing import Any
 from yarl import URL
 
 from azproxy.relay.families import family_version_problems, parse_family_versions
-from azproxy.settings.fields import Check
+from azproxy.settings.fields import Check, parse_as
 from azproxy.settings.patterns import API_VERSION_RE
 from azproxy.settings.secrets import Secret, resolve_secret
 from azproxy.settings.server_side import (
@@ -40,6 +40,7 @@ __all__ = [
     "read_endpoints",
     "read_family_versions",
     "read_model_map",
+    "read_port",
     "read_secret",
     "served_families",
     "tcp_port",
@@ -77,6 +78,20 @@ def read_family_versions(raw: Any, source: str, environ: Mapping[str, str]) -> A
 
 def read_secret(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
     return resolve_secret(raw, source, environ)
+
+
+def read_port(raw: Any, source: str, environ: Mapping[str, str]) -> Any:
+    if isinstance(raw, str) and raw.startswith("tcp://"):
+        # Kubernetes' service links: a Service named azproxy gives every pod
+        # after it AZPROXY_PORT=tcp://IP:PORT (and AZPROXY_SERVICE_HOST...).
+        raise ValueError(
+            f"{source}: {raw!r} is the address Kubernetes gives a Service named "
+            "azproxy, not a port; set enableServiceLinks: false in the pod spec"
+        )
+    try:
+        return parse_as(int, raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: expected a whole number, got {raw!r}") from None
 
 
 # Checks of one value: (name, value) -> problems.

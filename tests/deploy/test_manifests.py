@@ -486,6 +486,20 @@ def test_deployment_reads_the_example_secret() -> None:
     assert not plain & set(secret["stringData"]), "secret values set in plain env"
 
 
+def test_service_links_cannot_pass_for_settings() -> None:
+    # Kubernetes gives each pod {SERVICE}_PORT=tcp://IP:PORT for every Service
+    # in its namespace: for the Service named azproxy, that is AZPROXY_PORT.
+    service = load_yaml(K8S / "service.yaml")
+    prefix = service["metadata"]["name"].upper().replace("-", "_") + "_"
+    assert prefix == "AZPROXY_"
+    link = {f"{prefix}PORT": f"tcp://10.0.0.11:{PORT}"}
+    with pytest.raises(ConfigError) as refused:
+        Config.load(None, link)
+    assert "enableServiceLinks: false" in str(refused.value)
+    _, pod, _ = deployment()
+    assert pod["enableServiceLinks"] is False
+
+
 def test_service_selects_the_pods() -> None:
     deploy, _, container = deployment()
     service = load_yaml(K8S / "service.yaml")

@@ -18,7 +18,7 @@ import pytest
 import websockets
 from pytest_aiohttp import AiohttpServer
 
-from azproxy.cli import DEMO_TOKEN
+from azproxy.demo import DEMO_TOKEN
 from azproxy.realtime.handshake import PREVIEW_API_VERSION
 from tests.conftest import AZURE_KEY
 from tests.processes import Running, running

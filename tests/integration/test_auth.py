@@ -68,6 +68,21 @@ async def test_error_messages_never_echo_the_token(proxy: Any) -> None:
     assert AZURE_KEY not in await response.text()
 
 
+async def test_the_endpoint_url_as_the_resource_is_recognised(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    token = f"https://myres.openai.azure.com:dep:{AZURE_KEY}"
+    response = await proxy.post(
+        "/v1/chat/completions", data=BODY, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 401
+    message = (await response.json())["error"]["message"]
+    assert "use the resource name, not the URL" in message
+    assert "API version" not in message
+    assert AZURE_KEY not in message and "myres" not in message
+    assert fake_azure.requests == []
+
+
 async def test_healthz_needs_no_credentials(proxy: Any) -> None:
     response = await proxy.get("/healthz")
     assert response.status == 200

@@ -23,6 +23,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from azproxy import Config, create_app
+from azproxy.auth.azure_auth import ENTRA_READY_WAIT_S
 from azproxy.settings.server_side import (
     parse_access_keys,
     parse_endpoints,
@@ -126,6 +127,7 @@ async def test_entra_tokens_are_sent_and_refreshed_before_expiry(
         assert response.status == 200
         return fake_azure.last.headers
 
+    assert (await proxy.get("/readyz")).status == 200  # the token is at hand
     sent = await ask()
     assert sent["Authorization"] == "Bearer token-1"
     assert "api-key" not in sent
@@ -173,3 +175,43 @@ async def test_without_a_token_requests_get_a_clear_503(
     assert error["code"] == "entra_token_unavailable"
     assert fake_azure.requests == []
     assert token_service.refused >= 1 and token_service.calls == []
+
+
+async def test_not_ready_without_a_token_for_a_while_then_ready_with_explanations(
+    aiohttp_client: AiohttpClient,
+    fake_azure: FakeAzure,
+    token_service: TokenService,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("IDENTITY_HEADER", "not-the-identity-header")
+    config = Config(
+        endpoints=parse_endpoints({"east": {"url": fake_azure.url, "entra": True}}, {}),
+        model_map=parse_model_map("gpt-4o=east/dep"),
+        access_keys=parse_access_keys([ACCESS_KEY], {}),
+    )
+    proxy = await aiohttp_client(
+        create_app(config, wall_clock=clock, sleep=clock.sleep)
+    )
+    # Every request would get 503 entra_token_unavailable: not ready yet.
+    response = await proxy.get("/readyz")
+    assert response.status == 503
+    assert await response.json() == {"status": "starting"}
+    clock.advance(ENTRA_READY_WAIT_S - 1)
+    assert (await proxy.get("/readyz")).status == 503
+    # Waited long enough: ready, and each request says what is wrong.
+    clock.advance(1)
+    assert (await proxy.get("/readyz")).status == 200
+    response = await proxy.post(
+        "/v1/chat/completions",
+        data=b'{"model": "gpt-4o"}',
+        headers={"Authorization": f"Bearer {ACCESS_KEY}"},
+    )
+    assert response.status == 503
+    error = (await response.json())["error"]
+    assert error["code"] == "entra_token_unavailable"
+    assert "ClientAuthenticationError" in error["message"]
+    (said,) = [r.message for r in caplog.records if "ready anyway" in r.message]
+    assert said.startswith(f"no Entra ID token {ENTRA_READY_WAIT_S:g} s after start")
+    assert (await proxy.get("/readyz")).status == 200  # and stays ready

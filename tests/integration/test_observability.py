@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -125,6 +126,49 @@ async def test_retries_and_errors_are_recorded(
     metrics = await (await proxy.get("/metrics")).text()
     assert 'azproxy_retries_total{deployment="dep1",model=""} 1.0' in metrics
     assert 'azproxy_requests_total{deployment="",model="",status="401"} 1.0' in metrics
+
+
+async def test_answers_azproxy_writes_itself_count_their_bytes(
+    proxy: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    models = await proxy.get("/v1/models", headers=BEARER)
+    refused = await proxy.post("/v1/chat/completions", data=CHAT)
+    listed, unauthorized = access_lines(proxy, capfd)
+    assert listed["status"] == 200 and refused.status == 401
+    assert listed["bytes"] == len(await models.read()) > 0
+    assert unauthorized["bytes"] == len(await refused.read()) > 0
+
+
+async def test_a_client_that_leaves_mid_stream_is_499_with_the_bytes_it_got(
+    proxy: Any, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    gate = asyncio.Event()
+    events = [
+        sse_event({"choices": [{"index": 0, "delta": {"content": "one"}}]}),
+        sse_event({"choices": [{"index": 0, "delta": {"content": "two"}}]}),
+        sse_event("[DONE]"),
+    ]
+    fake_azure.queue(sse_answer(events, gates=[gate]))
+    # The race a busy stream loses: Azure's next chunk is written before the
+    # loop has told the handler that the client is gone (which would cancel
+    # it, and log 499 anyway). Without that message the write always finds out.
+    proxy.server.runner.server.handler_cancellation = False
+    response = await proxy.post(
+        "/v1/chat/completions", data=b'{"stream": true}', headers=BEARER
+    )
+    received = await response.content.readany()
+    response.close()  # the client leaves mid-stream
+    server = proxy.server.runner.server
+    async with asyncio.timeout(5):  # until the proxy's side is closed too
+        while any(c.transport is not None for c in server.connections):
+            await asyncio.sleep(0.01)
+    gate.set()  # Azure goes on: the proxy's next write finds the client gone
+    async with asyncio.timeout(5):
+        while not (lines := access_lines(proxy, capfd)):
+            await asyncio.sleep(0.01)
+    (line,) = lines
+    assert line["status"] == 499 and line["upstream_status"] == 200
+    assert line["bytes"] == len(received) > 0
 
 
 async def test_probes_are_not_logged(

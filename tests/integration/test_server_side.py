@@ -134,6 +134,30 @@ async def test_no_valid_access_key_is_401_and_never_reaches_azure(
     assert fake_azure.requests == [] and east_azure.requests == []
 
 
+@pytest.mark.parametrize("passthrough", [None, False])
+async def test_a_pass_through_token_is_told_why_it_is_refused(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure, passthrough: bool | None
+) -> None:
+    proxy = await aiohttp_client(
+        create_app(server_config(fake_azure, passthrough=passthrough))
+    )
+    for token in (TOKEN, f"{TOKEN}:2024-10-21"):
+        response = await proxy.post(
+            "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(token)
+        )
+        assert response.status == 401
+        message = (await response.json())["error"]["message"]
+        assert "pass-through tokens are" in message
+        assert "passthrough = true" in message
+        assert AZURE_KEY not in message and "myresource" not in message
+    assert fake_azure.requests == []
+    # Anything else is just not an access key.
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer("wrong")
+    )
+    assert (await response.json())["error"]["message"] == "Invalid azproxy access key."
+
+
 async def test_access_keys_are_compared_in_constant_time_with_every_key(
     server_proxy: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,6 +267,119 @@ async def test_deployment_not_found_gets_a_hint_naming_what_was_used(
     assert hints[0].levelname == "WARNING"
     assert fake_azure.url in hints[0].getMessage()
     assert "'dep-4o'" in hints[0].getMessage()
+
+
+AZURE_401 = {
+    "error": {
+        "code": "401",
+        "message": "Access denied due to invalid subscription key or wrong API "
+        "endpoint.",
+    }
+}
+PERMISSION_DENIED = {
+    "error": {
+        "code": "PermissionDenied",
+        "message": "The principal `0000` lacks the required data action.",
+    }
+}
+
+
+async def test_azure_refusing_the_servers_key_is_502_naming_the_endpoint(
+    server_proxy: Any, fake_azure: FakeAzure, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_azure.queue(json_answer(AZURE_401, status=401))
+    response = await server_proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    # Not 401: the client's access key is valid (the SDK would raise
+    # AuthenticationError at it).
+    assert response.status == 502
+    error = (await response.json())["error"]
+    assert error["code"] == "upstream_auth_failed"
+    assert "endpoint 'sweden' (HTTP 401)" in error["message"]
+    assert "api_key" in error["message"]
+    text = await response.text()
+    assert fake_azure.url not in text and AZURE_KEY not in text
+    assert response.headers["x-request-id"] == "apim-0001"  # Azure's, for support
+    (logged,) = [r for r in caplog.records if "refused the api-key" in r.message]
+    assert fake_azure.url in logged.message and "Access denied" in logged.message
+    assert AZURE_KEY not in caplog.text
+
+
+async def test_permission_denied_to_a_token_names_the_missing_role(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure
+) -> None:
+    endpoints = parse_endpoints({"east": {"url": fake_azure.url, "ad_token": "t"}}, {})
+    config = server_config(
+        fake_azure,
+        endpoints=endpoints,
+        model_map=parse_model_map("gpt-4o=dep,gpt-4o-mini=mini"),
+    )
+    proxy = await aiohttp_client(create_app(config))
+    fake_azure.queue(json_answer(PERMISSION_DENIED, status=403))
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 502
+    error = (await response.json())["error"]
+    assert error["code"] == "upstream_auth_failed"
+    assert "endpoint 'east' (HTTP 403)" in error["message"]
+    assert "'Cognitive Services OpenAI User' role" in error["message"]
+
+
+async def test_other_refusals_keep_azures_answer(
+    server_proxy: Any, proxy: Any, fake_azure: FakeAzure
+) -> None:
+    # An api-key's 403 (network rules, say) is relayed as Azure sent it.
+    fake_azure.queue(json_answer(PERMISSION_DENIED, status=403))
+    response = await server_proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 403
+    assert await response.json() == PERMISSION_DENIED
+    # A pass-through token's key is the client's own: its 401 is the client's.
+    fake_azure.queue(json_answer(AZURE_401, status=401))
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TOKEN)
+    )
+    assert response.status == 401
+    assert await response.json() == AZURE_401
+
+
+async def test_failing_over_is_said_only_where_there_is_somewhere_to_go(
+    aiohttp_client: AiohttpClient,
+    server_proxy: Any,
+    fake_azure: FakeAzure,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake_azure.queue(json_answer({"error": {"code": "InternalError"}}, status=500))
+    response = await server_proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 500  # gpt-4o has one deployment: Azure's answer
+    assert len(fake_azure.requests) == 1
+    messages = [r.message for r in caplog.records]
+    assert (
+        "deployment sweden/dep-4o answered 500; no other deployment to fail over to"
+        in messages
+    )
+    assert not any("failing over" in m for m in messages)
+    # With a second deployment, it is.
+    config = server_config(
+        fake_azure,
+        model_map=parse_model_map(
+            {"gpt-4o": ["sweden/dep-4o", "sweden/dep-b"], "gpt-4o-mini": "sweden/m"}
+        ),
+    )
+    proxy = await aiohttp_client(create_app(config))
+    caplog.clear()
+    fake_azure.queue(json_answer({"error": {"code": "InternalError"}}, status=500))
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 200
+    (said,) = caplog.messages  # whichever of the two was tried first
+    assert said.endswith(" answered 500; failing over")
 
 
 async def test_model_fallback_tries_the_name_then_the_dotless_name(

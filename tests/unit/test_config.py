@@ -83,6 +83,7 @@ CONTRACT_DEFAULTS = {
     "api_version": "2024-10-21",
     "upstream": "https://{resource}.openai.azure.com",
     "cors_origins": ("*",),
+    "log_format": "auto",
 }
 
 
@@ -180,7 +181,12 @@ def test_each_setting_is_read_by_its_one_name(s: Setting) -> None:
     else:
         assert s.env == ""
     flag = "--" + s.name.replace("_", "-")
-    if s.name not in SECRETS:
+    if s.is_switch:
+        # A switch: --name for true, --no-name for false.
+        words = [flag] if raw == "true" else ["--no-" + flag[2:]]
+        args = build_parser().parse_args(["serve", *words])
+        by_source["flag"] = config_from(args, SERVER_SIDE_ENV)
+    elif s.name not in SECRETS:
         args = build_parser().parse_args(["serve", flag, str(raw)])
         by_source["flag"] = config_from(args, SERVER_SIDE_ENV)
     else:

@@ -83,6 +83,9 @@ def test_valid_tokens(
         (f"r:a|b,,c|d:{KEY}", "model map (part 2)"),
         (f"r:d:{KEY}:2024-1-1", "API version (part 4)"),
         (f"r:d:{KEY}:2024-10-21-beta", "API version (part 4)"),
+        # The endpoint's URL pasted as the resource.
+        (f"https://myres.openai.azure.com:dep:{KEY}", "use the resource name, not"),
+        (f"HTTP://myres.openai.azure.com/:dep:{KEY}", "use the resource name, not"),
     ],
 )
 def test_invalid_tokens_say_what_is_wrong_without_echoing(token: str, why: str) -> None:

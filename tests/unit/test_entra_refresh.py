@@ -59,3 +59,29 @@ async def test_a_token_served_from_the_cache_is_fetched_again_at_expiry() -> Non
         assert entra.header() == ("Authorization", "Bearer token-2")
     finally:
         await entra.close()
+
+
+class Refusing(Credential):
+    """Fails its first fetch (no identity yet), then hands out `tokens`."""
+
+    async def get_token_info(self, scope: str) -> AccessTokenInfo:
+        if self.calls == 0:
+            self.calls += 1
+            raise RuntimeError("ManagedIdentityCredential: no identity yet")
+        return await super().get_token_info(scope)
+
+
+async def test_ready_to_serve_once_the_first_token_comes() -> None:
+    clock = FakeClock(1000.0)
+    credential = Refusing(AccessTokenInfo("token-1", 4600))
+    entra = EntraAuth(credential, "scope", retry_s=10, clock=clock, sleep=clock.sleep)
+    await entra.start()
+    try:
+        assert not entra.ready_to_serve()
+        await fetched(credential, 1, clock)
+        clock.advance(10)  # the retry after a failed fetch
+        await fetched(credential, 2, clock)
+        assert entra.ready_to_serve()
+        assert entra.header() == ("Authorization", "Bearer token-1")
+    finally:
+        await entra.close()
