@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -30,7 +31,9 @@ from azproxy.relay.bodies import READ_BYTES
 from azproxy.relay.handler import handle
 from azproxy.relay.mapping import DEPLOYMENT_PATHS
 from azproxy.relay.send import refuse_redirects
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
 
 __all__ = ["create_app"]
 

@@ -19,7 +19,6 @@ from functools import partial
 
 from aiohttp import web
 
-from azproxy import __version__
 from azproxy.app import create_app
 from azproxy.demo import run_demo, without_server_side
 from azproxy.doctor import describe, probe
@@ -39,6 +38,7 @@ from azproxy.settings.flags import add_settings_flags, modern_switches, secrets_
 from azproxy.settings.load import Sources, load_file, unknown_variables
 from azproxy.simulator import SimSettings, apply_faults, create_simulator, parse_fault
 from azproxy.simulator.app import SIM_STATE
+from azproxy.version import __version__
 
 __all__ = [
     "EXIT_CONFIG",

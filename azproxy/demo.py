@@ -14,14 +14,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azproxy.app import create_app
 from azproxy.server.runner import bound_port, serve_until_signal, start_site
 from azproxy.settings.config import Config, settings
-from azproxy.settings.load import Sources
 from azproxy.simulator import SimSettings, create_simulator
 from azproxy.simulator.answers import ANSWER_WORDS
+
+if TYPE_CHECKING:
+    from azproxy.settings.load import Sources
 
 __all__ = [
     "DEMO_SIMULATOR",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -15,10 +16,12 @@ from aiohttp import web
 from azproxy.app import create_app
 from azproxy.auth.gate import GATE
 from azproxy.keys import SESSION, UpstreamSession
-from azproxy.relay.backends import Backend
 from azproxy.relay.families import route_for
 from azproxy.relay.mapping import upstream_url
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.relay.backends import Backend
+    from azproxy.settings.config import Config
 
 __all__ = ["ProbeResults", "describe", "explain", "probe"]
 

@@ -42,8 +42,6 @@ from typing import ClassVar
 
 from aiohttp import web
 
-from azproxy.server.closing import ClosingResponse
-
 __all__ = [
     "AllCoolingDown",
     "AzproxyError",
@@ -86,7 +84,9 @@ class ProxyError(AzproxyError):
     status = 500
     type = "api_error"
     code = "internal_error"
-    response_class: ClassVar[builtins.type[web.Response]] = web.Response
+    # Whether the connection closes after this answer (the middleware then
+    # sends it as a server.closing.ClosingResponse).
+    closes_connection: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -125,8 +125,10 @@ class ProxyError(AzproxyError):
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.code, self.param)
 
-    def response(self) -> web.Response:
-        return self.response_class(
+    def response(
+        self, response_class: builtins.type[web.Response] = web.Response
+    ) -> web.Response:
+        return response_class(
             status=self.status,
             body=self.body(),
             content_type="application/json",
@@ -170,7 +172,7 @@ class RequestTimeout(ProxyError):
     status = 408
     type = "invalid_request_error"
     code = "request_timeout"
-    response_class = ClosingResponse
+    closes_connection = True
 
 
 class UnsupportedMediaType(ProxyError):

@@ -13,18 +13,17 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from azproxy.settings.config import Config
-
 if TYPE_CHECKING:
     from azproxy.auth.callers import Caller
     from azproxy.observe.exchange import Exchange
+    from azproxy.settings.config import Config
 
 __all__ = ["CALLER", "CONFIG", "EXCHANGE", "SESSION", "UpstreamSession"]
 
 # For annotations elsewhere; creating sessions stays banned outside app.py.
 UpstreamSession = aiohttp.ClientSession
 
-CONFIG = web.AppKey("azproxy.config", Config)
+CONFIG: web.AppKey[Config] = web.AppKey("azproxy.config")
 SESSION = web.AppKey("azproxy.session", aiohttp.ClientSession)
 CALLER: web.RequestKey[Caller] = web.RequestKey("azproxy.caller")
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("azproxy.exchange")

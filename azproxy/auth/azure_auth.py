@@ -12,10 +12,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from azproxy.errors import ServiceUnavailable
-from azproxy.settings.secrets import Secret
+
+if TYPE_CHECKING:
+    from azproxy.settings.secrets import Secret
 
 __all__ = [
     "ENTRA_READY_WAIT_S",

@@ -12,19 +12,20 @@ preference. Two kinds of caller:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from azproxy.auth.azure_auth import ApiKeyAuth, UpstreamAuth
-from azproxy.auth.credentials import PassthroughToken
 from azproxy.errors import BadRequest, Forbidden
 from azproxy.relay.attempts import FAILOVER, RETRY, Attempts
 from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.families import sends_deployments_to_v1
-from azproxy.relay.mapping import upstream_base
-from azproxy.settings.config import Config
 from azproxy.settings.patterns import DEPLOYMENT_RE
 from azproxy.settings.secrets import Secret
-from azproxy.settings.server_side import AccessKey, EndpointConfig
+from azproxy.settings.server_side import AccessKey, EndpointConfig, upstream_base
+
+if TYPE_CHECKING:
+    from azproxy.auth.credentials import PassthroughToken
+    from azproxy.settings.config import Config
 
 __all__ = [
     "Caller",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -25,8 +26,10 @@ from azproxy.auth.callers import Caller, PassthroughCaller, Router, ServerCaller
 from azproxy.auth.credentials import parse_passthrough, presented_token
 from azproxy.errors import ConfigError, InvalidCredentials
 from azproxy.front.lifecycle import LIFECYCLE
-from azproxy.settings.config import Config
-from azproxy.settings.server_side import AccessKey, EndpointConfig
+
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
+    from azproxy.settings.server_side import AccessKey, EndpointConfig
 
 __all__ = ["GATE", "Gate", "setup"]
 

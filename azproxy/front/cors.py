@@ -9,9 +9,12 @@ wired: no preflight answer, no hook, no cost per request.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
-from azproxy.settings.config import Config
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
 
 __all__ = ["ALLOW_METHODS", "CORS", "EXPOSE_HEADERS", "Cors", "setup"]
 

@@ -14,12 +14,15 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
 from azproxy.errors import ServiceUnavailable, ShuttingDown
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
 
 __all__ = ["LIFECYCLE", "Lifecycle", "drain", "readyz", "setup"]
 

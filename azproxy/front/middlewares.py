@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -26,7 +27,10 @@ from azproxy.observe.exchange import Exchange
 from azproxy.observe.observer import OBSERVER, Observer
 from azproxy.realtime.handshake import REALTIME_PATH
 from azproxy.relay.mapping import unknown_url
-from azproxy.settings.config import Config
+from azproxy.server.closing import ClosingResponse
+
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
 
 __all__ = ["admission_middleware", "exchange_middleware", "setup"]
 
@@ -55,7 +59,9 @@ def exchange_middleware(observer: Observer) -> Middleware:
             try:
                 response = await handler(request)
             except ProxyError as exc:
-                response = exc.response()
+                response = exc.response(
+                    ClosingResponse if exc.closes_connection else web.Response
+                )
             except web.HTTPException as exc:
                 response = _from_http_exception(request, exc).response()
             except (asyncio.CancelledError, ConnectionError):

@@ -13,11 +13,13 @@ import os
 import sys
 import time
 from asyncio import AbstractEventLoop, TimerHandle
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azproxy.observe.exchange import Exchange
 from azproxy.observe.logging import escape_controls
 from azproxy.settings.patterns import MAX_SHOWN_CHARS
+
+if TYPE_CHECKING:
+    from azproxy.observe.exchange import Exchange
 
 __all__ = ["AccessLog"]
 

@@ -20,6 +20,7 @@ import bisect
 import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,10 +33,12 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from azproxy.front.lifecycle import LIFECYCLE
-from azproxy.observe.exchange import Exchange
 from azproxy.relay.upstream_slots import LIMITER
-from azproxy.settings.config import Config
 from azproxy.settings.patterns import DEPLOYMENT_RE, MAX_SHOWN_CHARS, MODEL_RE
+
+if TYPE_CHECKING:
+    from azproxy.observe.exchange import Exchange
+    from azproxy.settings.config import Config
 
 __all__ = [
     "MAX_DEPLOYMENTS",

@@ -13,17 +13,19 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from azproxy.keys import CONFIG
 from azproxy.observe.access_log import AccessLog
-from azproxy.observe.exchange import Exchange
 from azproxy.observe.logging import chosen_format
 from azproxy.observe.metrics import METRICS
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.observe.exchange import Exchange
+    from azproxy.settings.config import Config
 
 __all__ = [
     "OBSERVER",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import WSCloseCode, hdrs, web
@@ -45,10 +45,12 @@ from azproxy.realtime.frames import (
     close_sessions,
 )
 from azproxy.relay.attempts import retried
-from azproxy.relay.backends import Backend
 from azproxy.relay.families import LATEST_PREVIEW, NO_OVERRIDES, Family, route
 from azproxy.relay.headers import request_headers
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.relay.backends import Backend
+    from azproxy.settings.config import Config
 
 __all__ = [
     "PREVIEW_API_VERSION",

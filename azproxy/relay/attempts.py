@@ -20,17 +20,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from aiohttp import web
 
 from azproxy.errors import AllCoolingDown, Failure, ProxyError, RateLimited
 from azproxy.keys import CONFIG, EXCHANGE, SESSION
-from azproxy.relay.backends import Backend
 from azproxy.relay.health_board import HEALTH, retry_after_headers, retry_after_s
 from azproxy.relay.send import Reply, send_once
 from azproxy.relay.target import Outgoing, build_target
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.relay.backends import Backend
+    from azproxy.settings.config import Config
 
 __all__ = [
     "FAILOVER",

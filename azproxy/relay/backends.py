@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from azproxy.auth.azure_auth import UpstreamAuth
+if TYPE_CHECKING:
+    from azproxy.auth.azure_auth import UpstreamAuth
 
 __all__ = ["Backend", "Endpoint"]
 

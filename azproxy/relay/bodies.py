@@ -24,7 +24,7 @@ import io
 import logging
 import tempfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from aiohttp import hdrs, web
 from aiohttp.streams import StreamReader
@@ -35,7 +35,9 @@ from azproxy.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
 
 __all__ = [
     "BUDGETS",

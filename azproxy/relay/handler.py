@@ -15,21 +15,24 @@ it (relay: take an upstream slot, make the attempts, relay the answer).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 
-from azproxy.auth.callers import Caller
 from azproxy.errors import BadRequest
 from azproxy.keys import CALLER, EXCHANGE
 from azproxy.relay.attempts import RETRY, Attempts
 from azproxy.relay.backends import Backend, Endpoint
-from azproxy.relay.jsonbody import JsonObject
 from azproxy.relay.mapping import Scope, classify, model_names_deployment, unknown_url
 from azproxy.relay.request_body import parse_json, read_body, release_body
 from azproxy.relay.response import answer
 from azproxy.relay.target import Outgoing
 from azproxy.relay.uploads import StreamBody, read_upload, stream_through
 from azproxy.relay.upstream_slots import LIMITER
+
+if TYPE_CHECKING:
+    from azproxy.auth.callers import Caller
+    from azproxy.relay.jsonbody import JsonObject
 
 __all__ = ["handle"]
 

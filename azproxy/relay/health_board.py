@@ -33,12 +33,15 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from azproxy.errors import AllCoolingDown
-from azproxy.relay.backends import Backend
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.relay.backends import Backend
+    from azproxy.settings.config import Config
 
 __all__ = ["HEALTH", "HealthBoard", "retry_after_s", "setup"]
 

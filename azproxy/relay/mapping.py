@@ -32,7 +32,6 @@ __all__ = [
     "classify",
     "model_names_deployment",
     "unknown_url",
-    "upstream_base",
     "upstream_url",
 ]
 
@@ -116,14 +115,6 @@ def unknown_url(method: str, path: str) -> NotFound:
     return NotFound(
         f"Invalid URL ({method} {path}): azproxy serves the OpenAI API under /v1/."
     )
-
-
-def upstream_base(template: str, resource: str) -> str:
-    """The Azure base URL for a resource: the upstream setting's template
-    with `{resource}` expanded (the one place that does it, for pass-through
-    tokens and configured endpoints alike). The name was validated
-    beforehand."""
-    return template.replace("{resource}", resource).rstrip("/")
 
 
 def upstream_url(

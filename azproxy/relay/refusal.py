@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from azproxy.errors import ProxyError, UpstreamUnreachable
-from azproxy.relay.send import Reply
+
+if TYPE_CHECKING:
+    from azproxy.relay.send import Reply
 
 __all__ = ["REFUSALS", "refused_credentials"]
 

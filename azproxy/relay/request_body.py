@@ -5,6 +5,8 @@ the answer depends on it. (Bodies relayed as they arrive: uploads.py.)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from azproxy.keys import CONFIG
@@ -18,7 +20,9 @@ from azproxy.relay.bodies import (
 from azproxy.relay.jsonbody import JsonObject, read_object
 from azproxy.relay.jsonshape import JsonBounds
 from azproxy.relay.uploads import StreamBody
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
 
 __all__ = [
     "JSON_BOUNDS",

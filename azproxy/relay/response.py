@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,14 +20,16 @@ from azproxy.front.lifecycle import LIFECYCLE
 from azproxy.keys import EXCHANGE
 from azproxy.observe.metrics import METRICS
 from azproxy.observe.usage import usage_of
-from azproxy.relay.backends import Backend
 from azproxy.relay.headers import response_headers
 from azproxy.relay.refusal import REFUSALS, refused_credentials
 from azproxy.relay.request_body import JSON_BOUNDS
-from azproxy.relay.send import Reply
 from azproxy.relay.stream import relay_body
-from azproxy.relay.target import Outgoing
 from azproxy.relay.terminal import asked_to_stream, terminal_for
+
+if TYPE_CHECKING:
+    from azproxy.relay.backends import Backend
+    from azproxy.relay.send import Reply
+    from azproxy.relay.target import Outgoing
 
 __all__ = ["answer", "with_deployment_hint"]
 

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from azproxy.errors import Failure, ProxyError, UpstreamTimeout, UpstreamUnreachable
-from azproxy.keys import UpstreamSession
-from azproxy.observe.exchange import Exchange
-from azproxy.relay.backends import Backend
-from azproxy.relay.target import Target
 from azproxy.relay.uploads import StreamBody
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:  # types only: sending needs none of these modules' code
+    from azproxy.keys import UpstreamSession
+    from azproxy.observe.exchange import Exchange
+    from azproxy.relay.backends import Backend
+    from azproxy.relay.target import Target
+    from azproxy.settings.config import Config
 
 __all__ = [
     "Reply",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -13,12 +14,14 @@ from multidict import CIMultiDictProxy
 
 from azproxy.errors import ShuttingDown, StreamIncomplete, error_body
 from azproxy.keys import CONFIG, EXCHANGE
-from azproxy.observe.exchange import Exchange
 from azproxy.observe.usage import UsageTail
 from azproxy.relay.bodies import READ_BYTES
-from azproxy.relay.send import Reply
 from azproxy.relay.sse import EVENT_ENDINGS, normaliser_for
 from azproxy.relay.terminal import StreamEnd, terminal_for
+
+if TYPE_CHECKING:
+    from azproxy.observe.exchange import Exchange
+    from azproxy.relay.send import Reply
 
 __all__ = ["deliver", "end_broken_stream", "relay_body"]
 

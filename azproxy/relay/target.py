@@ -6,18 +6,21 @@ request it becomes (Target: URL, headers, body). No I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from azproxy.relay.backends import Backend
 from azproxy.relay.families import route_for
 from azproxy.relay.headers import request_headers
-from azproxy.relay.jsonbody import JsonObject
 from azproxy.relay.mapping import Scope, upstream_url
 from azproxy.relay.splice import spliced
 from azproxy.relay.uploads import StreamBody, can_send_again
+
+if TYPE_CHECKING:
+    from azproxy.relay.backends import Backend
+    from azproxy.relay.jsonbody import JsonObject
 
 __all__ = ["Outgoing", "Target", "build_target"]
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from azproxy.errors import BadRequest
 from azproxy.relay.jsonbody import read_object
-from azproxy.relay.jsonshape import JsonBounds
 from azproxy.relay.sse import EVENT_END
-from azproxy.relay.target import Outgoing
+
+if TYPE_CHECKING:
+    from azproxy.relay.jsonshape import JsonBounds
+    from azproxy.relay.target import Outgoing
 
 __all__ = ["StreamEnd", "Terminal", "asked_to_stream", "terminal_for"]
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from azproxy.errors import ServiceUnavailable
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
 
 __all__ = ["LIMITER", "Limiter", "setup"]
 

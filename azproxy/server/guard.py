@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from azproxy.errors import ProxyError, RequestTimeout, ServiceUnavailable
 from azproxy.server.closing import send_and_close
 from azproxy.server.fdlimit import max_connections
-from azproxy.settings.config import Config
+
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
 
 __all__ = [
     "MAX_LINGERING",

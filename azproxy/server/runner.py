@@ -8,17 +8,19 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from azproxy import __version__
 from azproxy.errors import CannotListen
 from azproxy.front.lifecycle import drain
 from azproxy.keys import CONFIG
 from azproxy.server.connections import GuardedRunner
 from azproxy.server.guard import ConnectionGuard
-from azproxy.settings.config import Config
+from azproxy.version import __version__
+
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
 
 __all__ = [
     "app_runner",

@@ -32,15 +32,18 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from azproxy import __version__
 from azproxy.app import create_app
 from azproxy.front.lifecycle import drain
 from azproxy.server.runner import app_runner, listen_failure, run
 from azproxy.server.supervisor import Sockets, Supervisor
-from azproxy.settings.config import Config
+from azproxy.version import __version__
+
+if TYPE_CHECKING:
+    from azproxy.settings.config import Config
 
 __all__ = ["BALANCED", "listen_sockets", "serve_workers"]
 

@@ -20,8 +20,15 @@ from typing import Any
 from azproxy.errors import ConfigError
 from azproxy.settings.fields import Setting, collect_settings, setting
 from azproxy.settings.load import read_values
-from azproxy.settings.secrets import Secret
-from azproxy.settings.server_side import AccessKey, EndpointConfig, RouteConfig
+
+# Imported to run, not only for mypy: collect_settings() reads Config's field
+# types with typing.get_type_hints, which evaluates them.
+from azproxy.settings.secrets import Secret  # noqa: TC001
+from azproxy.settings.server_side import (  # noqa: TC001
+    AccessKey,
+    EndpointConfig,
+    RouteConfig,
+)
 from azproxy.settings.values import (
     above_zero,
     api_version_form,

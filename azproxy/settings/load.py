@@ -17,11 +17,13 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azproxy.errors import ConfigError
-from azproxy.settings.fields import Setting
 from azproxy.settings.server_side import EndpointConfig, parse_endpoints, unknown_keys
+
+if TYPE_CHECKING:
+    from azproxy.settings.fields import Setting
 
 __all__ = [
     "DEFAULT_ENDPOINT",

@@ -34,7 +34,6 @@ from typing import Any
 from yarl import URL
 
 from azproxy.errors import ConfigError
-from azproxy.relay.mapping import upstream_base
 from azproxy.settings.patterns import (
     API_VERSION_RE,
     DEPLOYMENT_RE,
@@ -52,9 +51,18 @@ __all__ = [
     "parse_endpoints",
     "parse_model_map",
     "unknown_keys",
+    "upstream_base",
 ]
 
 MIN_ACCESS_KEY_LENGTH = 16
+
+
+def upstream_base(template: str, resource: str) -> str:
+    """The Azure base URL for a resource: the upstream setting's template
+    with `{resource}` expanded (the one place that does it, for pass-through
+    tokens and configured endpoints alike). The name was validated
+    beforehand."""
+    return template.replace("{resource}", resource).rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ from azproxy.relay.mapping import (
     Scope,
     classify,
     model_names_deployment,
-    upstream_base,
     upstream_url,
 )
+from azproxy.settings.server_side import upstream_base
 
 
 @pytest.mark.parametrize(
