@@ -1,6 +1,6 @@
 """Who is calling and which Azure deployments they may reach.
 
-The auth middleware turns the presented credentials into a Caller; the relay
+The gate (auth/gate.py) turns the presented credentials into a Caller; the relay
 asks it for the backends that serve the request's model, in order of
 preference. Two kinds of caller:
 - PassthroughCaller: the original proxy's RESOURCE:DEPLOYMENT:KEY token, which

@@ -1,7 +1,8 @@
 """How a connection ends after its last response, on every path that ends
 one: a 503 past max_connections and a 408 for slow headers (written raw by
-connection_guard.py, which has no request to answer), and a 408 for a body
-the client stopped sending (ClosingResponse, written by a handler).
+server/guard.py, which has no request to answer), and a 408 for a body
+the client stopped sending (ClosingResponse, which the error middleware
+sends for an error that closes_connection).
 
 One rule for all (RFC 9112 §9.6): close the write side at once, so the
 client sees the response end; close the connection once the client closes

@@ -12,11 +12,11 @@ parse, a pass-through token included. GuardedRequestHandler adds:
   byte of the next request on a kept-alive connection (nginx's rule). Then
   408 if part of a request arrived, or a plain close for a silent connection;
 - max_connections: a connection past it gets 503 and is closed, and the
-  refusals are logged at most every 10 s (connection_guard.py counts them).
+  refusals are logged at most every 10 s (guard.py counts them).
   A WebSocket session stays counted until its connection closes;
 - error replies in OpenAI's shape with a fixed message.
 
-GuardedRunner, which server.app_runner builds, makes aiohttp use it. The
+GuardedRunner, which runner.app_runner builds, makes aiohttp use it. The
 hooks lean on aiohttp 3.14 internals (RequestHandler's _waiter,
 _request_count, _force_close, _keepalive_handle and _process_keepalive;
 Server's _kwargs): tests/integration/test_connections.py fails if they move.

@@ -3,7 +3,7 @@
 The simulator answers Azure's 404 ("Resource not found") to a path and
 api-version that Azure does not serve together. This is written from the
 published specifications on its own, deliberately not from azproxy's routing
-table (azproxy/families.py): a wrong table there then fails the tests that
+table (azproxy/relay/families.py): a wrong table there then fails the tests that
 run azproxy against the simulator.
 
 - Dated GA releases, per release: azure-rest-api-specs,
