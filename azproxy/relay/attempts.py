@@ -27,6 +27,7 @@ from aiohttp import web
 from azproxy.errors import AllCoolingDown, Failure, ProxyError, RateLimited
 from azproxy.keys import CONFIG, EXCHANGE, SESSION
 from azproxy.relay.health_board import HEALTH, retry_after_headers, retry_after_s
+from azproxy.relay.refusal import refuses_credentials
 from azproxy.relay.send import Reply, send_once
 from azproxy.relay.target import Outgoing, build_target
 
@@ -162,10 +163,11 @@ class Failover:
     """Server-side routing: the model's deployments, best first, until one
     answers well.
 
-    A 429 or 408, a 5xx, an "overloaded" first event, a connection error or
-    no headers in time move on to the next deployment at once (no sleeping).
-    The health board learns of each: a 429, a 408 or a connection failure
-    cools the deployment; a 5xx counts toward its breaker. Any other answer,
+    A 429 or 408, a 5xx, an "overloaded" first event, Azure refusing the
+    endpoint's own credentials (refusal.py), a connection error or no headers
+    in time move on to the next deployment at once (no sleeping). The health
+    board learns of each: a 429, a 408 or a connection failure cools the
+    deployment; a 5xx or a refusal counts toward its breaker. Any other answer,
     4xx included, is the answer; but a guessed name (model_fallback) that
     Azure does not know moves on to the next guess. At most max_attempts
     deployments are tried, and one only when the body cannot be sent twice.
@@ -207,7 +209,11 @@ class Failover:
                     continue
                 if reply.status in (408, 429):
                     board.rate_limited(backend, retry_after_s(reply.response.headers))
-                elif reply.status >= 500 or reply.overloaded:
+                elif (
+                    reply.status >= 500
+                    or reply.overloaded
+                    or refuses_credentials(reply)
+                ):
                     board.server_error(backend)
                 else:
                     board.succeeded(backend)

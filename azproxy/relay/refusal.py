@@ -22,7 +22,7 @@ from azproxy.errors import ProxyError, UpstreamUnreachable
 if TYPE_CHECKING:
     from azproxy.relay.send import Reply
 
-__all__ = ["REFUSALS", "refused_credentials"]
+__all__ = ["REFUSALS", "refused_credentials", "refuses_credentials"]
 
 log = logging.getLogger("azproxy.relay")
 
@@ -30,13 +30,22 @@ REFUSALS = (401, 403)
 ROLE = "Cognitive Services OpenAI User"
 
 
+def refuses_credentials(reply: Reply) -> bool:
+    """Whether the answer is a 401 (or an Entra ID token's 403) to a
+    server-side endpoint's own credentials."""
+    status = reply.status
+    if status not in REFUSALS:
+        return False
+    endpoint = reply.backend.endpoint
+    return endpoint.server_side and (status == 401 or endpoint.auth.bearer)
+
+
 def refused_credentials(reply: Reply) -> ProxyError | None:
-    """The error for a 401 (or an Entra ID token's 403) to a server-side
-    endpoint's credentials; None for any other answer."""
+    """The error for an answer that refuses_credentials; None for any other."""
+    if not refuses_credentials(reply):
+        return None
     endpoint = reply.backend.endpoint
     status, bearer = reply.status, endpoint.auth.bearer
-    if not endpoint.server_side or (status == 403 and not bearer):
-        return None
     code, message = _azure_error(reply.first)
     log.warning(
         "Azure OpenAI at %s refused the %s of endpoint %r: HTTP %d %s: %s",

@@ -306,6 +306,45 @@ async def test_azure_refusing_the_servers_key_is_502_naming_the_endpoint(
     assert AZURE_KEY not in caplog.text
 
 
+async def test_a_refused_key_fails_over_to_an_endpoint_whose_key_works(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure, east_azure: FakeAzure
+) -> None:
+    # sweden's api_key is wrong; east's is right. Both serve gpt-4o, sweden
+    # first: the client gets east's answer, and sweden's breaker learns.
+    config = server_config(
+        fake_azure,
+        east_azure,
+        model_map=parse_model_map(
+            {
+                "gpt-4o": [
+                    {"endpoint": "sweden", "deployment": "dep-4o", "priority": 1},
+                    {"endpoint": "east", "deployment": "dep-east", "priority": 2},
+                ],
+                "gpt-4o-mini": "sweden/mini",
+            }
+        ),
+        breaker_failures=1,
+    )
+    proxy = await aiohttp_client(create_app(config))
+    fake_azure.queue(json_answer(AZURE_401, status=401))
+    east_azure.queue(json_answer({"id": "from-east"}))
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert response.status == 200
+    assert await response.json() == {"id": "from-east"}
+    assert response.headers["x-azproxy-deployment"] == "dep-east"
+    assert [r.headers["api-key"] for r in fake_azure.requests] == [AZURE_KEY]
+    assert [r.headers["api-key"] for r in east_azure.requests] == [EAST_KEY]
+    # Its breaker is open now: the next request goes to east alone.
+    east_azure.queue(json_answer({"id": "east-again"}))
+    response = await proxy.post(
+        "/v1/chat/completions", data=chat("gpt-4o"), headers=bearer(TEAM_KEY)
+    )
+    assert await response.json() == {"id": "east-again"}
+    assert len(fake_azure.requests) == 1
+
+
 async def test_permission_denied_to_a_token_names_the_missing_role(
     aiohttp_client: AiohttpClient, fake_azure: FakeAzure
 ) -> None:
