@@ -47,6 +47,7 @@ from azproxy.realtime.frames import (
 from azproxy.relay.attempts import retried
 from azproxy.relay.families import LATEST_PREVIEW, NO_OVERRIDES, Family, route
 from azproxy.relay.headers import request_headers
+from azproxy.relay.refusal import auth_failed, refuses
 
 if TYPE_CHECKING:
     from azproxy.relay.backends import Backend
@@ -286,6 +287,10 @@ def refused(exc: aiohttp.WSServerHandshakeError, backend: Backend) -> ProxyError
     fix. The client is told the endpoint's name; its URL, which is server-side
     configuration, goes to the log."""
     status, endpoint = exc.status, backend.endpoint
+    headers: Mapping[str, str] = exc.headers or {}
+    if refuses(endpoint, status):
+        # aiohttp drops a refused handshake's body: Azure's code is unknown.
+        return auth_failed(endpoint, status, "", "", headers.get("apim-request-id"))
     where = f"deployment {backend.deployment!r} on endpoint {endpoint.name!r}"
     log.warning(
         "Azure OpenAI answered the realtime handshake for %s at %s with HTTP %d",
@@ -299,7 +304,7 @@ def refused(exc: aiohttp.WSServerHandshakeError, backend: Backend) -> ProxyError
             f"Azure OpenAI answered the realtime WebSocket handshake for {where} "
             f"with an invalid response (HTTP {status}, {exc.message})."
         )
-    if status in (401, 403):
+    if status in (401, 403):  # a pass-through token's key, or an api-key's 403
         message = (
             f"Azure OpenAI refused the realtime connection to {where} "
             f"(HTTP {status}): check the Azure key or Entra ID role for it."
@@ -321,7 +326,6 @@ def refused(exc: aiohttp.WSServerHandshakeError, backend: Backend) -> ProxyError
             f"Azure OpenAI refused the realtime connection to {where} (HTTP {status})."
         )
         code = "upstream_error"
-    headers: Mapping[str, str] = exc.headers or {}
     return ProxyError(
         message,
         code=code,

@@ -20,9 +20,16 @@ from typing import TYPE_CHECKING
 from azproxy.errors import ProxyError, UpstreamUnreachable
 
 if TYPE_CHECKING:
+    from azproxy.relay.backends import Endpoint
     from azproxy.relay.send import Reply
 
-__all__ = ["REFUSALS", "refused_credentials", "refuses_credentials"]
+__all__ = [
+    "REFUSALS",
+    "auth_failed",
+    "refused_credentials",
+    "refuses",
+    "refuses_credentials",
+]
 
 log = logging.getLogger("azproxy.relay")
 
@@ -33,20 +40,40 @@ ROLE = "Cognitive Services OpenAI User"
 def refuses_credentials(reply: Reply) -> bool:
     """Whether the answer is a 401 (or an Entra ID token's 403) to a
     server-side endpoint's own credentials."""
-    status = reply.status
-    if status not in REFUSALS:
-        return False
-    endpoint = reply.backend.endpoint
-    return endpoint.server_side and (status == 401 or endpoint.auth.bearer)
+    return reply.status in REFUSALS and refuses(reply.backend.endpoint, reply.status)
+
+
+def refuses(endpoint: Endpoint, status: int) -> bool:
+    """Whether `status` from `endpoint` refuses its own credentials."""
+    return endpoint.server_side and (
+        status == 401 or (status == 403 and endpoint.auth.bearer)
+    )
 
 
 def refused_credentials(reply: Reply) -> ProxyError | None:
     """The error for an answer that refuses_credentials; None for any other."""
     if not refuses_credentials(reply):
         return None
-    endpoint = reply.backend.endpoint
-    status, bearer = reply.status, endpoint.auth.bearer
     code, message = _azure_error(reply.first)
+    return auth_failed(
+        reply.backend.endpoint,
+        reply.status,
+        code,
+        message,
+        reply.response.headers.get("apim-request-id"),
+    )
+
+
+def auth_failed(
+    endpoint: Endpoint,
+    status: int,
+    code: str,
+    message: str,
+    apim_id: str | None,
+) -> ProxyError:
+    """The 502 for Azure refusing `endpoint`'s credentials with `status`
+    (Azure's error `code` and `message`, if it sent them, go to the log)."""
+    bearer = endpoint.auth.bearer
     log.warning(
         "Azure OpenAI at %s refused the %s of endpoint %r: HTTP %d %s: %s",
         endpoint.base_url,
@@ -64,7 +91,6 @@ def refused_credentials(reply: Reply) -> ProxyError | None:
         why = "its Entra ID token is not accepted (tenant, scope, or an expired token)"
     else:
         why = "its api_key is not accepted by the resource"
-    apim_id = reply.response.headers.get("apim-request-id")
     return UpstreamUnreachable(
         f"Azure OpenAI refused azproxy's credentials for endpoint "
         f"{endpoint.name!r} (HTTP {status}): {why}. This is azproxy's "

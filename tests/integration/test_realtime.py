@@ -168,6 +168,35 @@ async def test_access_key_in_the_subprotocol(
     assert ACCESS_KEY not in all_header_text(fake)
 
 
+@pytest.mark.parametrize("status", [401, 403])
+async def test_azure_refusing_a_server_side_key_is_502_not_the_clients_401(
+    aiohttp_client: AiohttpClient, fake: FakeRealtime, status: int
+) -> None:
+    config = Config(
+        endpoints=parse_endpoints(
+            {"sweden": {"url": fake.url, "ad_token": AZURE_KEY, "api_version": "v1"}},
+            {},
+        ),
+        model_map=parse_model_map({"gpt-realtime": "sweden/rt-deploy"}),
+        access_keys=parse_access_keys([ACCESS_KEY], {}),
+    )
+    proxy = await aiohttp_client(create_app(config))
+    fake.refuse(status, headers={"apim-request-id": "apim-7"})
+    protocols = "realtime, " + key_protocol(ACCESS_KEY)
+    response = await proxy.get(
+        "/v1/realtime?model=gpt-realtime",
+        headers=UPGRADE | {"Sec-WebSocket-Protocol": protocols},
+    )
+    # The client's access key is fine: the endpoint's Entra ID token is not.
+    assert response.status == 502
+    error = (await response.json())["error"]
+    assert error["code"] == "upstream_auth_failed"
+    assert f"endpoint 'sweden' (HTTP {status})" in error["message"]
+    assert fake.url not in error["message"] and AZURE_KEY not in error["message"]
+    assert response.headers["x-request-id"] == "apim-7"
+    assert fake.last.headers["Authorization"] == f"Bearer {AZURE_KEY}"
+
+
 @pytest.mark.parametrize(
     "headers",
     [
