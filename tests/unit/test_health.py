@@ -7,8 +7,9 @@ import pytest
 
 from azproxy.auth.azure_auth import ApiKeyAuth
 from azproxy.errors import AllCoolingDown
+from azproxy.relay.azure_limits import retry_after_s
 from azproxy.relay.backends import Backend, Endpoint
-from azproxy.relay.health_board import HealthBoard, retry_after_s
+from azproxy.relay.health_board import HealthBoard
 from azproxy.settings.secrets import Secret
 from tests.clock import FakeClock
 
@@ -25,12 +26,14 @@ def board(clock: FakeClock, **overrides: float) -> HealthBoard:
         "error_cooldown_s": 2.0,
         "breaker_failures": 3,
         "breaker_open_s": 30.0,
+        "exhausted_cooldown_s": 10.0,
     } | overrides
     return HealthBoard(
         rate_limit_cooldown_s=values["rate_limit_cooldown_s"],
         error_cooldown_s=values["error_cooldown_s"],
         breaker_failures=int(values["breaker_failures"]),
         breaker_open_s=values["breaker_open_s"],
+        exhausted_cooldown_s=values["exhausted_cooldown_s"],
         clock=clock,
         rng=random.Random(7),
     )
