@@ -100,9 +100,13 @@ class HealthBoard:
 
     def plan(self, backends: Sequence[Backend]) -> list[Backend]:
         """The deployments to try, best first; raises AllCoolingDown if none."""
-        if len(backends) == 1 and backends[0].name not in self._states:
-            return [backends[0]]  # the common case: nothing to decide
         now = self._clock()
+        if len(backends) == 1:
+            # The common case: one deployment, taking requests (exhausted or
+            # not: it has no siblings to go after).
+            state = self._states.get(backends[0].name)
+            if state is None or (not state.probing and self._wait(state, now) <= 0):
+                return [backends[0]]
         ready: list[Backend] = []
         spare: list[Backend] = []  # exhausted: after the others
         waiting: list[tuple[float, Record]] = []
