@@ -6,8 +6,8 @@ interface (Attempts), two policies, picked once per caller (auth/callers.py).
   do the resource calls (files, batches...), whose objects live on one
   resource. Its loop (retried) also retries the realtime handshake.
 - Failover, server-side routing: the model's deployments, best first by the
-  health board (cooldowns, breakers, the panic rule), each tried once, with
-  no sleeping in between.
+  health board (cooldowns, breakers, quota Azure said is used up, the panic
+  rule), each tried once, with no sleeping in between.
 
 Both return Azure's answer with its first chunk read (a Reply, naming the
 backend that gave it), or raise the error the client gets. All of it
@@ -173,8 +173,10 @@ class Failover:
     A 429 or 408, a 5xx, an "overloaded" first event, a connection error or
     no headers in time move on to the next deployment at once (no sleeping).
     The health board learns of each: a 429, a 408 or a connection failure
-    cools the deployment; a 5xx counts toward its breaker. Any other answer,
-    4xx included, is the answer; but a guessed name (model_fallback) that
+    cools the deployment (with what Azure said about its limit); a 5xx
+    counts toward its breaker; any other answer brings Azure's remaining
+    requests and tokens, which may mark the deployment exhausted. Any other
+    answer, 4xx included, is the answer; but a guessed name (model_fallback) that
     Azure does not know moves on to the next guess. At most max_attempts
     deployments are tried, and one only when the body cannot be sent twice.
     """
