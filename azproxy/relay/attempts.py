@@ -53,6 +53,7 @@ log = logging.getLogger("azproxy.relay")
 # A cheap prompt estimate: English text and JSON average about 4 bytes per
 # token (OpenAI's rule of thumb).
 BYTES_PER_TOKEN = 4
+NOT_SAID = (None, None)  # no remaining requests or tokens
 
 T = TypeVar("T")
 
@@ -223,9 +224,11 @@ class Failover:
                 elif reply.status >= 500 or reply.overloaded:
                     board.server_error(backend)
                 else:
-                    board.succeeded(
-                        backend, *remaining(headers), tokens_needed(outgoing)
-                    )
+                    # Azure's counts from its good answers only: a 4xx may
+                    # answer a name a client made up (model_fallback), which
+                    # must not get a record on the board.
+                    said = remaining(headers) if reply.status < 400 else NOT_SAID
+                    board.succeeded(backend, *said, tokens_needed(outgoing))
                     if last is not None:
                         last.close()
                     return reply

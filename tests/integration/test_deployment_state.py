@@ -64,14 +64,14 @@ async def start(
     model_map: dict[str, Any],
     **overrides: Any,
 ) -> TestClient[Any, Any]:
+    endpoints = {
+        "fake": {"url": fake.url, "api_key": AZURE_KEY},
+        "dead": {"url": dead_url(), "api_key": AZURE_KEY},
+    }
+    if overrides.get("model_fallback"):
+        del endpoints["dead"]  # the fallback needs a single endpoint
     values: dict[str, Any] = {
-        "endpoints": parse_endpoints(
-            {
-                "fake": {"url": fake.url, "api_key": AZURE_KEY},
-                "dead": {"url": dead_url(), "api_key": AZURE_KEY},
-            },
-            {},
-        ),
+        "endpoints": parse_endpoints(endpoints, {}),
         "model_map": parse_model_map(model_map),
         "access_keys": parse_access_keys([ACCESS_KEY], {}),
         "exhausted_cooldown_s": 10.0,
@@ -378,3 +378,39 @@ async def test_metrics_show_each_deployments_state_cooldowns_and_azures_counts(
         )
         == 1.0
     )
+
+
+async def test_names_clients_made_up_get_no_series(
+    aiohttp_client: AiohttpClient, fake_azure: FakeAzure, clock: FakeClock
+) -> None:
+    # model_fallback sends a model name Azure may not know as a deployment:
+    # those that answer are shown (there are as many as Azure has), those
+    # it does not know are not, whatever headers came with the 404.
+    proxy = await start(
+        aiohttp_client, fake_azure, clock, {"gpt-4o": "fake/dep-a"}, model_fallback=True
+    )
+    counts = {
+        "x-ratelimit-remaining-requests": "7",
+        "x-ratelimit-remaining-tokens": "70",
+    }
+    not_found = {"error": {"code": "DeploymentNotFound", "message": "no"}}
+    fake_azure.queue(
+        *[json_answer(not_found, 404, counts) for _ in range(3)],
+        chat_with(**counts),
+    )
+    auth = {"Authorization": f"Bearer {ACCESS_KEY}"}
+    for model in ("made-up-1", "made-up-2", "made-up-3", "real-guess"):
+        body = json.dumps({"model": model, "messages": []})
+        response = await proxy.post("/v1/chat/completions", data=body, headers=auth)
+        assert response.headers["x-azproxy-deployment"] == model
+    found = samples(await (await proxy.get("/metrics", headers=auth)).text())
+    shown = {
+        dict(labels)["deployment"]
+        for name, labels in found
+        if name.startswith(("azproxy_deployment_", "azproxy_cooldowns"))
+    }
+    assert shown == {"dep-a", "real-guess"}
+    labels = {"endpoint": "fake", "deployment": "real-guess"}
+    assert sample(found, "azproxy_deployment_remaining_requests", **labels) == 7
+    state = sample(found, "azproxy_deployment_state", **labels, state="healthy")
+    assert state == 1.0
