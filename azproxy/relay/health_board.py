@@ -96,6 +96,7 @@ class HealthBoard:
         return list(self._states.values())
 
     def now(self) -> float:
+        """The board's clock: what its records' deadlines count in."""
         return self._clock()
 
     def plan(self, backends: Sequence[Backend]) -> list[Backend]:
@@ -105,7 +106,7 @@ class HealthBoard:
             # The common case: one deployment, taking requests (exhausted or
             # not: it has no siblings to go after).
             state = self._states.get(backends[0].name)
-            if state is None or (not state.probing and self._wait(state, now) <= 0):
+            if state is None or self._wait(state, now) <= 0:
                 return [backends[0]]
         ready: list[Backend] = []
         spare: list[Backend] = []  # exhausted: after the others
