@@ -258,11 +258,22 @@ class Failure(Internal):
 
 
 class AllCoolingDown(Internal):
-    """Every deployment of a model is cooling down; the shortest wait."""
+    """Every deployment of a model is cooling down: the shortest wait, and
+    what Azure said about the limit behind it (`kind`: "requests" or
+    "tokens", None when it did not say; `resets`: its reset headers, as the
+    seconds still to wait)."""
 
-    def __init__(self, wait_s: float) -> None:
+    def __init__(
+        self,
+        wait_s: float,
+        *,
+        kind: str | None = None,
+        resets: Mapping[str, float] | None = None,
+    ) -> None:
         super().__init__(f"every deployment is cooling down for {wait_s:.3f} s")
         self.wait_s = wait_s
+        self.kind = kind
+        self.resets = dict(resets or {})
 
 
 class InvalidJson(Internal, ValueError):

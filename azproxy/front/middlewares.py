@@ -71,9 +71,9 @@ def exchange_middleware(observer: Observer) -> Middleware:
                 response = ProxyError(
                     "azproxy failed to handle this request; its log has the details."
                 ).response()
-            if exchange.deployment and not response.prepared:
-                # DESIGN §2: say which deployment was used, errors included.
-                response.headers.setdefault("x-azproxy-deployment", exchange.deployment)
+            # No x-azproxy-deployment here: an answer azproxy made itself (a
+            # 429 when every deployment cools, a 502, a 504) was given by no
+            # deployment; the relay names the one whose answer it relays.
             return response
         finally:
             observer.done(exchange, response)

@@ -33,6 +33,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from azproxy.front.lifecycle import LIFECYCLE
+from azproxy.observe.deployments import configured_deployments, deployment_metrics
+from azproxy.observe.exchange import Exchange
+from azproxy.relay.health_board import HEALTH
 from azproxy.relay.upstream_slots import LIMITER
 from azproxy.settings.patterns import DEPLOYMENT_RE, MAX_SHOWN_CHARS, MODEL_RE
 
@@ -112,8 +115,10 @@ class Metrics:
         *,
         models: Iterable[str] = (),
         deployments: Iterable[str] = (),
+        sources: Iterable[Callable[[], Iterable[Metric]]] = (),
     ) -> None:
-        """`models` and `deployments`: the configured names, always labels."""
+        """`models` and `deployments`: the configured names, always labels.
+        `sources`: more families, read from their owners on a scrape."""
         self.requests: defaultdict[Labels, int] = defaultdict(int)
         self.tokens: defaultdict[Labels, int] = defaultdict(int)
         self.retries: defaultdict[Labels, int] = defaultdict(int)
@@ -122,6 +127,7 @@ class Metrics:
         self.ttfb: defaultdict[Labels, _Histogram] = defaultdict(_Histogram)
         self.streams_in_flight = 0
         self._gauges = gauges
+        self._sources = tuple(sources)
         self._models = LabelValues(MODEL_RE, MAX_MODELS, models)
         self._deployments = LabelValues(DEPLOYMENT_RE, MAX_DEPLOYMENTS, deployments)
         self._seen: set[Labels] = set()
@@ -191,6 +197,8 @@ class Metrics:
             gauge = GaugeMetricFamily(name, help_text)
             gauge.add_metric([], read())
             yield gauge
+        for source in self._sources:
+            yield from source()
 
     @staticmethod
     def _histogram(
@@ -213,8 +221,9 @@ METRICS = web.AppKey("azproxy.metrics", Metrics)
 
 
 def setup(app: web.Application, config: Config) -> None:
-    """app[METRICS], with the gauges of app[LIFECYCLE] and app[LIMITER]
-    (read only when /metrics is scraped)."""
+    """app[METRICS], with the gauges of app[LIFECYCLE] and app[LIMITER] and
+    the deployments' state on app[HEALTH] (read only when /metrics is
+    scraped)."""
     lifecycle, limiter = app[LIFECYCLE], app[LIMITER]
     app[METRICS] = Metrics(
         {
@@ -229,6 +238,7 @@ def setup(app: web.Application, config: Config) -> None:
         },
         models=config.model_map,
         deployments=(r.deployment for rs in config.model_map.values() for r in rs),
+        sources=[deployment_metrics(app[HEALTH], configured_deployments(config))],
     )
 
 

@@ -6,8 +6,8 @@ interface (Attempts), two policies, picked once per caller (auth/callers.py).
   do the resource calls (files, batches...), whose objects live on one
   resource. Its loop (retried) also retries the realtime handshake.
 - Failover, server-side routing: the model's deployments, best first by the
-  health board (cooldowns, breakers, the panic rule), each tried once, with
-  no sleeping in between.
+  health board (cooldowns, breakers, quota Azure said is used up, the panic
+  rule), each tried once, with no sleeping in between.
 
 Both return Azure's answer with its first chunk read (a Reply, naming the
 backend that gave it), or raise the error the client gets. All of it
@@ -26,7 +26,14 @@ from aiohttp import web
 
 from azproxy.errors import AllCoolingDown, Failure, ProxyError, RateLimited
 from azproxy.keys import CONFIG, EXCHANGE, SESSION
-from azproxy.relay.health_board import HEALTH, retry_after_headers, retry_after_s
+from azproxy.relay.azure_limits import (
+    format_duration,
+    refusal,
+    remaining,
+    retry_after_s,
+)
+from azproxy.relay.backends import Backend
+from azproxy.relay.health_board import HEALTH, retry_after_headers
 from azproxy.relay.refusal import refuses_credentials
 from azproxy.relay.send import Reply, send_once
 from azproxy.relay.target import Outgoing, build_target
@@ -46,6 +53,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("azproxy.relay")
+
+# A cheap prompt estimate: English text and JSON average about 4 bytes per
+# token (OpenAI's rule of thumb).
+BYTES_PER_TOKEN = 4
+NOT_SAID = (None, None)  # no remaining requests or tokens
 
 T = TypeVar("T")
 
@@ -167,8 +179,10 @@ class Failover:
     endpoint's own credentials (refusal.py), a connection error or no headers
     in time move on to the next deployment at once (no sleeping). The health
     board learns of each: a 429, a 408 or a connection failure cools the
-    deployment; a 5xx or a refusal counts toward its breaker. Any other answer,
-    4xx included, is the answer; but a guessed name (model_fallback) that
+    deployment (with what Azure said about its limit); a 5xx or a refusal
+    counts toward its breaker; any other answer brings Azure's remaining
+    requests and tokens, which may mark the deployment exhausted. Any other
+    answer, 4xx included, is the answer; but a guessed name (model_fallback) that
     Azure does not know moves on to the next guess. At most max_attempts
     deployments are tried, and one only when the body cannot be sent twice.
     """
@@ -186,7 +200,7 @@ class Failover:
         try:
             plan = board.plan(backends)[: config.max_attempts]
         except AllCoolingDown as cooling:
-            raise all_cooling_down(model, cooling.wait_s) from None
+            raise all_cooling_down(model, cooling) from None
         if not outgoing.replayable:
             plan = plan[:1]  # a body streamed once cannot go to another
         last: Reply | None = None
@@ -207,8 +221,11 @@ class Failover:
                     board.abandoned(backend)
                     reply.close()  # a guessed name that does not exist: try the next
                     continue
+                headers = reply.response.headers
                 if reply.status in (408, 429):
-                    board.rate_limited(backend, retry_after_s(reply.response.headers))
+                    board.rate_limited(
+                        backend, retry_after_s(headers), refusal(headers, reply.first)
+                    )
                 elif (
                     reply.status >= 500
                     or reply.overloaded
@@ -216,7 +233,11 @@ class Failover:
                 ):
                     board.server_error(backend)
                 else:
-                    board.succeeded(backend)
+                    # Azure's counts from its good answers only: a 4xx may
+                    # answer a name a client made up (model_fallback), which
+                    # must not get a record on the board.
+                    said = remaining(headers) if reply.status < 400 else NOT_SAID
+                    board.succeeded(backend, *said, tokens_needed(outgoing))
                     if last is not None:
                         last.close()
                     return reply
@@ -241,7 +262,7 @@ class Failover:
                     board.plan(backends)
                 except AllCoolingDown as cooling:
                     last.close()
-                    raise all_cooling_down(model, cooling.wait_s) from None
+                    raise all_cooling_down(model, cooling) from None
             return last
         assert error is not None
         raise error
@@ -269,12 +290,36 @@ async def try_backend(
         raise
 
 
-def all_cooling_down(model: str | None, wait_s: float) -> ProxyError:
-    return RateLimited(
-        f"Every Azure deployment of model {model!r} is rate-limited right now, "
-        f"or waiting for a test request to come back; retry after {wait_s:.1f} s.",
-        headers=retry_after_headers(wait_s),
-    )
+def tokens_needed(outgoing: Outgoing) -> int:
+    """What a request like this one needs from a deployment's token budget,
+    cheaply: its body's bytes over BYTES_PER_TOKEN (Azure also counts the
+    max_tokens it asks for, which this leaves out)."""
+    body = outgoing.body
+    return len(body) // BYTES_PER_TOKEN if isinstance(body, bytes) else 0
+
+
+def all_cooling_down(model: str | None, cooling: AllCoolingDown) -> ProxyError:
+    """azproxy's own 429, keeping what Azure said: the kind of limit (in
+    `type`, as OpenAI's own 429s name it: "requests" or "tokens") and its
+    reset headers, counted down to what is left of the wait."""
+    wait_s, kind = cooling.wait_s, cooling.kind
+    headers = retry_after_headers(wait_s)
+    for name, seconds in cooling.resets.items():
+        headers[name] = format_duration(seconds)
+    if kind is None:
+        message = (
+            f"Every Azure deployment of model {model!r} is rate-limited right "
+            "now, or waiting for a test request to come back; retry after "
+            f"{wait_s:.1f} s."
+        )
+    else:
+        limit = "token" if kind == "tokens" else "request"
+        message = (
+            f"Every Azure deployment of model {model!r} is rate-limited right "
+            f"now; the first one back exceeded Azure's {limit} rate limit. "
+            f"Retry after {wait_s:.1f} s."
+        )
+    return RateLimited(message, headers=headers, type=kind)
 
 
 # Stateless: one of each serves every caller.

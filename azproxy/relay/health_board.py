@@ -19,45 +19,50 @@ none being probed), the one that failed least recently is tried anyway
 rather than refusing everyone: Envoy's panic threshold, for a model whose
 deployments may all have been cooled by one client's requests.
 
+Azure also says, on its answers, how many requests and tokens a deployment
+has left in its window (x-ratelimit-remaining-*). When an answer shows none
+left (no requests, or fewer tokens than a request like this one needs), the
+deployment is exhausted for exhausted_cooldown_s, or until an answer shows
+some left again: its siblings go first, instead of each quota window costing
+one wasted 429 to find out. It is still used when nothing else can be.
+
 The board orders a model's deployments for one request: lowest priority
 number first, and within a priority a weighted random order, so traffic
-spreads by weight. No server-side sleeping: a cooling deployment is skipped,
-and when all of them cool after 429s, the caller learns the shortest wait.
+spreads by weight; exhausted deployments after all the others. No
+server-side sleeping: a cooling deployment is skipped, and when all of them
+cool after 429s, the caller learns the shortest wait and what Azure said
+about it (AllCoolingDown). The states and their names: deployment_state.py.
 """
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from azproxy.errors import AllCoolingDown
+from azproxy.relay.deployment_state import (
+    BREAKER_OPEN,
+    COOLING_ERRORS,
+    EXHAUSTED,
+    RATE_LIMITED,
+    Record,
+)
 
 if TYPE_CHECKING:
+    from azproxy.relay.azure_limits import Refusal
     from azproxy.relay.backends import Backend
     from azproxy.settings.config import Config
 
-__all__ = ["HEALTH", "HealthBoard", "retry_after_s", "setup"]
+__all__ = ["HEALTH", "MIN_WAIT_S", "HealthBoard", "retry_after_headers", "setup"]
 
 # The shortest wait a refused client is told: Retry-After counts whole
 # seconds, and a probe's verdict is worth waiting a second for.
 MIN_WAIT_S = 1.0
-
-
-@dataclass(slots=True)
-class _State:
-    limited_until: float = 0.0  # cooling after a 429 or 408 (Azure asked)
-    cooling_until: float = 0.0  # cooling after a connection failure
-    failures: int = 0  # in a row
-    failed_at: float = 0.0  # the last failure, for the panic choice
-    open_until: float = 0.0  # breaker open (skipped) until then
-    probing: bool = False  # half-open: one request is testing it
 
 
 class HealthBoard:
@@ -68,6 +73,7 @@ class HealthBoard:
         error_cooldown_s: float,
         breaker_failures: int,
         breaker_open_s: float,
+        exhausted_cooldown_s: float,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -75,41 +81,66 @@ class HealthBoard:
         self.error_cooldown_s = error_cooldown_s
         self.breaker_failures = breaker_failures
         self.breaker_open_s = breaker_open_s
+        self.exhausted_cooldown_s = exhausted_cooldown_s
         self._clock = clock
         self._rng = rng or random.Random()
-        self._states: dict[str, _State] = {}
+        self._states: dict[str, Record] = {}
 
-    def _state(self, backend: Backend) -> _State:
+    def _state(self, backend: Backend) -> Record:
         state = self._states.get(backend.name)
         if state is None:
-            state = self._states[backend.name] = _State()
+            state = self._states[backend.name] = Record(
+                backend.endpoint.name, backend.deployment
+            )
         return state
+
+    def records(self) -> list[Record]:
+        """Every deployment the board has heard of (for /metrics)."""
+        return list(self._states.values())
+
+    def now(self) -> float:
+        """The board's clock: what its records' deadlines count in."""
+        return self._clock()
 
     def plan(self, backends: Sequence[Backend]) -> list[Backend]:
         """The deployments to try, best first; raises AllCoolingDown if none."""
-        if len(backends) == 1 and backends[0].name not in self._states:
-            return [backends[0]]  # the common case: nothing to decide
         now = self._clock()
+        if len(backends) == 1:
+            # The common case: one deployment, taking requests (exhausted or
+            # not: it has no siblings to go after).
+            state = self._states.get(backends[0].name)
+            if state is None or self._wait(state, now) <= 0:
+                return [backends[0]]
         ready: list[Backend] = []
-        waits: list[float] = []
+        spare: list[Backend] = []  # exhausted: after the others
+        waiting: list[tuple[float, Record]] = []
         failing: list[Backend] = []  # cooling for errors only
         for backend in backends:
-            state = self._state(backend)
+            state = self._states.get(backend.name)
+            if state is None:
+                ready.append(backend)
+                continue
             wait = self._wait(state, now)
             if wait <= 0:
-                ready.append(backend)
+                (spare if state.exhausted_until > now else ready).append(backend)
             elif state.probing or state.limited_until > now:
-                waits.append(wait)
+                waiting.append((wait, state))
             else:
                 failing.append(backend)
-        if ready:
-            return self._ordered(ready)
+        if ready or spare:
+            return self._ordered(ready) + self._ordered(spare)
         if failing:
             # Panic: try the one that failed least recently, not refuse.
             return [min(failing, key=lambda b: self._states[b.name].failed_at)]
-        raise AllCoolingDown(max(min(waits), MIN_WAIT_S))
+        wait, state = min(waiting, key=lambda pair: pair[0])
+        limited = bool(state.limited_until)  # a 429 cooled it, not an error
+        raise AllCoolingDown(
+            max(wait, MIN_WAIT_S),
+            kind=state.limit_kind if limited else None,
+            resets=state.reset_waits(now) if limited else {},
+        )
 
-    def _wait(self, state: _State, now: float) -> float:
+    def _wait(self, state: Record, now: float) -> float:
         if state.probing:
             # A probe is out (the first request after a cooldown or an open
             # breaker): the others wait for its verdict instead of rushing in.
@@ -117,6 +148,8 @@ class HealthBoard:
         return max(state.limited_until, state.cooling_until, state.open_until) - now
 
     def _ordered(self, ready: list[Backend]) -> list[Backend]:
+        if len(ready) <= 1:
+            return ready
         ordered: list[Backend] = []
         for priority in sorted({b.priority for b in ready}):
             ordered.extend(
@@ -149,26 +182,63 @@ class HealthBoard:
         if state is not None:
             state.probing = False
 
-    def succeeded(self, backend: Backend) -> None:
-        state = self._states.get(backend.name)
-        if state is not None:
-            state.failures = 0
-            state.limited_until = state.cooling_until = state.open_until = 0.0
-            state.probing = False
-
-    def rate_limited(self, backend: Backend, wait_s: float | None) -> None:
-        """A 429 or 408: cool down as long as Azure asked. Not a failure for
-        the breaker."""
-        state = self._state(backend)
-        wait = self.rate_limit_cooldown_s if wait_s is None else wait_s
-        state.limited_until = max(state.limited_until, self._clock() + wait)
+    def succeeded(
+        self,
+        backend: Backend,
+        requests: int | None = None,
+        tokens: int | None = None,
+        needs_tokens: int = 0,
+    ) -> None:
+        """An answer that was not a failure, with Azure's remaining requests
+        and tokens on it (None: not said). None left, or fewer tokens than
+        `needs_tokens` (what a request like this one needs): exhausted."""
+        said = requests is not None or tokens is not None
+        state = self._state(backend) if said else self._states.get(backend.name)
+        if state is None:
+            return  # the common case for a board that never heard of it
+        state.failures = 0
+        state.limited_until = state.cooling_until = state.open_until = 0.0
         state.probing = False
+        state.limit_kind = None
+        state.resets.clear()
+        if not said:
+            return
+        state.remaining_requests, state.remaining_tokens = requests, tokens
+        if requests == 0 or (tokens is not None and tokens < max(needs_tokens, 1)):
+            if self.exhausted_cooldown_s > 0:
+                now = self._clock()
+                if state.exhausted_until <= now:
+                    state.cooldown_started(EXHAUSTED)
+                state.exhausted_until = now + self.exhausted_cooldown_s
+        else:
+            state.exhausted_until = 0.0  # Azure has room again
+
+    def rate_limited(
+        self, backend: Backend, wait_s: float | None, said: Refusal | None = None
+    ) -> None:
+        """A 429 or 408: cool down as long as Azure asked. Not a failure for
+        the breaker. `said`: what Azure's answer told about its limit."""
+        state = self._state(backend)
+        now = self._clock()
+        if state.limited_until <= now:
+            state.cooldown_started(RATE_LIMITED)
+        wait = self.rate_limit_cooldown_s if wait_s is None else wait_s
+        state.limited_until = max(state.limited_until, now + wait)
+        state.probing = False
+        if said is not None:
+            state.limit_kind = said.kind
+            state.resets = {name: now + s for name, s in said.resets.items()}
+            if said.requests is not None or said.tokens is not None:
+                state.remaining_requests = said.requests
+                state.remaining_tokens = said.tokens
 
     def unreachable(self, backend: Backend) -> None:
         """The connection failed (refused, connect timeout, reset, no headers
         in time): not the request's fault, so cool down at once."""
         state = self._state(backend)
         now = self._clock()
+        if state.cooling_until <= now:
+            state.cooldown_started(COOLING_ERRORS)
         state.cooling_until = max(state.cooling_until, now + self.error_cooldown_s)
         self._count_failure(state, now)
 
@@ -177,13 +247,15 @@ class HealthBoard:
         own fault, so it only counts toward the breaker."""
         self._count_failure(self._state(backend), self._clock())
 
-    def _count_failure(self, state: _State, now: float) -> None:
+    def _count_failure(self, state: Record, now: float) -> None:
         state.failures += 1
         state.failed_at = now
         # A failed half-open probe reopens the breaker at once.
         if (state.probing and state.open_until) or (
             state.failures >= self.breaker_failures
         ):
+            if state.open_until <= now:
+                state.cooldown_started(BREAKER_OPEN)
             state.open_until = now + self.breaker_open_s
         state.probing = False
 
@@ -203,31 +275,9 @@ def setup(
         error_cooldown_s=config.error_cooldown_s,
         breaker_failures=config.breaker_failures,
         breaker_open_s=config.breaker_open_s,
+        exhausted_cooldown_s=config.exhausted_cooldown_s,
         clock=clock,
     )
-
-
-def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """How long Azure asked us to wait, from the headers it uses for that."""
-    for name, scale in (("retry-after-ms", 1e-3), ("x-ms-retry-after-ms", 1e-3)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(float(value) * scale, 0.0)
-            except ValueError:
-                pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(when - (time.time() if now is None else now), 0.0)
 
 
 def retry_after_headers(wait_s: float) -> dict[str, str]:

@@ -211,6 +211,17 @@ class Config:
         "probes it.",
         check=zero_or_more,
     )
+    exhausted_cooldown_s: float = setting(
+        10.0,
+        "Seconds a deployment goes after its siblings once Azure answered it "
+        "with `x-ratelimit-remaining-requests: 0` (or fewer "
+        "`x-ratelimit-remaining-tokens` than a request like that one needs: "
+        "its body's bytes / 4), instead of finding its empty quota with a 429. "
+        "Ends early when one of its answers shows some left; it is still used "
+        "when no sibling can take the request. Server-side routing only. "
+        "0: off.",
+        check=zero_or_more,
+    )
     max_attempts: int = setting(
         3,
         "Deployments one request may try with server-side routing (failover), "

@@ -132,6 +132,7 @@ SAMPLES: dict[str, object] = {
     "error_cooldown_s": "1",
     "breaker_failures": "2",
     "breaker_open_s": "1",
+    "exhausted_cooldown_s": "7.5",
     "max_attempts": "1",
     "max_upstream_requests": "10",
     "queue_timeout_s": "1",

@@ -7,8 +7,9 @@ import pytest
 
 from azproxy.auth.azure_auth import ApiKeyAuth
 from azproxy.errors import AllCoolingDown
+from azproxy.relay.azure_limits import Refusal, retry_after_s
 from azproxy.relay.backends import Backend, Endpoint
-from azproxy.relay.health_board import HealthBoard, retry_after_s
+from azproxy.relay.health_board import HealthBoard
 from azproxy.settings.secrets import Secret
 from tests.clock import FakeClock
 
@@ -25,12 +26,14 @@ def board(clock: FakeClock, **overrides: float) -> HealthBoard:
         "error_cooldown_s": 2.0,
         "breaker_failures": 3,
         "breaker_open_s": 30.0,
+        "exhausted_cooldown_s": 10.0,
     } | overrides
     return HealthBoard(
         rate_limit_cooldown_s=values["rate_limit_cooldown_s"],
         error_cooldown_s=values["error_cooldown_s"],
         breaker_failures=int(values["breaker_failures"]),
         breaker_open_s=values["breaker_open_s"],
+        exhausted_cooldown_s=values["exhausted_cooldown_s"],
         clock=clock,
         rng=random.Random(7),
     )
@@ -267,3 +270,121 @@ def test_a_refused_client_is_told_the_real_wait_at_least_1_s() -> None:
     with pytest.raises(AllCoolingDown) as caught:
         health.plan([a, b])
     assert caught.value.wait_s == pytest.approx(4.5)
+
+
+def state_of(health: HealthBoard, name: str) -> str:
+    (record,) = [r for r in health.records() if r.deployment == name]
+    return record.state(health.now())
+
+
+def test_an_exhausted_deployment_goes_after_its_siblings_for_a_while() -> None:
+    clock = FakeClock()
+    health = board(clock)
+    a, b, c = backend("a", 1), backend("b", 2), backend("c", 3)
+    health.succeeded(a, requests=0, tokens=5000)
+    # After every healthy sibling, whatever its priority; never refused.
+    assert health.plan([a, b, c]) == [b, c, a]
+    assert health.plan([a]) == [a]
+    assert state_of(health, "a") == "exhausted"
+    clock.advance(9.9)
+    assert health.plan([a, b, c]) == [b, c, a]
+    clock.advance(0.2)  # exhausted_cooldown_s is over
+    assert health.plan([a, b, c]) == [a, b, c]
+    assert state_of(health, "a") == "healthy"
+
+
+@pytest.mark.parametrize(
+    ("requests", "tokens", "needs", "exhausted"),
+    [
+        (0, None, 0, True),
+        (0, 9000, 10, True),
+        (None, 0, 0, True),
+        (None, 99, 100, True),  # fewer tokens than a request like this needs
+        (None, 100, 100, False),
+        (3, 100, 10, False),
+        (3, None, 0, False),
+        (None, None, 0, False),  # Azure did not say
+    ],
+)
+def test_what_makes_a_deployment_exhausted(
+    requests: int | None, tokens: int | None, needs: int, exhausted: bool
+) -> None:
+    health = board(FakeClock())
+    a, b = backend("a", 1), backend("b", 2)
+    health.succeeded(a, requests, tokens, needs)
+    assert health.plan([a, b]) == ([b, a] if exhausted else [a, b])
+
+
+def test_an_answer_with_room_ends_the_exhaustion_and_none_keeps_it() -> None:
+    health = board(FakeClock())
+    a, b = backend("a", 1), backend("b", 2)
+    health.succeeded(a, requests=0)
+    health.succeeded(a)  # an answer without the headers says nothing
+    assert health.plan([a, b]) == [b, a]
+    health.succeeded(a, requests=12, tokens=800)
+    assert health.plan([a, b]) == [a, b]
+
+
+def test_exhaustion_is_off_with_a_zero_cooldown() -> None:
+    health = board(FakeClock(), exhausted_cooldown_s=0.0)
+    a, b = backend("a", 1), backend("b", 2)
+    health.succeeded(a, requests=0)
+    assert health.plan([a, b]) == [a, b]
+    assert state_of(health, "a") == "healthy"
+
+
+def test_states_and_the_cooldowns_that_started_them() -> None:
+    clock = FakeClock()
+    health = board(clock, breaker_failures=2)
+    a, b, c, d = backend("a"), backend("b"), backend("c"), backend("d")
+    health.rate_limited(a, 5.0)
+    health.rate_limited(a, 6.0)  # a second 429 meanwhile: the same cooldown
+    health.unreachable(b)
+    health.server_error(c)
+    assert state_of(health, "c") == "healthy"  # one 5xx: counted, not cooled
+    health.server_error(c)
+    health.succeeded(d, requests=0)
+    health.succeeded(d, requests=0)  # still exhausted: the same cooldown
+    assert [state_of(health, n) for n in "abcd"] == [
+        "rate_limited",
+        "cooling_errors",
+        "breaker_open",
+        "exhausted",
+    ]
+    counts = {r.deployment: r.cooldowns for r in health.records()}
+    assert counts == {
+        "a": {"rate_limited": 1},
+        "b": {"cooling_errors": 1},
+        "c": {"breaker_open": 1},
+        "d": {"exhausted": 1},
+    }
+    clock.advance(6.1)  # a's 429 cooldown is over: its probe goes out
+    assert state_of(health, "a") == "healthy"
+    health.started(a)
+    assert state_of(health, "a") == "rate_limited"  # the others wait for it
+    health.rate_limited(a, 1.0)  # the probe met another 429: a new cooldown
+    assert health.records()[0].cooldowns == {"rate_limited": 2}
+
+
+def test_all_cooling_down_keeps_what_azure_said_about_the_first_back() -> None:
+    clock = FakeClock()
+    health = board(clock)
+    a, b = backend("a"), backend("b")
+    health.rate_limited(
+        a, 9.0, Refusal("requests", {"x-ratelimit-reset-requests": 9.0}, 0, 50)
+    )
+    health.rate_limited(
+        b, 4.0, Refusal("tokens", {"x-ratelimit-reset-tokens": 4.0}, 5, 0)
+    )
+    clock.advance(1)
+    with pytest.raises(AllCoolingDown) as caught:
+        health.plan([a, b])
+    assert caught.value.wait_s == pytest.approx(3.0)
+    assert caught.value.kind == "tokens"
+    assert caught.value.resets == {"x-ratelimit-reset-tokens": pytest.approx(3.0)}
+    # A success forgets what the 429 said.
+    health.succeeded(b)
+    health.rate_limited(b, 2.0)
+    with pytest.raises(AllCoolingDown) as caught:
+        health.plan([a, b])
+    assert (caught.value.kind, caught.value.resets) == (None, {})
