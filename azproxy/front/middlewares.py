@@ -46,8 +46,9 @@ def exchange_middleware(observer: Observer) -> Middleware:
     @web.middleware
     async def exchanges(request: web.Request, handler: Handler) -> web.StreamResponse:
         """The outermost layer: every error azproxy raises is rendered in
-        OpenAI's shape (never a traceback), and every exchange is recorded
-        once, in the access log and the metrics."""
+        OpenAI's shape (never a traceback), every exchange is recorded once,
+        in the access log and the metrics, and a limited key's ticket is
+        settled once."""
         exchange = Exchange(request.method, request.path, time.perf_counter())
         request[EXCHANGE] = exchange
         response: web.StreamResponse | None = None
@@ -65,11 +66,22 @@ def exchange_middleware(observer: Observer) -> Middleware:
                 response = ProxyError(
                     "azproxy failed to handle this request; its log has the details."
                 ).response()
-            if exchange.deployment and not response.prepared:
-                # DESIGN §2: say which deployment was used, errors included.
-                response.headers.setdefault("x-azproxy-deployment", exchange.deployment)
+            if not response.prepared:
+                if exchange.deployment:
+                    # DESIGN §2: say which deployment was used, errors included.
+                    response.headers.setdefault(
+                        "x-azproxy-deployment", exchange.deployment
+                    )
+                if exchange.ticket is not None:  # streams have them already
+                    response.headers.update(exchange.ticket.headers)
             return response
         finally:
+            ticket = exchange.ticket
+            if ticket is not None:
+                # Exactly once, however the request ended: its usage replaces
+                # the estimate, or the estimate stands.
+                usage = exchange.usage
+                ticket.settle(usage[2] if usage is not None else None)
             observer.done(exchange, response)
 
     return exchanges

@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 from azproxy.auth.callers import Caller
 from azproxy.errors import BadRequest
 from azproxy.keys import CALLER, EXCHANGE
+from azproxy.limits.admission import admit, estimate_tokens
 from azproxy.relay.attempts import RETRY, Attempts
 from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.jsonbody import JsonObject
@@ -66,9 +67,12 @@ async def relay(
     attempts: Attempts,
     model: str | None = None,
 ) -> web.StreamResponse:
-    """Take an upstream slot, get Azure's answer as `attempts` tries the
-    backends, and relay it."""
+    """Admit the request under its key's limits, take an upstream slot, get
+    Azure's answer as `attempts` tries the backends, and relay it."""
     request[EXCHANGE].model = model
+    limits = request[CALLER].limits
+    if limits is not None:  # before anything is sent; refused: nothing is
+        await admit(request, limits, estimate_tokens(outgoing.body))
     limiter = request.app[LIMITER]
     if not limiter.try_acquire():
         await limiter.acquire()
