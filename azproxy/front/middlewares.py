@@ -80,7 +80,7 @@ def exchange_middleware(observer: Observer) -> Middleware:
             if ticket is not None:
                 # Exactly once, however the request ended: its usage replaces
                 # the estimate, or the estimate stands.
-                usage = exchange.usage
+                usage = exchange.usage if ticket.counts_tokens else None
                 ticket.settle(usage[2] if usage is not None else None)
             observer.done(exchange, response)
 

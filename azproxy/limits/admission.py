@@ -27,7 +27,8 @@ from azproxy.errors import ProxyError, QuotaExceeded, RateLimited
 from azproxy.keys import EXCHANGE
 from azproxy.limits.store import CounterStore, InProcessStore, Kind, Refusal, Ticket
 from azproxy.observe.metrics import METRICS
-from azproxy.relay.uploads import StreamBody
+from azproxy.relay.mapping import Scope
+from azproxy.relay.target import Outgoing
 from azproxy.settings.config import Config
 from azproxy.settings.server_side import Limits
 
@@ -49,19 +50,30 @@ def setup(
     app[COUNTERS] = InProcessStore(clock)
 
 
-def estimate_tokens(body: bytes | StreamBody) -> int:
-    """The prompt's tokens, estimated without parsing: a JSON body's bytes / 4.
-    Multipart uploads (audio, images, files) and bodiless calls count 0:
-    their cost is not in prompt tokens."""
+def estimate_tokens(outgoing: Outgoing) -> int | None:
+    """The prompt's tokens, estimated without parsing: a JSON body's bytes / 4;
+    multipart uploads (audio, images) 0. None for a call whose tokens are not
+    counted: the resource APIs other than creating a response. Their answers
+    may show usage spent elsewhere (a run's, or a stored response's, read
+    again), which must not count once more."""
+    if outgoing.scope is Scope.RESOURCE and not (
+        outgoing.method == "POST" and outgoing.subpath == "responses"
+    ):
+        return None
+    body = outgoing.body
     return len(body) // BYTES_PER_TOKEN if isinstance(body, bytes) else 0
 
 
-async def admit(request: web.Request, limits: Limits, estimate: int) -> Ticket:
-    """Reserve the request in the key's counters, or raise its refusal."""
-    result = await request.app[COUNTERS].admit(limits, estimate)
+async def admit(request: web.Request, limits: Limits, estimate: int | None) -> Ticket:
+    """Reserve the request in the key's counters, or raise its refusal.
+    `estimate` None: a call whose tokens are not counted (its usage is not
+    settled), reserving none."""
+    reserved = estimate or 0
+    result = await request.app[COUNTERS].admit(limits, reserved)
     if isinstance(result, Refusal):
         request.app[METRICS].limit_refusals[(limits.name, result.kind.value)] += 1
-        raise refusal_error(result, limits, estimate)
+        raise refusal_error(result, limits, reserved)
+    result.counts_tokens = estimate is not None
     request[EXCHANGE].ticket = result
     return result
 

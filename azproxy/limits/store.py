@@ -104,6 +104,7 @@ class Ticket:
     __slots__ = (
         "_charged",
         "_settled",
+        "counts_tokens",
         "headers",
         "limits",
         "period",
@@ -124,6 +125,9 @@ class Ticket:
         self.reserved = reserved  # the estimate counted at admission
         self.period = period  # the quota period it was counted in
         self.headers = remaining.headers()  # computed once, for every answer
+        # Whether the answer's usage counts (admission.estimate_tokens says
+        # which calls' tokens do).
+        self.counts_tokens = True
         self._charged = 0
         self._settled = False
 

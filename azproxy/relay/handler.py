@@ -72,7 +72,7 @@ async def relay(
     request[EXCHANGE].model = model
     limits = request[CALLER].limits
     if limits is not None:  # before anything is sent; refused: nothing is
-        await admit(request, limits, estimate_tokens(outgoing.body))
+        await admit(request, limits, estimate_tokens(outgoing))
     limiter = request.app[LIMITER]
     if not limiter.try_acquire():
         await limiter.acquire()

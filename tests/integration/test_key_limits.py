@@ -290,3 +290,33 @@ async def test_an_answer_that_failed_carries_the_budgets_and_gives_the_slot_back
     assert again.headers["x-azproxy-ratelimit-remaining-tokens"] == str(
         100_000 - 2 * (body // 4)
     )
+
+
+async def test_usage_read_again_from_a_stored_object_is_not_counted_again(
+    start: Start, fake_azure: FakeAzure, sdk: Sdk
+) -> None:
+    proxy, _ = await start(tpm=10_000)
+    client = sdk(proxy)
+    stored = {
+        "id": "resp_1",
+        "object": "response",
+        "status": "completed",
+        "output": [],
+        "usage": {"input_tokens": 1000, "output_tokens": 2000, "total_tokens": 3000},
+    }
+    fake_azure.queue(json_answer(stored))
+    created = await client.responses.with_raw_response.create(
+        model="gpt-4o", input="Hi"
+    )
+    assert created.http_response.status_code == 200
+    assert fake_azure.requests[0].path == "/openai/v1/responses"
+    # Creating it used 3000 tokens: counted.
+    fake_azure.queue(json_answer(stored))
+    again = await client.responses.with_raw_response.retrieve("resp_1")
+    assert again.headers["x-azproxy-ratelimit-remaining-tokens"] == "7000"
+    # Reading it again shows the same usage: not counted twice.
+    chat = await client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES
+    )
+    estimate = len(fake_azure.requests[2].body) // 4
+    assert chat.headers["x-azproxy-ratelimit-remaining-tokens"] == str(7000 - estimate)
