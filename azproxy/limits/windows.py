@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["EARLY_S", "WINDOW_S", "Quota", "Rate", "period_bounds"]
 
@@ -31,27 +31,29 @@ UTC = datetime.UTC
 
 @dataclass(slots=True)
 class Rate:
-    """A limit per minute (requests or tokens), as GCRA."""
+    """A limit per minute (requests or tokens), as GCRA. (Conditional
+    expressions rather than max(): this runs on every limited request.)"""
 
     limit: int
     tat: float = 0.0  # when the bucket is empty again (no earlier than now)
+    interval: float = field(init=False)  # seconds one unit takes to drain
 
-    @property
-    def interval(self) -> float:
-        return WINDOW_S / self.limit
+    def __post_init__(self) -> None:
+        self.interval = WINDOW_S / self.limit
 
     def wait(self, now: float, cost: int) -> float:
         """Seconds until `cost` fits; 0: it fits now. A cost above the whole
         limit counts as the limit (it fits once the bucket is empty): it could
         never fit otherwise, and its real usage is charged afterwards."""
-        due = max(self.tat, now) + min(cost, self.limit) * self.interval
-        late = due - now - WINDOW_S
+        tat = self.tat if self.tat > now else now
+        late = tat + (cost if cost < self.limit else self.limit) * self.interval
+        late -= now + WINDOW_S
         return late if late > EARLY_S else 0.0
 
     def take(self, now: float, cost: int) -> None:
         """Count `cost` (after wait() said 0), all of it: a cost above the
         limit leaves the key waiting until it has drained."""
-        self.tat = max(self.tat, now) + cost * self.interval
+        self.tat = (self.tat if self.tat > now else now) + cost * self.interval
 
     def adjust(self, units: int) -> None:
         """Count `units` more (or fewer, when negative), already used: the
@@ -60,8 +62,8 @@ class Rate:
 
     def remaining(self, now: float) -> int:
         """How many units would fit now."""
-        room = now + WINDOW_S + EARLY_S - max(self.tat, now)
-        return max(math.floor(room / self.interval), 0)
+        room = now + WINDOW_S + EARLY_S - (self.tat if self.tat > now else now)
+        return math.floor(room / self.interval) if room > 0 else 0
 
 
 def period_bounds(now: float, period: str) -> tuple[float, float]:
