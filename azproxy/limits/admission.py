@@ -110,7 +110,8 @@ def refusal_error(refusal: Refusal, limits: Limits, estimate: int) -> ProxyError
             f"estimated at {estimate} tokens)"
         )
     else:
-        what = f"{limits.max_concurrent} requests at once"
+        n = limits.max_concurrent
+        what = f"{n} request{'' if n == 1 else 's'} in flight at once"
     return RateLimited(
         f"This access key ({limits.name}) is limited to {what}. "
         f"Retry after {wait:.3g} s.",

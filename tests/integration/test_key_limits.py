@@ -246,7 +246,9 @@ async def test_max_concurrent_refuses_while_a_stream_is_held_open(
     refusal = caught.value.response
     assert refusal.headers["Retry-After"] == "1"
     assert refusal.headers["retry-after-ms"] == "1000"
-    assert "1 requests at once" in refusal.json()["error"]["message"]
+    assert (
+        "limited to 1 request in flight at once" in (refusal.json()["error"]["message"])
+    )
     assert refusal.headers["x-azproxy-ratelimit-remaining-requests"] == "99"
     assert len(fake_azure.requests) == 1
     gate.set()
