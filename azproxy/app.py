@@ -23,6 +23,7 @@ from azproxy.front import cors, lifecycle, middlewares
 from azproxy.front.lifecycle import readyz
 from azproxy.front.models import get_model, list_models
 from azproxy.keys import CONFIG, SESSION
+from azproxy.limits import admission
 from azproxy.observe import metrics, observer
 from azproxy.observe.metrics import METRICS, metrics_handler
 from azproxy.realtime.handshake import setup_realtime
@@ -52,7 +53,8 @@ def create_app(
 ) -> web.Application:
     """The app for `config`. The clocks are there for tests: `monotonic` times
     the health board's cooldowns and breakers; `wall_clock` and `sleep` time
-    Entra ID tokens (whose expiry is wall-clock time)."""
+    Entra ID tokens (whose expiry is wall-clock time); `wall_clock` also
+    times per-key limits (quota periods start at UTC boundaries)."""
     app = web.Application(
         client_max_size=config.max_body_bytes,
         handler_args={
@@ -72,6 +74,7 @@ def create_app(
     health_board.setup(app, config, clock=monotonic)
     upstream_slots.setup(app, config)
     metrics.setup(app, config)
+    admission.setup(app, config, clock=wall_clock)  # per-key limits' counters
     # Three of them hold something open while the app runs, opened in this
     # order and closed in the reverse: the access log (flushed last), the
     # upstream session, and the Entra ID token source.

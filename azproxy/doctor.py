@@ -29,14 +29,21 @@ PROBE_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1
 
 
 def describe(config: Config, heading: str = "config OK") -> str:
-    """One line: what the settings amount to. "config OK" unless a probe is
-    still to say whether the deployments answer."""
+    """What the settings amount to: one line ("config OK" unless a probe is
+    still to say whether the deployments answer), then the limits of each
+    key that has some."""
     endpoints = ", ".join(e.name for e in config.endpoints) or "none"
     mode = "on" if config.passthrough_allowed else "off"
-    return (
+    lines = [
         f"{heading}: endpoints: {endpoints}; models: {len(config.model_map)}; "
         f"access keys: {len(config.access_keys)}; pass-through tokens: {mode}"
-    )
+    ]
+    # Entries sharing a name share one set of counters: shown once.
+    limited = {k.name: k.limits for k in config.access_keys if k.limits is not None}
+    if limited:
+        lines.append("limits per key (counted in each process; --workers: each):")
+        lines += [f"  {name}: {limits.describe()}" for name, limits in limited.items()]
+    return "\n".join(lines)
 
 
 @dataclass

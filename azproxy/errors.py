@@ -6,6 +6,8 @@
     + BadRequest               400 invalid_request_error
     + InvalidCredentials       401 invalid_request_error / invalid_api_key
     + Forbidden                403 invalid_request_error / model_not_allowed
+    | + QuotaExceeded          403 insufficient_quota / quota_exceeded: an
+    |                            access key's token_quota is spent
     + NotFound                 404 invalid_request_error / unknown_url
     + MethodNotAllowed         405 invalid_request_error
     + RequestTimeout           408 invalid_request_error / request_timeout
@@ -13,7 +15,8 @@
     + PayloadTooLarge          413 invalid_request_error
     + UnsupportedMediaType     415 invalid_request_error / unsupported_content_encoding
     + UpgradeRequired          426 invalid_request_error / websocket_required
-    + RateLimited              429 requests / rate_limit_exceeded
+    + RateLimited              429 requests / rate_limit_exceeded (an access
+    |                            key's rpm, tpm or max_concurrent, too)
     + UpstreamUnreachable      502 api_error
     + ServiceUnavailable       503 api_error
     + UpstreamTimeout          504 timeout
@@ -57,6 +60,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ProxyError",
+    "QuotaExceeded",
     "RateLimited",
     "RequestTimeout",
     "ServiceUnavailable",
@@ -211,6 +215,14 @@ class Forbidden(ProxyError):
     status = 403
     type = "invalid_request_error"
     code = "model_not_allowed"
+
+
+class QuotaExceeded(Forbidden):
+    """An access key used its token_quota for the period; the message says
+    when it renews. 403, not 429: waiting a few seconds will not help."""
+
+    type = "insufficient_quota"
+    code = "quota_exceeded"
 
 
 class UpgradeRequired(ProxyError):

@@ -21,7 +21,7 @@ from benchmark.context import Bench, Options, Skip
 from benchmark.procfs import CLK_TCK, Busy, LoadSample, load_sample, proc_available
 from benchmark.report import column_names, render_table, write_json
 from benchmark.results import Row, SectionRun
-from benchmark.sections import SECTIONS, nonstream, workers
+from benchmark.sections import SECTIONS, limits, nonstream, workers
 from benchmark.services import Service, Services
 from benchmark.targets import AZPROXY, DIRECT, FLOOR, NGINX, TARGET_ORDER, Target
 from benchmark.wrk import WrkResult, parse_wrk
@@ -202,6 +202,47 @@ async def test_workers_section_runs_every_target_beside_two_workers(
     assert rows["machine CPU busy outside the bench, 1 worker"] == {
         n: r.outside_busy_pct for n, r in RESULTS.items()
     }
+
+
+async def test_limits_section_compares_two_keys_of_one_azproxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    async def fake_run_wrk(bench: Bench, target: Target, connections: int) -> Any:
+        seen.append((target.name, target.headers))
+        limited = target.name.endswith("limits")
+        return wrk_result(2000, 0.33 if limited else 0.30, 100, 40)
+
+    started: list[list[str]] = []
+
+    def fake_start_azproxy(
+        services: Services, port: int, args: list[str], **_: Any
+    ) -> Service:
+        started.append(args)
+        return Service("azproxy-limits", None, tmp_path / "log", 2)  # type: ignore[arg-type]
+
+    bench = make_bench(tmp_path)
+    monkeypatch.setattr(limits, "run_wrk", fake_run_wrk)
+    monkeypatch.setattr(limits, "start_azproxy", fake_start_azproxy)
+    monkeypatch.setattr(bench.services, "stop", lambda service: None)
+    rows = await limits.limits_cost(bench)
+    # One process, two keys, each first in turn (--quick: two rounds).
+    plain = ("azproxy-key", f"Bearer {limits.PLAIN_KEY}")
+    limited = ("azproxy-key-limits", f"Bearer {limits.LIMITED_KEY}")
+    assert [(n, h["Authorization"]) for n, h in seen] == [
+        plain,
+        limited,
+        limited,
+        plain,
+    ]
+    config = (tmp_path / "limits.toml").read_text()
+    assert started == [["--config", str(tmp_path / "limits.toml")]]
+    assert 'name = "limited", rpm = ' in config and "token_quota = " in config
+    gate = next(r for r in rows if r.metric == "CPU per request, with limits / without")
+    assert gate.values == {AZPROXY: pytest.approx(1.1)}
+    assert (gate.target, gate.verdict) == ("< 1.1x", False)
+    assert by_metric(rows)["machine CPU busy, key with limits"] == {AZPROXY: 100}
 
 
 async def test_each_section_run_is_timed_with_the_machine_load(

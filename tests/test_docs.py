@@ -101,6 +101,8 @@ def test_the_example_config_is_valid() -> None:
     config = Config.load(None, env, load_file(ROOT / "deploy" / "azproxy.example.toml"))
     assert [e.name for e in config.endpoints] == ["sweden", "eastus"]
     assert len(config.model_map["gpt-4o"]) == 2
+    limits = config.access_keys[0].limits
+    assert limits is not None and limits.token_quota_period == "day"
     assert README.count("deploy/azproxy.example.toml") >= 1
 
 

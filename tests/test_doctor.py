@@ -52,6 +52,35 @@ def test_a_good_config_exits_0(
     assert "sim-key" not in out and ENV["TEAM_KEY"] not in out
 
 
+def test_check_config_prints_the_limits_per_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    limited = GOOD.format(url="http://127.0.0.1:9").replace(
+        'access_keys = ["env:TEAM_KEY"]',
+        "access_keys = [\n"
+        '  { key = "env:TEAM_KEY", name = "team-a", rpm = 600, tpm = 200000 },\n'
+        '  { key = "env:OTHER_KEY", name = "team-a", rpm = 600, tpm = 200000 },\n'
+        '  { key = "env:QUOTA_KEY", name = "team-b", max_concurrent = 2,'
+        ' token_quota = 5000000, token_quota_period = "week" },\n'
+        '  "env:PLAIN_KEY",\n'
+        "]",
+    )
+    path = write(tmp_path, limited)
+    env = ENV | {
+        "OTHER_KEY": "other-key-0123456789abc",
+        "QUOTA_KEY": "quota-key-0123456789abc",
+        "PLAIN_KEY": "plain-key-0123456789abc",
+    }
+    assert main(["check-config", "--config", path], env) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "config OK: endpoints: sim; models: 2; access keys: 4; "
+        "pass-through tokens: off",
+        "limits per key (counted in each process; --workers: each):",
+        "  team-a: rpm 600, tpm 200000",
+        "  team-b: max_concurrent 2, token_quota 5000000 per week (UTC)",
+    ]
+
+
 def test_a_bad_config_lists_every_problem_it_can_see(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

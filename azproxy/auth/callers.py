@@ -21,7 +21,12 @@ from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.families import sends_deployments_to_v1
 from azproxy.settings.patterns import DEPLOYMENT_RE
 from azproxy.settings.secrets import Secret
-from azproxy.settings.server_side import AccessKey, EndpointConfig, upstream_base
+from azproxy.settings.server_side import (
+    AccessKey,
+    EndpointConfig,
+    Limits,
+    upstream_base,
+)
 
 if TYPE_CHECKING:
     from azproxy.auth.credentials import PassthroughToken
@@ -42,6 +47,8 @@ class Caller(Protocol):
     # original proxy did (pass-through tokens), or failing over between a
     # model's deployments (server-side routing).
     attempts: Attempts
+    # Its access key's limits; None: nothing to count (no cost per request).
+    limits: Limits | None
 
     @property
     def needs_model(self) -> bool:
@@ -65,6 +72,7 @@ class PassthroughCaller:
     """A pass-through token: one resource, the token's own key and map."""
 
     attempts: Attempts = RETRY
+    limits: Limits | None = None
 
     def __init__(self, token: PassthroughToken, config: Config) -> None:
         self.token = token
@@ -181,6 +189,7 @@ class ServerCaller:
         self.router = router
         self.key = key
         self.name = key.name if key is not None else "anonymous"
+        self.limits = key.limits if key is not None else None
 
     def backends(self, model: str | None) -> Sequence[Backend]:
         allowed = self.key.models if self.key is not None else None

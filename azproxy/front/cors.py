@@ -34,6 +34,9 @@ EXPOSE_HEADERS = ", ".join(
         "x-ratelimit-remaining-tokens",
         "x-ratelimit-reset-requests",
         "x-ratelimit-reset-tokens",
+        "x-azproxy-ratelimit-remaining-requests",
+        "x-azproxy-ratelimit-remaining-tokens",
+        "x-azproxy-quota-remaining-tokens",
     )
 )
 

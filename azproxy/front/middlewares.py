@@ -50,8 +50,9 @@ def exchange_middleware(observer: Observer) -> Middleware:
     @web.middleware
     async def exchanges(request: web.Request, handler: Handler) -> web.StreamResponse:
         """The outermost layer: every error azproxy raises is rendered in
-        OpenAI's shape (never a traceback), and every exchange is recorded
-        once, in the access log and the metrics."""
+        OpenAI's shape (never a traceback), every exchange is recorded once,
+        in the access log and the metrics, and a limited key's ticket is
+        settled once."""
         exchange = Exchange(request.method, request.path, time.perf_counter())
         request[EXCHANGE] = exchange
         response: web.StreamResponse | None = None
@@ -74,8 +75,16 @@ def exchange_middleware(observer: Observer) -> Middleware:
             # No x-azproxy-deployment here: an answer azproxy made itself (a
             # 429 when every deployment cools, a 502, a 504) was given by no
             # deployment; the relay names the one whose answer it relays.
+            if exchange.ticket is not None and not response.prepared:
+                response.headers.update(exchange.ticket.headers)  # streams: set
             return response
         finally:
+            ticket = exchange.ticket
+            if ticket is not None:
+                # Exactly once, however the request ended: its usage replaces
+                # the estimate, or the estimate stands.
+                usage = exchange.usage if ticket.counts_tokens else None
+                ticket.settle(usage[2] if usage is not None else None)
             observer.done(exchange, response)
 
     return exchanges

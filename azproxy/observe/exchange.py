@@ -2,7 +2,8 @@
 
 The outermost middleware opens an Exchange for every request; the relay fills
 in what it learns (model, deployment, endpoint, Azure's status, attempts, the
-first byte, bytes sent, token usage) and the observer closes it: one
+first byte, bytes sent, token usage, a limited key's ticket) and the
+observer closes it: one
 access-log line and the metrics, at the cost of a few attribute writes.
 """
 
@@ -10,6 +11,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from azproxy.limits.store import Ticket
 
 __all__ = ["Exchange"]
 
@@ -30,6 +35,7 @@ class Exchange:
     first_byte: float | None = None  # perf_counter when the client got a byte
     bytes_out: int = 0
     usage: tuple[int, int, int] | None = None  # prompt, completion, total tokens
+    ticket: Ticket | None = None  # a limited key's reservation, settled at the end
     client_left: bool = False  # a write found the client gone: logged as 499
 
     def sent(self, size: int) -> None:

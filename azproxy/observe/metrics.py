@@ -11,7 +11,9 @@ MAX_SHOWN_CHARS long, and only the first MAX_MODELS models and
 MAX_DEPLOYMENTS deployments seen become labels; the rest count as "other".
 Configured names are always labels. Past MAX_SERIES distinct label pairs, new
 ones count as "other" too, so no input can grow /metrics or memory for the
-life of the process.
+life of the process. The `key` label is an access key's configured name,
+`anonymous`, or `passthrough` for every pass-through token (whose resource a
+client chose): bounded by the configuration.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "OTHER",
     "LabelValues",
     "Metrics",
+    "key_label",
     "metrics_handler",
     "setup",
 ]
@@ -108,6 +111,14 @@ class LabelValues:
         return OTHER
 
 
+def key_label(caller: str | None) -> str:
+    """The `key` label of a caller: its key's name, `anonymous`, or
+    `passthrough` for any pass-through token ("" before a caller is known)."""
+    if caller is None:
+        return ""
+    return "passthrough" if caller.startswith("passthrough:") else caller
+
+
 class Metrics:
     def __init__(
         self,
@@ -123,6 +134,8 @@ class Metrics:
         self.tokens: defaultdict[Labels, int] = defaultdict(int)
         self.retries: defaultdict[Labels, int] = defaultdict(int)
         self.failovers: defaultdict[Labels, int] = defaultdict(int)
+        # (key name, kind): requests refused by a key's limits (limits/).
+        self.limit_refusals: defaultdict[Labels, int] = defaultdict(int)
         self.duration: defaultdict[Labels, _Histogram] = defaultdict(_Histogram)
         self.ttfb: defaultdict[Labels, _Histogram] = defaultdict(_Histogram)
         self.streams_in_flight = 0
@@ -142,7 +155,8 @@ class Metrics:
 
     def record(self, exchange: Exchange, status: int, end: float) -> None:
         labels = self._labels(exchange.model, exchange.deployment)
-        self.requests[(str(status), *labels)] += 1
+        key = key_label(exchange.caller)
+        self.requests[(str(status), key, *labels)] += 1
         self.duration[labels].observe(end - exchange.started)
         if exchange.first_byte is not None:
             self.ttfb[labels].observe(exchange.first_byte - exchange.started)
@@ -150,14 +164,14 @@ class Metrics:
             extra = self.failovers if exchange.failover else self.retries
             extra[labels] += exchange.attempts - 1
         if exchange.usage is not None:
-            self.tokens[(*labels, "prompt")] += exchange.usage[0]
-            self.tokens[(*labels, "completion")] += exchange.usage[1]
+            self.tokens[(key, *labels, "prompt")] += exchange.usage[0]
+            self.tokens[(key, *labels, "completion")] += exchange.usage[1]
 
     def collect(self) -> Iterator[Metric]:
         yield _counter(
             "azproxy_requests",
-            "Requests answered, by status, model and deployment.",
-            ["status", "model", "deployment"],
+            "Requests answered, by status, access key name, model and deployment.",
+            ["status", "key", "model", "deployment"],
             self.requests,
         )
         yield self._histogram(
@@ -184,9 +198,17 @@ class Metrics:
         )
         yield _counter(
             "azproxy_tokens",
-            "Tokens Azure reported using, by model, deployment and kind.",
-            ["model", "deployment", "kind"],
+            "Tokens Azure reported using, by access key name, model, deployment "
+            "and kind.",
+            ["key", "model", "deployment", "kind"],
             self.tokens,
+        )
+        yield _counter(
+            "azproxy_limit_refusals",
+            "Requests refused by an access key's limits, by key name and kind "
+            "(rpm, tpm, concurrency, quota).",
+            ["key", "kind"],
+            self.limit_refusals,
         )
         streams = GaugeMetricFamily(
             "azproxy_streams_in_flight", "Streamed answers being relayed now."

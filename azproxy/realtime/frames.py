@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -32,7 +34,9 @@ __all__ = [
     "Ending",
     "RealtimeSession",
     "Side",
+    "Usage",
     "close_sessions",
+    "response_usage",
 ]
 
 log = logging.getLogger("azproxy.realtime")
@@ -68,6 +72,36 @@ SHUTTING_DOWN = Ending(Side.SERVER, WSCloseCode.GOING_AWAY, "azproxy is shutting
 INTERNAL = Ending(Side.SERVER, WSCloseCode.INTERNAL_ERROR, "azproxy internal error")
 
 AnySocket = web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any]
+Usage = tuple[int, int, int]  # input (prompt), output (completion), total tokens
+
+# Azure reports a realtime response's tokens in its `response.done` event:
+# {"type": "response.done", "response": {..., "usage": {"total_tokens": N,
+# "input_tokens": N, "output_tokens": N, "input_token_details": {...}, ...}}}.
+# The details nest deeper and name other counts (text_tokens, audio_tokens,
+# cached_tokens), so the first of each name after "usage" is the top level.
+RESPONSE_DONE = b'"response.done"'
+_USAGE_COUNT = re.compile(rb'"(input|output|total)_tokens"\s*:\s*(\d+)')
+
+
+def response_usage(data: bytes) -> Usage | None:
+    """The usage of a `response.done` text frame; None for any other frame.
+    A marker search per frame (memchr speed); only response.done is parsed.
+    In JSON text a quote inside a string is escaped, so neither marker can
+    be matched inside a transcript."""
+    if RESPONSE_DONE not in data:
+        return None
+    at = data.rfind(b'"usage"')
+    if at < 0:
+        return None
+    counts: dict[bytes, int] = {}
+    for found in _USAGE_COUNT.finditer(data, at):
+        counts.setdefault(found[1], int(found[2]))
+        if len(counts) == 3:
+            break
+    if not counts:
+        return None  # "usage": null (a cancelled or failed response)
+    prompt, completion = counts.get(b"input", 0), counts.get(b"output", 0)
+    return prompt, completion, counts.get(b"total", prompt + completion)
 
 
 def too_big(message: aiohttp.WSMessage) -> bool:
@@ -90,8 +124,11 @@ class RealtimeSession:
         client_transport: asyncio.Transport | None,
         idle_timeout_s: float,
         max_message_mb: float,
+        on_usage: Callable[[Usage], None] | None = None,
     ) -> None:
         self.client = client
+        # Told each response.done's usage, as Azure's frames pass.
+        self.on_usage = on_usage
         self.upstream = upstream
         self.done = asyncio.Event()
         self.idle_timeout_s = idle_timeout_s
@@ -163,6 +200,13 @@ class RealtimeSession:
                     await sink.send_frame(message.data, kind)
                 except (ConnectionError, aiohttp.ClientError):
                     return UPSTREAM_GONE if side is Side.CLIENT else CLIENT_GONE
+                if (
+                    kind is WSMsgType.TEXT
+                    and side is Side.UPSTREAM
+                    and self.on_usage is not None
+                    and (usage := response_usage(message.data)) is not None
+                ):
+                    self.on_usage(usage)
             elif kind is WSMsgType.CLOSE:
                 code = message.data if message.data in SENDABLE_CODES else 1000
                 return Ending(side, code, message.extra or "")

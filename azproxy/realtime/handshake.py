@@ -38,10 +38,12 @@ from azproxy.errors import (
     UpstreamUnreachable,
 )
 from azproxy.keys import CALLER, CONFIG, EXCHANGE, SESSION, UpstreamSession
+from azproxy.limits.admission import admit
 from azproxy.realtime.frames import (
     CLOSE_TIMEOUT_S,
     REALTIME_SESSIONS,
     RealtimeSession,
+    Usage,
     close_sessions,
 )
 from azproxy.relay.attempts import retried
@@ -50,6 +52,7 @@ from azproxy.relay.headers import request_headers
 from azproxy.relay.refusal import auth_failed, refuses
 
 if TYPE_CHECKING:
+    from azproxy.observe.exchange import Exchange
     from azproxy.relay.backends import Backend
     from azproxy.settings.config import Config
 
@@ -148,9 +151,14 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
         )
     offered = offered_protocols(request.headers)
     model = request.query.get("model")
-    backends = request[CALLER].backends(model)
-    upstream, backend = await connect(request, backends, forwarded_protocols(offered))
+    caller = request[CALLER]
+    backends = caller.backends(model)
     exchange = request[EXCHANGE]  # for the access log
+    if caller.limits is not None:
+        # A session is one request and holds one concurrency slot until it
+        # ends; its tokens are counted as each response.done reports them.
+        await admit(request, caller.limits, 0)
+    upstream, backend = await connect(request, backends, forwarded_protocols(offered))
     exchange.model, exchange.stream = model, True
     exchange.deployment, exchange.endpoint = backend.deployment, backend.endpoint.name
     config = request.app[CONFIG]
@@ -166,6 +174,8 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
             decode_text=False,
         )
         client.headers["x-azproxy-deployment"] = backend.deployment
+        if exchange.ticket is not None:
+            client.headers.update(exchange.ticket.headers)
         await client.prepare(request)
     except BaseException:
         await upstream.close(code=WSCloseCode.GOING_AWAY)
@@ -176,6 +186,7 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
         client_transport=request.transport,
         idle_timeout_s=config.realtime_idle_timeout_s,
         max_message_mb=config.realtime_max_message_mb,
+        on_usage=partial(count_usage, exchange),
     )
     sessions = request.app[REALTIME_SESSIONS]
     sessions.add(session)
@@ -184,6 +195,19 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
     finally:
         sessions.discard(session)
     return client
+
+
+def count_usage(exchange: Exchange, usage: Usage) -> None:
+    """One response.done's usage: added to the session's (the access log,
+    the metrics) and charged to its key's limits as it comes."""
+    sum_ = exchange.usage
+    exchange.usage = (
+        usage
+        if sum_ is None
+        else (sum_[0] + usage[0], sum_[1] + usage[1], sum_[2] + usage[2])
+    )
+    if exchange.ticket is not None:
+        exchange.ticket.charge(usage[2])
 
 
 async def connect(

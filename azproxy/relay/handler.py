@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 
 from azproxy.errors import BadRequest
 from azproxy.keys import CALLER, EXCHANGE
+from azproxy.limits.admission import admit, estimate_tokens
 from azproxy.relay.attempts import RETRY, Attempts
 from azproxy.relay.backends import Backend, Endpoint
 from azproxy.relay.mapping import Scope, classify, model_names_deployment, unknown_url
@@ -69,9 +70,12 @@ async def relay(
     attempts: Attempts,
     model: str | None = None,
 ) -> web.StreamResponse:
-    """Take an upstream slot, get Azure's answer as `attempts` tries the
-    backends, and relay it."""
+    """Admit the request under its key's limits, take an upstream slot, get
+    Azure's answer as `attempts` tries the backends, and relay it."""
     request[EXCHANGE].model = model
+    limits = request[CALLER].limits
+    if limits is not None:  # before anything is sent; refused: nothing is
+        await admit(request, limits, estimate_tokens(outgoing))
     limiter = request.app[LIMITER]
     if not limiter.try_acquire():
         await limiter.acquire()

@@ -92,6 +92,8 @@ async def answer(
         return web.Response(
             status=upstream.status, reason=upstream.reason, body=first, headers=headers
         )
+    if exchange.ticket is not None:  # a limited key: its remaining budgets
+        headers.update(exchange.ticket.headers)
     if sse:
         # Keep any proxy in front (nginx) from buffering the stream.
         headers["Cache-Control"] = "no-cache"

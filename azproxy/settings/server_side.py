@@ -18,6 +18,9 @@ Config file form (TOML)::
     ]
 
     access_keys = ["env:KEY_A", { key = "env:KEY_B", models = ["gpt-4o-mini"] }]
+    # Limits per key (all optional; a named key only):
+    # { key = "env:KEY_C", name = "team-c", rpm = 600, tpm = 200000,
+    #   max_concurrent = 20, token_quota = 5000000, token_quota_period = "day" }
 
 Environment form: AZPROXY_MODEL_MAP="gpt-4o=dep1,gpt-4o-mini=sweden/dep2",
 AZPROXY_ACCESS_KEYS="key1,key2"; the endpoint comes from AZURE_OPENAI_ENDPOINT.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +47,13 @@ from azproxy.settings.patterns import (
 from azproxy.settings.secrets import Secret, resolve_secret
 
 __all__ = [
+    "KEY_NAME_RE",
+    "LIMIT_FIELDS",
+    "QUOTA_PERIODS",
+    "RESERVED_KEY_NAMES",
     "AccessKey",
     "EndpointConfig",
+    "Limits",
     "RouteConfig",
     "check_api_version",
     "parse_access_keys",
@@ -96,11 +105,44 @@ class RouteConfig:
     weight: float = 1.0  # share among deployments of the same priority
 
 
+# A key's name is a metric label and (with Redis, issue 12) part of the
+# counters' key names: short, printable, no spaces, braces or colons.
+KEY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# What metrics call the callers that present no access key.
+RESERVED_KEY_NAMES = frozenset({"anonymous", "passthrough"})
+LIMIT_FIELDS = ("rpm", "tpm", "max_concurrent", "token_quota")
+QUOTA_PERIODS = ("hour", "day", "week", "month")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one access key (by name) may use; None: no such limit."""
+
+    name: str  # the counters' identity: entries with one name share them
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute
+    max_concurrent: int | None = None  # requests (and realtime sessions) at once
+    token_quota: int | None = None  # tokens per token_quota_period
+    token_quota_period: str = "month"  # hour, day, week (from Monday) or month, UTC
+
+    def describe(self) -> str:
+        """`rpm 600, tpm 200000, ...`: what check-config prints."""
+        parts = [
+            f"{field} {value}"
+            for field in LIMIT_FIELDS
+            if (value := getattr(self, field)) is not None
+        ]
+        if self.token_quota is not None:
+            parts[-1] += f" per {self.token_quota_period} (UTC)"
+        return ", ".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class AccessKey:
     key: Secret
     name: str
     models: frozenset[str] | None = None  # None: every model
+    limits: Limits | None = None  # None: no limit at all (nothing counted)
 
 
 def unknown_keys(
@@ -291,8 +333,12 @@ def _route(entry: Any, where: str) -> RouteConfig:
     return RouteConfig(str(entry.get("endpoint") or ""), deployment, priority, weight)
 
 
+ACCESS_KEY_FIELDS = ("key", "name", "models", *LIMIT_FIELDS, "token_quota_period")
+
+
 def parse_access_keys(raw: Any, environ: Mapping[str, str]) -> tuple[AccessKey, ...]:
-    """From a TOML list (strings or {key, name, models} tables) or `key1,key2`."""
+    """From a TOML list (strings or {key, name, models, limits...} tables) or
+    `key1,key2`."""
     entries = raw
     if isinstance(raw, str):
         entries = [k.strip() for k in raw.split(",") if k.strip()]
@@ -302,7 +348,7 @@ def parse_access_keys(raw: Any, environ: Mapping[str, str]) -> tuple[AccessKey, 
     for index, entry in enumerate(entries, 1):
         where = f"access_keys #{index}"
         table = entry if isinstance(entry, Mapping) else {"key": entry}
-        found = unknown_keys(table, ("key", "name", "models"), where)
+        found = unknown_keys(table, ACCESS_KEY_FIELDS, where)
         try:
             key = resolve_secret(table.get("key"), where, environ)
         except ValueError as exc:
@@ -323,10 +369,83 @@ def parse_access_keys(raw: Any, environ: Mapping[str, str]) -> tuple[AccessKey, 
                 f"{where}.models: an empty list would allow no model; name the "
                 "models, or leave models out to allow every model"
             )
+        named = table.get("name")
+        if named is not None and not (
+            isinstance(named, str) and KEY_NAME_RE.fullmatch(named)
+        ):
+            found.append(
+                f"{where}.name: {named!r} is not a key name (1-64 letters, digits, "
+                "'-', '_' or '.', starting with a letter or digit)"
+            )
+        elif named in RESERVED_KEY_NAMES:
+            found.append(
+                f"{where}.name: {named!r} is what metrics call callers without "
+                "an access key; choose another name"
+            )
+        name = named if isinstance(named, str) else f"key-{index}"
+        limits = _limits(table, name, where, found)
         problems.extend(found)
-        name = str(table.get("name") or f"key-{index}")
-        limit = frozenset(models) if isinstance(models, list) else None
-        keys.append(AccessKey(key, name, limit))
+        allowed = frozenset(models) if isinstance(models, list) else None
+        keys.append(AccessKey(key, name, allowed, limits))
+    problems.extend(_shared_name_problems(keys))
     if problems:
         raise ConfigError(problems)
     return tuple(keys)
+
+
+def _limits(
+    table: Mapping[str, Any], name: str, where: str, problems: list[str]
+) -> Limits | None:
+    """The entry's limits (None without any), each a whole number above 0."""
+    values: dict[str, int] = {}
+    for field in LIMIT_FIELDS:
+        value = table.get(field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"{where}.{field}: expected a whole number above 0")
+        else:
+            values[field] = value
+    period = table.get("token_quota_period")
+    if period is not None and "token_quota" not in table:
+        problems.append(
+            f"{where}.token_quota_period: set only with token_quota "
+            "(the tokens allowed per period)"
+        )
+    elif period is not None and period not in QUOTA_PERIODS:
+        problems.append(
+            f"{where}.token_quota_period: {period!r} is not one of "
+            f"{', '.join(QUOTA_PERIODS)}"
+        )
+    if not values:
+        return None
+    if "name" not in table:
+        # Metrics and the counters are keyed by name: a number that moves
+        # when a key is added above it would lose a key's counts.
+        problems.append(
+            f'{where}: a key with limits needs a name (name = "team-a"), which '
+            "its counters and metrics use"
+        )
+    return Limits(
+        name,
+        rpm=values.get("rpm"),
+        tpm=values.get("tpm"),
+        max_concurrent=values.get("max_concurrent"),
+        token_quota=values.get("token_quota"),
+        token_quota_period=period if period in QUOTA_PERIODS else "month",
+    )
+
+
+def _shared_name_problems(keys: list[AccessKey]) -> list[str]:
+    """Entries may share a name (a key being rotated: old and new count as
+    one); then they share counters, so their limits must be the same."""
+    problems, first = [], dict[str, AccessKey]()
+    for key in keys:
+        seen = first.setdefault(key.name, key)
+        if seen is not key and seen.limits != key.limits:
+            problems.append(
+                f"access key {key.name!r}: two entries with this name have "
+                "different limits; entries sharing a name share their counters, "
+                "so give them the same limits or different names"
+            )
+    return problems

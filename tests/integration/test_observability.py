@@ -125,7 +125,10 @@ async def test_retries_and_errors_are_recorded(
 
     metrics = await (await proxy.get("/metrics")).text()
     assert 'azproxy_retries_total{deployment="dep1",model=""} 1.0' in metrics
-    assert 'azproxy_requests_total{deployment="",model="",status="401"} 1.0' in metrics
+    assert (
+        'azproxy_requests_total{deployment="",key="",model="",status="401"} 1.0'
+        in metrics
+    )
 
 
 async def test_answers_azproxy_writes_itself_count_their_bytes(
@@ -215,9 +218,13 @@ async def test_metrics_in_prometheus_format(proxy: Any, fake_azure: FakeAzure) -
     assert response.headers["Content-Type"].startswith("text/plain")
     text = await response.text()
     labels = 'deployment="dep-a",model="gpt-4o"'
-    assert f'azproxy_requests_total{{{labels},status="200"}} 3.0' in text
-    # Prometheus sorts label names.
-    tokens = 'azproxy_tokens_total{deployment="dep-a",kind="%s",model="gpt-4o"}'
+    # Prometheus sorts label names; every pass-through token is one key.
+    requests = 'deployment="dep-a",key="passthrough",model="gpt-4o",status="200"'
+    assert f"azproxy_requests_total{{{requests}}} 3.0" in text
+    tokens = (
+        'azproxy_tokens_total{deployment="dep-a",key="passthrough",kind="%s",'
+        'model="gpt-4o"}'
+    )
     assert tokens % "prompt" + " 9.0" in text
     assert tokens % "completion" + " 12.0" in text
     assert f"azproxy_request_duration_seconds_count{{{labels}}} 3.0" in text
@@ -278,7 +285,10 @@ async def test_a_huge_model_name_leaves_metrics_and_log_small(
 
     metrics = await (await proxy.get("/metrics")).text()
     assert len(metrics) < 20_000
-    assert 'azproxy_requests_total{deployment="dep-a",model="other"' in metrics
+    assert (
+        'azproxy_requests_total{deployment="dep-a",key="passthrough",model="other"'
+        in metrics
+    )
     assert "mmmm" not in metrics
 
 
@@ -396,5 +406,5 @@ async def test_a_huge_model_name_is_bounded_in_server_side_mode_too(
     ]
     metrics = await (await proxy.get("/metrics")).text()
     assert len(metrics) < 20_000
-    assert 'azproxy_requests_total{deployment="a",model="other"' in metrics
-    assert 'requests_total{deployment="gpt-4o-prod",model="gpt-4o"' in metrics
+    assert 'azproxy_requests_total{deployment="a",key="key-1",model="other"' in metrics
+    assert 'total{deployment="gpt-4o-prod",key="key-1",model="gpt-4o"' in metrics

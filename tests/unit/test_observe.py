@@ -163,5 +163,5 @@ def test_configured_names_stay_labels_when_clients_used_up_the_room() -> None:
         record(metrics, f"guess-{n}", f"guess-{n}")
     record(metrics, "gpt-4o", "gpt-4o-prod")
     text = rendered(metrics)
-    assert 'deployment="gpt-4o-prod",model="gpt-4o",status="200"} 1.0' in text
+    assert 'deployment="gpt-4o-prod",key="",model="gpt-4o",status="200"} 1.0' in text
     assert len(label_values(text, "model")) == 102  # 100 guesses, other, gpt-4o

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..context import Section
 from .floor import relay_floor
 from .hostile import hostile
+from .limits import limits_cost
 from .memory import streams_200_rss
 from .nonstream import nonstream_c1, nonstream_c50
 from .sse_compat import sse_compat_cost
@@ -32,5 +33,6 @@ SECTIONS: dict[str, Section] = {
     "sse_compat_cost": sse_compat_cost,
     "storm_429": storm_429,
     "workers_c50": workers_c50,
+    "limits": limits_cost,
     "hostile": hostile,
 }
