@@ -41,6 +41,9 @@ class Reply:
     response: aiohttp.ClientResponse
     first: bytes
     backend: Backend  # the deployment that answered
+    # azproxy asked for the stream's usage (Target.asked_usage): the
+    # usage-only chunk is azproxy's, not the client's.
+    asked_usage: bool = False
 
     @property
     def status(self) -> int:
@@ -149,7 +152,7 @@ async def send_once(
             f"The connection to Azure OpenAI at {host} broke before the "
             f"answer started ({type(exc).__name__}).",
         ) from None
-    return Reply(response, first, backend)
+    return Reply(response, first, backend, target.asked_usage)
 
 
 def broken(body: bytes | StreamBody, message: str) -> ProxyError | Failure:

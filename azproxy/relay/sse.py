@@ -10,12 +10,16 @@ In `openai` mode (the default) the normaliser drops exactly those events and
 relays every other one byte for byte and in order: content, tool calls, the
 finish event (a `finish_reason: "content_filter"` stop included), the usage
 event a client asked for with `stream_options.include_usage` (`choices: []`
-with `usage`, kept), and `[DONE]`. `raw` relays Azure's bytes untouched.
+with `usage`, kept), and `[DONE]`. When azproxy asked for the usage itself
+(stream_usage.py), that usage-only event is dropped too: the client gets the
+stream it asked for, plus only the `"usage": null` Azure then adds to each
+chunk. `raw` relays Azure's bytes untouched.
 
-Cost: a chunk without either marker string is passed on up to its last
-event end in one piece (as it is, with no copy, when it ends there), with no
-look at each event and no JSON parsing; only events that contain a marker
-are parsed. A partial event is held until its blank line arrives, never
+Cost: a chunk without either marker string (nor, when azproxy asked for
+the usage, `"usage":{` or `"usage": {`) is passed on up to its
+last event end in one piece (as it is, with no copy, when it ends there),
+with no look at each event and no JSON parsing; only events that contain a
+marker are parsed. A partial event is held until its blank line arrives, never
 longer: a complete event is never delayed. An event larger than
 MAX_HELD_BYTES is relayed raw (unfiltered) as it arrives, not held.
 """
@@ -42,6 +46,10 @@ __all__ = [
 
 NORMALISED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 MARKERS = (b'"prompt_filter_results"', b'"content_filter_offsets"')
+# A usage object, not the `"usage":null` of every other chunk, as JSON
+# encoders write it: compact (Azure) or with Python's default separators. A
+# quote inside a JSON string is escaped, so only a key can match.
+USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 # The blank line ending an event, in each line-ending style SSE allows.
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
@@ -54,14 +62,17 @@ OVERLAP = 3
 MAX_HELD_BYTES = 256 * 1024
 
 
-def normaliser_for(request: web.Request, sse: bool) -> StreamNormaliser | None:
-    """A normaliser when this answer is a stream that sse_compat=openai tidies."""
+def normaliser_for(
+    request: web.Request, sse: bool, *, drop_usage: bool = False
+) -> StreamNormaliser | None:
+    """A normaliser when this answer is a stream that sse_compat=openai tidies;
+    `drop_usage` when azproxy asked for the usage event."""
     if (
         sse
         and request.path in NORMALISED_PATHS
         and request.app[CONFIG].sse_compat == "openai"
     ):
-        return StreamNormaliser()
+        return StreamNormaliser(drop_usage=drop_usage)
     return None
 
 
@@ -74,8 +85,11 @@ class StreamNormaliser:
     past max_held bytes is passed on raw, unfiltered, as it arrives.
     """
 
-    def __init__(self, max_held: int = MAX_HELD_BYTES) -> None:
+    def __init__(
+        self, max_held: int = MAX_HELD_BYTES, *, drop_usage: bool = False
+    ) -> None:
         self._max_held = max_held
+        self._drop_usage = drop_usage
         self._held: list[bytes] = []  # the start of an event still incomplete
         self._held_size = 0
         self._tail = b""  # the last bytes held or passed raw
@@ -92,7 +106,7 @@ class StreamNormaliser:
         self._held.append(chunk[:cut])
         event = self.flush()
         rest = self._events(chunk[cut:]) if cut < len(chunk) else b""
-        return rest if droppable(event) else event + rest
+        return rest if droppable(event, self._drop_usage) else event + rest
 
     @property
     def held_bytes(self) -> int:
@@ -119,7 +133,11 @@ class StreamNormaliser:
 
     def _events(self, data: bytes) -> bytes:
         """The whole events of `data` minus droppable ones; the rest is held."""
-        if MARKERS[0] not in data and MARKERS[1] not in data:
+        if (
+            MARKERS[0] not in data
+            and MARKERS[1] not in data
+            and not (self._drop_usage and _has_usage(data))
+        ):
             # Nothing to drop: the whole events go as they are, in one piece,
             # without looking at them one by one; a partial last one is held.
             cut = _last_event_end(data)
@@ -132,7 +150,7 @@ class StreamNormaliser:
         dropped = False
         for end in EVENT_END.finditer(data):
             event = data[start : end.end()]
-            if droppable(event):
+            if droppable(event, self._drop_usage):
                 dropped = True
             else:
                 kept.append(event)
@@ -186,10 +204,13 @@ def _last_bytes(before: bytes, piece: bytes) -> bytes:
     return (before + piece)[-OVERLAP:]
 
 
-def droppable(event: bytes) -> bool:
+def droppable(event: bytes, usage: bool = False) -> bool:
     """Whether one whole event is Azure-only: a prompt-filter-only or a
-    delta-less annotation chunk. Parses JSON only when a marker is present."""
-    if not any(marker in event for marker in MARKERS):
+    delta-less annotation chunk; with `usage` (azproxy asked for it), the
+    usage-only chunk too. Parses JSON only when a marker is present."""
+    marked = any(marker in event for marker in MARKERS)
+    counted = usage and _has_usage(event)
+    if not marked and not counted:
         return False
     document = _data(event)
     if not isinstance(document, dict):
@@ -197,9 +218,17 @@ def droppable(event: bytes) -> bool:
     choices = document.get("choices")
     if not isinstance(choices, list):
         return False
+    if counted and not choices and isinstance(document.get("usage"), dict):
+        return True
+    if not marked:
+        return False
     if not choices:
         return "prompt_filter_results" in document and not document.get("usage")
     return all(_annotation_only(choice) for choice in choices)
+
+
+def _has_usage(data: bytes) -> bool:
+    return USAGE_MARKERS[0] in data or USAGE_MARKERS[1] in data
 
 
 def _annotation_only(choice: Any) -> bool:

@@ -323,9 +323,9 @@ def test_slices_without_markers_pass_without_a_look_at_each_event(
     # each event (a Python loop over 600 events per slice).
     looked: list[bytes] = []
 
-    def judged(event: bytes) -> bool:
+    def judged(event: bytes, usage: bool = False) -> bool:
         looked.append(event)
-        return droppable(event)
+        return droppable(event, usage)
 
     monkeypatch.setattr("azproxy.relay.sse.droppable", judged)
     event = b'data: {"choices":[{"delta":{"content":"hello"},"index":0}]}\n\n'
