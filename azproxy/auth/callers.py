@@ -37,6 +37,9 @@ __all__ = [
 
 class Caller(Protocol):
     name: str
+    # Who is counted and logged: an access key's configured name,
+    # `passthrough` (every pass-through token) or `anonymous`.
+    key_name: str
     # How its calls are tried at Azure: one deployment retried, as the
     # original proxy did (pass-through tokens), or failing over between a
     # model's deployments (server-side routing).
@@ -64,6 +67,7 @@ class PassthroughCaller:
     """A pass-through token: one resource, the token's own key and map."""
 
     attempts: Attempts = RETRY
+    key_name = "passthrough"
 
     def __init__(self, token: PassthroughToken, config: Config) -> None:
         self.token = token
@@ -179,7 +183,7 @@ class ServerCaller:
     def __init__(self, router: Router, key: AccessKey | None) -> None:
         self.router = router
         self.key = key
-        self.name = key.name if key is not None else "anonymous"
+        self.name = self.key_name = key.name if key is not None else "anonymous"
 
     def backends(self, model: str | None) -> Sequence[Backend]:
         allowed = self.key.models if self.key is not None else None
