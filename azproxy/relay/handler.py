@@ -106,13 +106,17 @@ def json_call(
     )
     # Parse JSON only when the answer depends on it: a pass-through token
     # with one deployment skips it, unless the body may ask for a stream.
+    names_stream = True
     if request[CALLER].needs_model:
         fields = parse_json(request, body)
         found = fields.model
         model = found if isinstance(found, str) else None
-    elif usage and isinstance(body, bytes) and b'"stream"' in body:
-        fields = parsed_if_json(request, body)
+    elif usage and isinstance(body, bytes):
+        names_stream = b'"stream"' in body
+        if names_stream:
+            fields = parsed_if_json(request, body)
     outgoing = Outgoing(request.method, subpath, body, fields)
+    outgoing.names_stream = names_stream
     if usage and fields is not None:
         outgoing.usage_splice = usage_splice(fields)
     if model is None:

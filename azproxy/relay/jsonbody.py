@@ -33,7 +33,13 @@ from azproxy.errors import BadRequest, InvalidJson
 from azproxy.relay.jsonshape import JsonBounds, check_shape
 from azproxy.relay.splice import Splice
 
-__all__ = ["MAX_READ_MEMBERS", "JsonObject", "glance_model", "read_object"]
+__all__ = [
+    "GLANCED_BYTES",
+    "MAX_READ_MEMBERS",
+    "JsonObject",
+    "glance_model",
+    "read_object",
+]
 
 _WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, not \s (RFC 8259 §2)
 _WHITESPACE = " \t\n\r"
@@ -65,7 +71,7 @@ _scan_value = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _GLANCED_MODEL = re.compile(
     rb'"model"[ \t\n\r]*+:[ \t\n\r]*+"([^"\\\x00-\x1f\x7f]{1,256})'
 )
-_GLANCES = 8  # `"model"` occurrences looked at, at most
+GLANCED_BYTES = 64 * 1024  # where glance_model looks, at each end of a body
 # Members the walk reads one by one (not skipped in C): a bound on the time a
 # body can take, far above the few dozen members of any OpenAI request.
 MAX_READ_MEMBERS = 10_000
@@ -120,21 +126,21 @@ def read_object(body: bytes, bounds: JsonBounds) -> JsonObject:
 
 def glance_model(body: bytes, limit: int) -> str | None:
     """The `model` a body names, for the log, without parsing it: the first
-    `"model"` key with a string value, cut to `limit` characters. Never huge,
-    never a control character, but not checked as azproxy's parse checks a
-    model it routes by: a nested `model` may be the one seen."""
-    at = body.find(b'"model"')
-    for _ in range(_GLANCES):
-        if at < 0:
-            return None
-        found = _GLANCED_MODEL.match(body, at)
-        if found is not None:
-            try:
-                return found[1].decode()[:limit]
-            except UnicodeDecodeError:  # cut inside a character, or not UTF-8
-                return found[1].decode(errors="ignore")[:limit] or None
-        at = body.find(b'"model"', at + 7)
-    return None
+    `"model"` key with a string value in the body's first GLANCED_BYTES, else
+    in its last (clients write `model` after `messages`, which can be large),
+    cut to `limit` characters. Never huge, never a control character, and a
+    glance: a nested `model` may be the one seen. Costs one C search of at
+    most 2 x GLANCED_BYTES."""
+    found = _GLANCED_MODEL.search(body, 0, GLANCED_BYTES)
+    if found is None and len(body) > GLANCED_BYTES:
+        found = _GLANCED_MODEL.search(body, len(body) - GLANCED_BYTES)
+    if found is None:
+        return None
+    value = found[1]
+    try:
+        return value.decode()[:limit]
+    except UnicodeDecodeError:  # cut inside a character, or not UTF-8
+        return value.decode(errors="ignore")[:limit] or None
 
 
 def _walk(text: str, *, ascii_only: bool) -> JsonObject:

@@ -47,9 +47,11 @@ __all__ = [
 NORMALISED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 MARKERS = (b'"prompt_filter_results"', b'"content_filter_offsets"')
 # A usage object, not the `"usage":null` of every other chunk, as JSON
-# encoders write it: compact (Azure) or with Python's default separators. A
-# quote inside a JSON string is escaped, so only a key can match.
-USAGE_MARKERS = (b'"usage":{', b'"usage": {')
+# encoders write it: compact (Azure) or with Python's default separators
+# (one search: about the cost of one `in`). A quote inside a JSON string is
+# escaped, so only a key can match.
+USAGE_OBJECT = re.compile(rb'"usage": ?\{')
+_usage_in = USAGE_OBJECT.search  # bound once: it runs on every chunk
 # The blank line ending an event, in each line-ending style SSE allows.
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
@@ -133,18 +135,18 @@ class StreamNormaliser:
 
     def _events(self, data: bytes) -> bytes:
         """The whole events of `data` minus droppable ones; the rest is held."""
-        if (
-            MARKERS[0] not in data
-            and MARKERS[1] not in data
-            and not (self._drop_usage and _has_usage(data))
-        ):
-            # Nothing to drop: the whole events go as they are, in one piece,
-            # without looking at them one by one; a partial last one is held.
-            cut = _last_event_end(data)
-            if cut == len(data):
-                return data
-            if cut > 0:
-                return data[:cut] + self._hold(data[cut:])
+        if MARKERS[0] not in data and MARKERS[1] not in data:
+            if not self._drop_usage or _usage_in(data) is None:
+                # Nothing to drop: the whole events go as they are, in one
+                # piece, without looking at them one by one; a partial last
+                # one is held.
+                cut = _last_event_end(data)
+                if cut == len(data):
+                    return data
+                if cut > 0:
+                    return data[:cut] + self._hold(data[cut:])
+            elif (split := self._around_usage(data)) is not None:
+                return split
         kept: list[bytes] = []
         start = 0
         dropped = False
@@ -159,6 +161,25 @@ class StreamNormaliser:
             return b"".join(kept) if dropped else data
         whole = b"".join(kept) if dropped else data[:start]
         return whole + self._hold(data[start:])
+
+    def _around_usage(self, data: bytes) -> bytes | None:
+        """Data whose only marker is a usage object: the events before its
+        event in one piece, that event judged alone, then the rest. None when
+        where that event starts is not plain (the caller's slow way decides)."""
+        usage = _usage_in(data)
+        assert usage is not None  # the caller found it
+        at = usage.start()
+        start = _last_event_end(data, at)
+        if start < 0:
+            return None
+        found = EVENT_END.search(data, at)
+        if found is None:  # its event is not whole yet
+            return data[:start] + self._hold(data[start:])
+        end = found.end()
+        rest = self._events(data[end:]) if end < len(data) else b""
+        if droppable(data[start:end], usage=True):
+            return data[:start] + rest
+        return data[:end] + rest
 
     def _hold(self, piece: bytes) -> bytes:
         """Hold a piece of an incomplete event; past the cap, let it all go raw."""
@@ -181,15 +202,15 @@ class StreamNormaliser:
         return chunk if cut == len(chunk) else chunk[:cut] + self._events(chunk[cut:])
 
 
-def _last_event_end(data: bytes) -> int:
-    """Where the last whole event of `data` ends, just as EVENT_END.finditer
-    would find it; -1 when no event ends in it, or when the last blank line
-    follows another line end (then where it ends depends on the events
-    before: let finditer decide)."""
-    at, size = data.rfind(b"\n\n"), 2
+def _last_event_end(data: bytes, before: int | None = None) -> int:
+    """Where the last whole event of `data` (of data[:before]) ends, just as
+    EVENT_END.finditer would find it; -1 when no event ends in it, or when
+    the last blank line follows another line end (then where it ends depends
+    on the events before: let finditer decide)."""
+    at, size = data.rfind(b"\n\n", 0, before), 2
     if b"\r" in data:
         for ending in (b"\r\n\r\n", b"\r\r"):
-            found = data.rfind(ending)
+            found = data.rfind(ending, 0, before)
             if found >= 0 and found + len(ending) > at + size:
                 at, size = found, len(ending)
     if at < 0 or (at and data[at - 1] in b"\r\n"):
@@ -209,7 +230,7 @@ def droppable(event: bytes, usage: bool = False) -> bool:
     delta-less annotation chunk; with `usage` (azproxy asked for it), the
     usage-only chunk too. Parses JSON only when a marker is present."""
     marked = any(marker in event for marker in MARKERS)
-    counted = usage and _has_usage(event)
+    counted = usage and _usage_in(event) is not None
     if not marked and not counted:
         return False
     document = _data(event)
@@ -225,10 +246,6 @@ def droppable(event: bytes, usage: bool = False) -> bool:
     if not choices:
         return "prompt_filter_results" in document and not document.get("usage")
     return all(_annotation_only(choice) for choice in choices)
-
-
-def _has_usage(data: bytes) -> bool:
-    return USAGE_MARKERS[0] in data or USAGE_MARKERS[1] in data
 
 
 def _annotation_only(choice: Any) -> bool:

@@ -35,6 +35,9 @@ class Outgoing:
     # For a stream whose usage the client did not ask for: the splice that
     # asks Azure for it, sent where the api-version accepts it.
     usage_splice: Splice | None = None
+    # False when the body is known not to contain `"stream"` (json_call
+    # looked): asked_to_stream need not search it again.
+    names_stream: bool = True
 
     @property
     def replayable(self) -> bool:

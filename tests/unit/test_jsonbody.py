@@ -279,6 +279,17 @@ def test_members_read_one_by_one_are_bounded() -> None:
         (b'{"model": "gpt\x1b[2J"}', "gpt"),
         (b'{"model": "gpt\x7f"}', "gpt"),
         ('{"model": "m\u00e9"}'.encode(), "m\u00e9"),
+        # Large messages first, as clients write them: found at the end.
+        (b'{"messages": "' + b"x" * 1_000_000 + b'", "model": "gpt-4o"}', "gpt-4o"),
+        # In neither end: not looked for (a glance costs a bounded search).
+        (
+            b'{"a": "'
+            + b"x" * 100_000
+            + b'", "model": "m", "b": "'
+            + b"x" * 100_000
+            + b'"}',
+            None,
+        ),
     ],
 )
 def test_a_glance_at_the_model_of_a_body_not_parsed(
