@@ -334,3 +334,18 @@ async def test_a_hostile_model_name_is_logged_cut_and_harmless(
     (line,) = capfd.readouterr().out.splitlines()
     assert f"model={'x' * 64} " in line
     assert "\x1b" not in line and "forged" not in line
+
+
+async def test_on_the_v1_api_the_model_and_the_usage_are_both_spliced(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    events = azure_stream(["Hi"], usage=USAGE)
+    fake_azure.queue(sse_answer(events))
+    headers = {"Authorization": f"Bearer {TOKEN}:v1"}
+    response = await proxy.post("/v1/chat/completions", data=CHAT_BODY, headers=headers)
+    assert await response.read() == b"".join(events[1:-2]) + events[-1]
+    assert fake_azure.last.path == "/openai/v1/chat/completions"
+    assert fake_azure.last.body == (
+        b'{"stream_options":{"include_usage":true},'
+        b'"model": "dep1", "stream": true, "messages": []}'
+    )
