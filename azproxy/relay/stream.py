@@ -17,11 +17,7 @@ from azproxy.observe.exchange import Exchange
 from azproxy.observe.usage import UsageTail
 from azproxy.relay.bodies import READ_BYTES
 from azproxy.relay.send import Reply
-from azproxy.relay.sse import (
-    EVENT_ENDINGS,
-    NORMALISED_PATHS,
-    normaliser_for,
-)
+from azproxy.relay.sse import EVENT_ENDINGS, NORMALISED_PATHS, normaliser_for
 from azproxy.relay.terminal import StreamEnd, terminal_for
 
 __all__ = ["deliver", "end_broken_stream", "final_usage", "relay_body"]
