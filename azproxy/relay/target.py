@@ -57,12 +57,22 @@ class Target:
     # DELETE: a batch, a run, a stored response): sending it twice could do it
     # twice, so it is sent again only if none of it went out.
     stateful: bool = False
-    # azproxy asked for the stream's usage: its usage-only chunk is azproxy's.
-    asked_usage: bool = False
+    # When azproxy asked for the stream's usage, the body without that ask.
+    unasked: bytes | None = None
 
     @property
     def replayable(self) -> bool:
         return can_send_again(self.body)
+
+    @property
+    def asked_usage(self) -> bool:
+        """azproxy asked for the stream's usage: its usage chunk is azproxy's."""
+        return self.unasked is not None
+
+    def without_usage(self) -> Target:
+        """The same request with the body the client's own ask would have."""
+        assert self.unasked is not None
+        return Target(self.method, self.url, self.headers, self.unasked, self.backend)
 
 
 def build_target(
@@ -74,7 +84,7 @@ def build_target(
     resource = outgoing.scope is Scope.RESOURCE
     route = route_for(outgoing.subpath, endpoint)
     splices: list[Splice] = []
-    asked_usage = False
+    unasked: bytes | None = None
     if isinstance(body, bytes) and fields is not None:
         if (route.v1 or resource) and fields.model != backend.deployment:
             # Azure's v1 API takes the deployment name in the body's `model`;
@@ -82,7 +92,9 @@ def build_target(
             splices.append(fields.set_model(backend.deployment))
         usage = outgoing.usage_splice
         if usage is not None and accepts_stream_options(route):
-            asked_usage = True
+            # Kept in case Azure refuses the ask (send.py): mostly the body
+            # itself, no copy.
+            unasked = spliced(body, splices)
             splices.append(usage)
             splices.sort(key=_start)
         if splices:
@@ -98,7 +110,7 @@ def build_target(
     )
     headers = request_headers(request.headers)
     endpoint.authorize(headers)
-    if asked_usage:
+    if unasked is not None:
         # Its usage chunk must come out of the stream: a compressed stream
         # could not be read, so this one is asked for uncompressed.
         headers[hdrs.ACCEPT_ENCODING] = "identity"
@@ -106,7 +118,7 @@ def build_target(
         headers[hdrs.CONTENT_LENGTH] = str(body.length)
     # Resource calls other than GET create or change state: sent once.
     stateful = resource and outgoing.method != "GET"
-    return Target(outgoing.method, url, headers, body, backend, stateful, asked_usage)
+    return Target(outgoing.method, url, headers, body, backend, stateful, unasked)
 
 
 def _start(splice: Splice) -> int:

@@ -24,7 +24,7 @@ from azproxy.settings.server_side import (
     parse_model_map,
 )
 from tests.conftest import AZURE_KEY, BEARER, TOKEN, ProxyFactory
-from tests.fakes import FakeAzure, sse_answer
+from tests.fakes import FakeAzure, json_answer, sse_answer
 from tests.integration.test_observability import access_lines
 
 USAGE = {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}
@@ -349,3 +349,49 @@ async def test_on_the_v1_api_the_model_and_the_usage_are_both_spliced(
         b'{"stream_options":{"include_usage":true},'
         b'"model": "dep1", "stream": true, "messages": []}'
     )
+
+
+async def test_when_azure_refuses_the_ask_the_clients_request_goes_instead(
+    proxy: Any, fake_azure: FakeAzure, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A deployment (or a gateway before it) that does not take stream_options
+    # on an api-version that should: the stream still works, estimated.
+    refusal = {
+        "error": {
+            "message": "Unknown parameter: 'stream_options'.",
+            "type": "invalid_request_error",
+            "param": "stream_options",
+            "code": "unknown_parameter",
+        }
+    }
+    events = azure_stream(["Hello"], usage=None)
+    fake_azure.queue(json_answer(refusal, status=400), sse_answer(events))
+    async with sdk(proxy) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-4o", messages=[], stream=True
+        )
+        chunks = [chunk async for chunk in stream]
+    assert [c.choices[0].delta.content for c in chunks] == ["", "Hello", None]
+    asked, sent = fake_azure.requests
+    assert asked.body.startswith(b"{" + ASKED + b",")
+    assert sent.body == b"{" + asked.body[len(ASKED) + 2 :]  # the client's own
+    (line,) = access_lines(proxy, capfd)
+    assert line["status"] == 200 and line["attempts"] == 2
+    assert line["usage_estimated"] is True
+
+
+async def test_a_refusal_of_the_clients_own_stream_options_reaches_it(
+    proxy: Any, fake_azure: FakeAzure
+) -> None:
+    # The client's option is what Azure refuses: sent as the client wrote it,
+    # refused again, and that answer is the client's.
+    refusal = {"error": {"message": "Unknown parameter: 'stream_options.x'."}}
+    fake_azure.queue(json_answer(refusal, status=400), json_answer(refusal, status=400))
+    body = b'{"stream": true, "stream_options": {"x": 1}}'
+    response = await proxy.post("/v1/chat/completions", data=body, headers=BEARER)
+    assert response.status == 400
+    assert await response.json() == refusal
+    assert [r.body for r in fake_azure.requests] == [
+        b'{"stream": true, "stream_options": {"x":1,"include_usage":true}}',
+        body,
+    ]
