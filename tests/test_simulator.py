@@ -164,3 +164,58 @@ async def test_bad_fault_plan_is_rejected(sim: Any) -> None:
         "/_sim/faults", json={"deployment": "d1", "faults": ["x"]}
     )
     assert response.status == 400
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/openai/deployments/d1/chat/completions?api-version=2024-10-21",
+        "/openai/deployments/d1/completions?api-version=2024-10-21",
+    ],
+)
+async def test_stream_usage_only_when_asked(sim: Any, path: str) -> None:
+    plain = events_of(
+        await (await sim.post(path, json={"stream": True}, headers=KEY)).read()
+    )
+    assert all("usage" not in e for e in plain[:-1]) and plain[-1] == "[DONE]"
+    body = {"stream": True, "stream_options": {"include_usage": True}}
+    asked = events_of(await (await sim.post(path, json=body, headers=KEY)).read())
+    *chunks, last, done = asked
+    assert done == "[DONE]"
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == 4
+    # As Azure does: every chunk but Azure's prompt-filter one says null.
+    assert all(c["usage"] is None for c in chunks[1:])
+    assert len(chunks) == len(plain) - 1
+
+
+@pytest.mark.parametrize(
+    ("path", "served"),
+    [
+        ("/openai/deployments/d1/chat/completions?api-version=2024-10-21", True),
+        (
+            "/openai/deployments/d1/chat/completions?api-version=2024-09-01-preview",
+            True,
+        ),
+        (
+            "/openai/deployments/d1/chat/completions?api-version=2025-04-01-preview",
+            True,
+        ),
+        ("/openai/v1/chat/completions", True),
+        ("/openai/deployments/d1/chat/completions?api-version=2024-02-01", False),
+        ("/openai/deployments/d1/chat/completions?api-version=2024-06-01", False),
+        ("/openai/deployments/d1/completions?api-version=2024-08-01-preview", False),
+    ],
+)
+async def test_stream_options_only_where_azure_takes_them(
+    sim: Any, path: str, served: bool
+) -> None:
+    body = {"model": "d1", "stream": True, "stream_options": {"include_usage": True}}
+    response = await sim.post(path, json=body, headers=KEY)
+    if served:
+        assert response.status == 200
+        assert events_of(await response.read())[-2]["usage"]["total_tokens"] > 0
+    else:
+        assert response.status == 400
+        error = (await response.json())["error"]
+        assert error["code"] == "unknown_parameter"
+        assert "stream_options" in error["message"]

@@ -43,6 +43,9 @@ __all__ = [
 
 class Caller(Protocol):
     name: str
+    # Who is counted and logged: an access key's configured name,
+    # `passthrough` (every pass-through token) or `anonymous`.
+    key_name: str
     # How its calls are tried at Azure: one deployment retried, as the
     # original proxy did (pass-through tokens), or failing over between a
     # model's deployments (server-side routing).
@@ -73,6 +76,7 @@ class PassthroughCaller:
 
     attempts: Attempts = RETRY
     limits: Limits | None = None
+    key_name = "passthrough"
 
     def __init__(self, token: PassthroughToken, config: Config) -> None:
         self.token = token
@@ -188,7 +192,7 @@ class ServerCaller:
     def __init__(self, router: Router, key: AccessKey | None) -> None:
         self.router = router
         self.key = key
-        self.name = key.name if key is not None else "anonymous"
+        self.name = self.key_name = key.name if key is not None else "anonymous"
         self.limits = key.limits if key is not None else None
 
     def backends(self, model: str | None) -> Sequence[Backend]:

@@ -131,7 +131,8 @@ def admission_middleware(
                 # key as a subprotocol, which the realtime relay never forwards.
                 presented = protocol_token(request.headers)
             caller = request[CALLER] = gate.caller(presented)
-            request[EXCHANGE].caller = caller.name
+            exchange = request[EXCHANGE]
+            exchange.caller, exchange.key = caller.name, caller.key_name
         lifecycle.enter()
         try:
             return await handler(request)

@@ -28,6 +28,7 @@ from azproxy.errors import ProxyError, QuotaExceeded, RateLimited
 from azproxy.keys import EXCHANGE
 from azproxy.limits.store import CounterStore, InProcessStore, Kind, Refusal, Ticket
 from azproxy.observe.metrics import METRICS
+from azproxy.observe.usage import estimate_tokens
 from azproxy.relay.mapping import Scope
 
 if TYPE_CHECKING:
@@ -35,12 +36,7 @@ if TYPE_CHECKING:
     from azproxy.settings.config import Config
     from azproxy.settings.server_side import Limits
 
-__all__ = ["COUNTERS", "admit", "estimate_tokens", "refusal_error", "setup"]
-
-# A prompt's tokens, guessed from its size: about 4 bytes of English text or
-# JSON per token (OpenAI's rule of thumb); JSON syntax makes it an over-estimate,
-# which the real usage corrects when the answer ends.
-BYTES_PER_TOKEN = 4
+__all__ = ["COUNTERS", "admit", "prompt_estimate", "refusal_error", "setup"]
 
 COUNTERS = web.AppKey("azproxy.counters", CounterStore)
 
@@ -53,7 +49,7 @@ def setup(
     app[COUNTERS] = InProcessStore(clock)
 
 
-def estimate_tokens(outgoing: Outgoing) -> int | None:
+def prompt_estimate(outgoing: Outgoing) -> int | None:
     """The prompt's tokens, estimated without parsing: a JSON body's bytes / 4;
     multipart uploads (audio, images) 0. None for a call whose tokens are not
     counted: the resource APIs other than creating a response. Their answers
@@ -64,7 +60,8 @@ def estimate_tokens(outgoing: Outgoing) -> int | None:
     ):
         return None
     body = outgoing.body
-    return len(body) // BYTES_PER_TOKEN if isinstance(body, bytes) else 0
+    # JSON syntax makes it an over-estimate, which the real usage corrects.
+    return estimate_tokens(len(body)) if isinstance(body, bytes) else 0
 
 
 async def admit(request: web.Request, limits: Limits, estimate: int | None) -> Ticket:

@@ -127,7 +127,7 @@ class Ticket:
         self.reserved = reserved  # the estimate counted at admission
         self.period = period  # the quota period it was counted in
         self.headers = remaining.headers()  # computed once, for every answer
-        # Whether the answer's usage counts (admission.estimate_tokens says
+        # Whether the answer's usage counts (admission.prompt_estimate says
         # which calls' tokens do).
         self.counts_tokens = True
         self._charged = 0

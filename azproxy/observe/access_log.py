@@ -3,6 +3,10 @@
 Never logged: a credential, a prompt, a completion. A client's model name is
 logged cut to MAX_SHOWN_CHARS (64) characters, and text lines escape control
 characters, so no input makes a line huge or forges one.
+
+`key` is who is counted (an access key's configured name, `passthrough` or
+`anonymous`); `caller` says more (`passthrough:RESOURCE`). Tokens come with
+`usage_estimated`: true when Azure did not report them (observe/usage.py).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class AccessLog:
             "model": model,
             "deployment": exchange.deployment,
             "endpoint": exchange.endpoint,
+            "key": exchange.key,
             "caller": exchange.caller,
             "upstream_status": exchange.upstream_status,
             "attempts": exchange.attempts,
@@ -68,6 +73,7 @@ class AccessLog:
         if exchange.usage is not None:
             fields["prompt_tokens"], fields["completion_tokens"] = exchange.usage[:2]
             fields["total_tokens"] = exchange.usage[2]
+            fields["usage_estimated"] = exchange.usage_estimated
         self._lines.append(_as_json(fields) if self._json else _as_text(fields))
         if len(self._lines) >= 256:
             self.flush()

@@ -53,7 +53,6 @@ __all__ = [
     "OTHER",
     "LabelValues",
     "Metrics",
-    "key_label",
     "metrics_handler",
     "setup",
 ]
@@ -111,14 +110,6 @@ class LabelValues:
         return OTHER
 
 
-def key_label(caller: str | None) -> str:
-    """The `key` label of a caller: its key's name, `anonymous`, or
-    `passthrough` for any pass-through token ("" before a caller is known)."""
-    if caller is None:
-        return ""
-    return "passthrough" if caller.startswith("passthrough:") else caller
-
-
 class Metrics:
     def __init__(
         self,
@@ -155,7 +146,7 @@ class Metrics:
 
     def record(self, exchange: Exchange, status: int, end: float) -> None:
         labels = self._labels(exchange.model, exchange.deployment)
-        key = key_label(exchange.caller)
+        key = exchange.key or ""  # "" before a caller is known (a 401)
         self.requests[(str(status), key, *labels)] += 1
         self.duration[labels].observe(end - exchange.started)
         if exchange.first_byte is not None:

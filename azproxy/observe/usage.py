@@ -1,11 +1,23 @@
 """Token usage, read from the end of an answer (where Azure puts `usage`)
-without parsing the whole body."""
+without parsing the whole body; estimated for a stream that ended without it.
+
+The estimate (APIM's habit: about 4 bytes of English text per token): the
+prompt, the request body's bytes / 4; the completion, the bytes of text the
+stream relayed / 4. The text is the string values of `content`, `text`,
+`refusal` and `arguments` (tool calls) members. Counting them as each chunk
+passes would cost every stream a regular expression per chunk, so they are
+counted once, at the end, in the last bytes kept (UsageTail's window): the
+share of text there, times all the bytes Azure sent. A stream's chunks are
+alike, so the share holds; a stream shorter than the window is counted
+whole. (When the client leaves, the relay stops reading: Azure's bytes are
+what the client got, plus at most the slice in flight.)
+"""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["UsageTail", "usage_of"]
+__all__ = ["UsageTail", "estimate_tokens", "usage_of"]
 
 # A `usage` object: {"prompt_tokens": .., ...}, possibly with one level of
 # nested details.
@@ -14,6 +26,19 @@ _USAGE_WINDOW = 4096
 # Its top-level counts (details such as cached_tokens are nested deeper).
 _COUNT = re.compile(rb'"(prompt|completion|total|input|output)_tokens"\s*:\s*(\d+)')
 _NESTED = re.compile(rb"\{[^{}]*\}")
+# Streamed text: a delta's content, refusal or tool-call arguments (chat), a
+# choice's text (completions); the string's bytes as sent, escapes included.
+_TEXT = re.compile(
+    rb'"(?:content|text|refusal|arguments)":[ ]?"([^"\\]*+(?:\\.[^"\\]*+)*+)"'
+)
+# About 4 bytes of English text or JSON per token (OpenAI's rule of thumb):
+# the one estimate azproxy makes, for limits, the health board and usage.
+BYTES_PER_TOKEN = 4
+
+
+def estimate_tokens(size: int) -> int:
+    """Tokens in `size` bytes of text, at BYTES_PER_TOKEN bytes each."""
+    return -(-size // BYTES_PER_TOKEN)
 
 
 def usage_of(tail: bytes) -> tuple[int, int, int] | None:
@@ -42,15 +67,17 @@ class UsageTail:
     per piece; they are dropped once the later ones cover the window), so a
     usage that arrived in the last piece, or split over several, is found."""
 
-    __slots__ = ("_pieces", "_size")
+    __slots__ = ("_pieces", "_size", "_total")
 
     def __init__(self) -> None:
         self._pieces: list[bytes] = []
         self._size = 0
+        self._total = 0  # every byte added, for estimate()
 
     def add(self, piece: bytes) -> None:
         self._pieces.append(piece)
         self._size += len(piece)
+        self._total += len(piece)
         if self._size > 2 * _USAGE_WINDOW:
             self._trim()
 
@@ -70,3 +97,14 @@ class UsageTail:
 
     def usage(self) -> tuple[int, int, int] | None:
         return usage_of(b"".join(self._pieces))
+
+    def estimate(self, prompt_bytes: int) -> tuple[int, int, int]:
+        """Usage estimated for a prompt of `prompt_bytes` and the stream
+        added so far: its text's share of the window, times every byte."""
+        window = b"".join(self._pieces)
+        text = sum(map(len, _TEXT.findall(window)))
+        if text:  # the window is not empty
+            text = text * self._total // len(window)
+        prompt = estimate_tokens(prompt_bytes)
+        completion = estimate_tokens(text)
+        return prompt, completion, prompt + completion

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from azproxy.errors import AllCoolingDown, Failure, ProxyError, RateLimited
 from azproxy.keys import CONFIG, EXCHANGE, SESSION
+from azproxy.observe.usage import estimate_tokens
 from azproxy.relay.azure_limits import (
     format_duration,
     refusal,
@@ -54,9 +55,6 @@ __all__ = [
 
 log = logging.getLogger("azproxy.relay")
 
-# A cheap prompt estimate: English text and JSON average about 4 bytes per
-# token (OpenAI's rule of thumb).
-BYTES_PER_TOKEN = 4
 NOT_SAID = (None, None)  # no remaining requests or tokens
 
 T = TypeVar("T")
@@ -292,10 +290,10 @@ async def try_backend(
 
 def tokens_needed(outgoing: Outgoing) -> int:
     """What a request like this one needs from a deployment's token budget,
-    cheaply: its body's bytes over BYTES_PER_TOKEN (Azure also counts the
+    cheaply: the estimate of its body's tokens (Azure also counts the
     max_tokens it asks for, which this leaves out)."""
     body = outgoing.body
-    return len(body) // BYTES_PER_TOKEN if isinstance(body, bytes) else 0
+    return estimate_tokens(len(body)) if isinstance(body, bytes) else 0
 
 
 def all_cooling_down(model: str | None, cooling: AllCoolingDown) -> ProxyError:

@@ -20,16 +20,19 @@ from typing import TYPE_CHECKING
 from aiohttp import hdrs, web
 
 from azproxy.errors import BadRequest
-from azproxy.keys import CALLER, EXCHANGE
-from azproxy.limits.admission import admit, estimate_tokens
+from azproxy.keys import CALLER, CONFIG, EXCHANGE
+from azproxy.limits.admission import admit, prompt_estimate
 from azproxy.relay.attempts import RETRY, Attempts
 from azproxy.relay.backends import Backend, Endpoint
+from azproxy.relay.jsonbody import JsonObject, glance_model
 from azproxy.relay.mapping import Scope, classify, model_names_deployment, unknown_url
 from azproxy.relay.request_body import parse_json, read_body, release_body
 from azproxy.relay.response import answer
+from azproxy.relay.stream_usage import USAGE_PATHS, usage_splice
 from azproxy.relay.target import Outgoing
 from azproxy.relay.uploads import StreamBody, read_upload, stream_through
 from azproxy.relay.upstream_slots import LIMITER
+from azproxy.settings.patterns import MAX_SHOWN_CHARS
 
 if TYPE_CHECKING:
     from azproxy.auth.callers import Caller
@@ -72,10 +75,11 @@ async def relay(
 ) -> web.StreamResponse:
     """Admit the request under its key's limits, take an upstream slot, get
     Azure's answer as `attempts` tries the backends, and relay it."""
-    request[EXCHANGE].model = model
+    if model is not None:  # else json_call noted the model named, if any
+        request[EXCHANGE].model = model
     limits = request[CALLER].limits
     if limits is not None:  # before anything is sent; refused: nothing is
-        await admit(request, limits, estimate_tokens(outgoing))
+        await admit(request, limits, prompt_estimate(outgoing))
     limiter = request.app[LIMITER]
     if not limiter.try_acquire():
         await limiter.acquire()
@@ -101,13 +105,49 @@ def json_call(
     what to send, and the model it asks for."""
     fields: JsonObject | None = None
     model: str | None = None
+    # Usage can be asked for only where sse_compat=openai takes the usage
+    # chunk out again, and only in a body held in memory.
+    usage = (
+        subpath in USAGE_PATHS
+        and isinstance(body, bytes)
+        and request.app[CONFIG].sse_compat == "openai"
+    )
     # Parse JSON only when the answer depends on it: a pass-through token
-    # with one deployment skips it.
+    # with one deployment skips it, unless the body may ask for a stream.
+    names_stream = True
     if request[CALLER].needs_model:
         fields = parse_json(request, body)
         found = fields.model
         model = found if isinstance(found, str) else None
-    return Outgoing(request.method, subpath, body, fields), model
+    elif usage and isinstance(body, bytes):
+        names_stream = b'"stream"' in body
+        if names_stream:
+            fields = parsed_if_json(request, body)
+    outgoing = Outgoing(request.method, subpath, body, fields)
+    outgoing.names_stream = names_stream
+    if usage and fields is not None:
+        outgoing.usage_splice = usage_splice(fields)
+    if model is None:
+        # Not routed by: the model the client named, for the log only.
+        request[EXCHANGE].model = shown_model(body, fields)
+    return outgoing, model
+
+
+def shown_model(body: bytes | StreamBody, fields: JsonObject | None) -> str | None:
+    """The model a request names, from its parse or, unparsed, at a glance."""
+    if fields is not None:
+        found = fields.model
+        return found[:MAX_SHOWN_CHARS] if isinstance(found, str) else None
+    return glance_model(body, MAX_SHOWN_CHARS) if isinstance(body, bytes) else None
+
+
+def parsed_if_json(request: web.Request, body: bytes | StreamBody) -> JsonObject | None:
+    """The body parsed, or None where azproxy would refuse it: a body that
+    nothing routes by goes to Azure as it is, which judges it."""
+    try:
+        return parse_json(request, body)
+    except BadRequest:
+        return None
 
 
 async def handle_upload(

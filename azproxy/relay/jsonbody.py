@@ -14,7 +14,12 @@ Two top-level `model` members, however spelled (`"mod\\u0065l"`, and in any
 letter case: a parser that matches names case-insensitively would read
 `"Model"` too), are refused (400 ambiguous_model): parsers differ on which
 one wins, and Azure must not read a model other than the one azproxy
-checked. Pure: no I/O.
+checked. It also notes the top-level `stream` and `stream_options` (with
+where its value lies, so that asking Azure for a stream's usage is a splice
+too: stream_usage.py).
+
+`glance_model` reads the `model` of a body that is not parsed, for the log
+only. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from azproxy.errors import BadRequest, InvalidJson
 from azproxy.relay.jsonshape import JsonBounds, check_shape
 from azproxy.relay.splice import Splice
 
-__all__ = ["MAX_READ_MEMBERS", "JsonObject", "read_object"]
+__all__ = [
+    "GLANCED_BYTES",
+    "MAX_READ_MEMBERS",
+    "JsonObject",
+    "glance_model",
+    "read_object",
+]
 
 _WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, not \s (RFC 8259 §2)
 _WHITESPACE = " \t\n\r"
@@ -46,7 +57,7 @@ _NUMBER = r"-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][-+]?+[0-9]++)?+"
 _SCALAR = f"(?:{_STRING}|{_NUMBER}|true|false|null)"
 # Keys azproxy reads are never skipped; nor is any key with an escape, which
 # could spell one of them (`"mod\\u0065l"`): those take the slow way below.
-_NOTED = ("model", "stream")
+_NOTED = ("model", "stream", "stream_options")
 _SKIPPED_KEY = rf'(?!"(?i:{"|".join(_NOTED)})"){_PLAIN}'
 _PLAIN_MEMBERS = re.compile(f"(?:{_SKIPPED_KEY}{_W}:{_W}{_SCALAR}{_W},{_W})*+")
 # json's C scanner, public in its module but absent from the type stubs:
@@ -55,6 +66,12 @@ _scan_string: Callable[[str, int], tuple[str, int]]
 _scan_string = json.decoder.scanstring  # type: ignore[attr-defined]
 _scan_value: Callable[[str, int], tuple[object, int]]
 _scan_value = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# A `model` member with a string value, for glance_model: the value's start,
+# up to an escape or a quote, within a bound.
+_GLANCED_MODEL = re.compile(
+    rb'"model"[ \t\n\r]*+:[ \t\n\r]*+"([^"\\\x00-\x1f\x7f]{1,256})'
+)
+GLANCED_BYTES = 64 * 1024  # where glance_model looks, at each end of a body
 # Members the walk reads one by one (not skipped in C): a bound on the time a
 # body can take, far above the few dozen members of any OpenAI request.
 MAX_READ_MEMBERS = 10_000
@@ -69,6 +86,12 @@ class JsonObject:
     opening: int  # the byte offset just after `{`, where a member can go
     empty: bool  # no members at all
     stream: object = None  # the value of the top-level `stream`, if any
+    stream_options: object = None  # the value of `stream_options`, if any
+    # Its value's byte offsets; None when absent. Spelled in any letter case.
+    stream_options_at: tuple[int, int] | None = None
+    # Two `stream_options` members: which one Azure reads is unknown, so
+    # azproxy leaves them alone.
+    stream_options_twice: bool = False
 
     def set_model(self, value: str) -> Splice:
         """The splice that makes the top-level `model` equal to `value`."""
@@ -101,6 +124,25 @@ def read_object(body: bytes, bounds: JsonBounds) -> JsonObject:
         ) from None
 
 
+def glance_model(body: bytes, limit: int) -> str | None:
+    """The `model` a body names, for the log, without parsing it: the first
+    `"model"` key with a string value in the body's first GLANCED_BYTES, else
+    in its last (clients write `model` after `messages`, which can be large),
+    cut to `limit` characters. Never huge, never a control character, and a
+    glance: a nested `model` may be the one seen. Costs one C search of at
+    most 2 x GLANCED_BYTES."""
+    found = _GLANCED_MODEL.search(body, 0, GLANCED_BYTES)
+    if found is None and len(body) > GLANCED_BYTES:
+        found = _GLANCED_MODEL.search(body, len(body) - GLANCED_BYTES)
+    if found is None:
+        return None
+    value = found[1]
+    try:
+        return value.decode()[:limit]
+    except UnicodeDecodeError:  # cut inside a character, or not UTF-8
+        return value.decode(errors="ignore")[:limit] or None
+
+
 def _walk(text: str, *, ascii_only: bool) -> JsonObject:
     at = _skip_ws(text, 0)
     if text[at] != "{":
@@ -115,10 +157,22 @@ def _walk(text: str, *, ascii_only: bool) -> JsonObject:
         position = members.end
     if _skip_ws(text, position + 1) != len(text):
         raise InvalidJson("text after the object")
-    model_at = members.model_at
-    if model_at is not None and not ascii_only:
-        model_at = _byte_span(text, *model_at)
-    return JsonObject(members.model, model_at, opening, empty, members.stream)
+    model_at, options_at = members.model_at, members.stream_options_at
+    if not ascii_only:
+        if model_at is not None:
+            model_at = _byte_span(text, *model_at)
+        if options_at is not None:
+            options_at = _byte_span(text, *options_at)
+    return JsonObject(
+        members.model,
+        model_at,
+        opening,
+        empty,
+        members.stream,
+        members.stream_options,
+        options_at,
+        members.stream_options_twice,
+    )
 
 
 @dataclass(slots=True)
@@ -128,6 +182,9 @@ class _Members:
     model: object = None
     model_at: tuple[int, int] | None = None  # in the text, not yet in bytes
     stream: object = None
+    stream_options: object = None
+    stream_options_at: tuple[int, int] | None = None  # in the text
+    stream_options_twice: bool = False
     end: int = 0  # the position of the closing `}`
 
 
@@ -154,6 +211,9 @@ def _members(text: str, position: int) -> _Members:
             noted.model, noted.model_at = value, (start, end)
         elif key == "stream":
             noted.stream = value
+        elif len(key) == 14 and key.lower() == "stream_options":
+            noted.stream_options_twice = noted.stream_options_at is not None
+            noted.stream_options, noted.stream_options_at = value, (start, end)
         if text[end] in _WHITESPACE:
             end = _skip_ws(text, end)
         if text[end] == "}":

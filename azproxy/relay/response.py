@@ -61,6 +61,12 @@ def with_deployment_hint(body: bytes, backend: Backend) -> bytes:
         return body
 
 
+def body_size(outgoing: Outgoing) -> int:
+    """The request body's bytes (the base of a prompt's token estimate)."""
+    body = outgoing.body
+    return len(body) if isinstance(body, bytes) else body.length or 0
+
+
 async def answer(
     request: web.Request, reply: Reply, outgoing: Outgoing
 ) -> web.StreamResponse:
@@ -110,7 +116,7 @@ async def answer(
     metrics.streams_in_flight += 1
     try:
         lifecycle.relaying(upstream)  # a shutdown past its grace cuts it
-        await relay_body(request, response, reply, sse, exchange)
+        await relay_body(request, response, reply, sse, exchange, body_size(outgoing))
     finally:
         lifecycle.relayed(upstream)
         metrics.streams_in_flight -= 1

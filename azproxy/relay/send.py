@@ -35,6 +35,8 @@ log = logging.getLogger("azproxy.relay")
 
 # The original proxy retried when the first event said so (Azure's 200 + error).
 OVERLOADED = b"That model is currently overloaded"
+# An error answer that names it refuses the stream_options azproxy added.
+USAGE_REFUSED = b"stream_options"
 
 
 @dataclass(slots=True)
@@ -44,6 +46,9 @@ class Reply:
     response: aiohttp.ClientResponse
     first: bytes
     backend: Backend  # the deployment that answered
+    # azproxy asked for the stream's usage (Target.asked_usage): the
+    # usage-only chunk is azproxy's, not the client's.
+    asked_usage: bool = False
 
     @property
     def status(self) -> int:
@@ -152,7 +157,14 @@ async def send_once(
             f"The connection to Azure OpenAI at {host} broke before the "
             f"answer started ({type(exc).__name__}).",
         ) from None
-    return Reply(response, first, backend)
+    if target.unasked is not None and response.status == 400 and USAGE_REFUSED in first:
+        # Azure (or a gateway in front of it) refused the stream_options
+        # azproxy added: the client's own request goes instead, and its
+        # usage will be estimated. Never a request broken by the ask.
+        response.close()
+        log.warning("Azure refused stream_options at %s; sent without it", host)
+        return await send_once(session, config, target.without_usage(), exchange)
+    return Reply(response, first, backend, target.asked_usage)
 
 
 def broken(body: bytes | StreamBody, message: str) -> ProxyError | Failure:

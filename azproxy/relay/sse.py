@@ -10,12 +10,16 @@ In `openai` mode (the default) the normaliser drops exactly those events and
 relays every other one byte for byte and in order: content, tool calls, the
 finish event (a `finish_reason: "content_filter"` stop included), the usage
 event a client asked for with `stream_options.include_usage` (`choices: []`
-with `usage`, kept), and `[DONE]`. `raw` relays Azure's bytes untouched.
+with `usage`, kept), and `[DONE]`. When azproxy asked for the usage itself
+(stream_usage.py), that usage-only event is dropped too: the client gets the
+stream it asked for, plus only the `"usage": null` Azure then adds to each
+chunk. `raw` relays Azure's bytes untouched.
 
-Cost: a chunk without either marker string is passed on up to its last
-event end in one piece (as it is, with no copy, when it ends there), with no
-look at each event and no JSON parsing; only events that contain a marker
-are parsed. A partial event is held until its blank line arrives, never
+Cost: a chunk without either marker string (nor, when azproxy asked for
+the usage, `"usage":{` or `"usage": {`) is passed on up to its
+last event end in one piece (as it is, with no copy, when it ends there),
+with no look at each event and no JSON parsing; only events that contain a
+marker are parsed. A partial event is held until its blank line arrives, never
 longer: a complete event is never delayed. An event larger than
 MAX_HELD_BYTES is relayed raw (unfiltered) as it arrives, not held.
 """
@@ -42,6 +46,12 @@ __all__ = [
 
 NORMALISED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 MARKERS = (b'"prompt_filter_results"', b'"content_filter_offsets"')
+# A usage object, not the `"usage":null` of every other chunk, as JSON
+# encoders write it: compact (Azure) or with Python's default separators
+# (one search: about the cost of one `in`). A quote inside a JSON string is
+# escaped, so only a key can match.
+USAGE_OBJECT = re.compile(rb'"usage": ?\{')
+_usage_in = USAGE_OBJECT.search  # bound once: it runs on every chunk
 # The blank line ending an event, in each line-ending style SSE allows.
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n", b"\r\r")
@@ -54,14 +64,17 @@ OVERLAP = 3
 MAX_HELD_BYTES = 256 * 1024
 
 
-def normaliser_for(request: web.Request, sse: bool) -> StreamNormaliser | None:
-    """A normaliser when this answer is a stream that sse_compat=openai tidies."""
+def normaliser_for(
+    request: web.Request, sse: bool, *, drop_usage: bool = False
+) -> StreamNormaliser | None:
+    """A normaliser when this answer is a stream that sse_compat=openai tidies;
+    `drop_usage` when azproxy asked for the usage event."""
     if (
         sse
         and request.path in NORMALISED_PATHS
         and request.app[CONFIG].sse_compat == "openai"
     ):
-        return StreamNormaliser()
+        return StreamNormaliser(drop_usage=drop_usage)
     return None
 
 
@@ -74,8 +87,11 @@ class StreamNormaliser:
     past max_held bytes is passed on raw, unfiltered, as it arrives.
     """
 
-    def __init__(self, max_held: int = MAX_HELD_BYTES) -> None:
+    def __init__(
+        self, max_held: int = MAX_HELD_BYTES, *, drop_usage: bool = False
+    ) -> None:
         self._max_held = max_held
+        self._drop_usage = drop_usage
         self._held: list[bytes] = []  # the start of an event still incomplete
         self._held_size = 0
         self._tail = b""  # the last bytes held or passed raw
@@ -92,7 +108,7 @@ class StreamNormaliser:
         self._held.append(chunk[:cut])
         event = self.flush()
         rest = self._events(chunk[cut:]) if cut < len(chunk) else b""
-        return rest if droppable(event) else event + rest
+        return rest if droppable(event, self._drop_usage) else event + rest
 
     @property
     def held_bytes(self) -> int:
@@ -120,19 +136,23 @@ class StreamNormaliser:
     def _events(self, data: bytes) -> bytes:
         """The whole events of `data` minus droppable ones; the rest is held."""
         if MARKERS[0] not in data and MARKERS[1] not in data:
-            # Nothing to drop: the whole events go as they are, in one piece,
-            # without looking at them one by one; a partial last one is held.
-            cut = _last_event_end(data)
-            if cut == len(data):
-                return data
-            if cut > 0:
-                return data[:cut] + self._hold(data[cut:])
+            if not self._drop_usage or _usage_in(data) is None:
+                # Nothing to drop: the whole events go as they are, in one
+                # piece, without looking at them one by one; a partial last
+                # one is held.
+                cut = _last_event_end(data)
+                if cut == len(data):
+                    return data
+                if cut > 0:
+                    return data[:cut] + self._hold(data[cut:])
+            elif (split := self._around_usage(data)) is not None:
+                return split
         kept: list[bytes] = []
         start = 0
         dropped = False
         for end in EVENT_END.finditer(data):
             event = data[start : end.end()]
-            if droppable(event):
+            if droppable(event, self._drop_usage):
                 dropped = True
             else:
                 kept.append(event)
@@ -141,6 +161,25 @@ class StreamNormaliser:
             return b"".join(kept) if dropped else data
         whole = b"".join(kept) if dropped else data[:start]
         return whole + self._hold(data[start:])
+
+    def _around_usage(self, data: bytes) -> bytes | None:
+        """Data whose only marker is a usage object: the events before its
+        event in one piece, that event judged alone, then the rest. None when
+        where that event starts is not plain (the caller's slow way decides)."""
+        usage = _usage_in(data)
+        assert usage is not None  # the caller found it
+        at = usage.start()
+        start = _last_event_end(data, at)
+        if start < 0:
+            return None
+        found = EVENT_END.search(data, at)
+        if found is None:  # its event is not whole yet
+            return data[:start] + self._hold(data[start:])
+        end = found.end()
+        rest = self._events(data[end:]) if end < len(data) else b""
+        if droppable(data[start:end], usage=True):
+            return data[:start] + rest
+        return data[:end] + rest
 
     def _hold(self, piece: bytes) -> bytes:
         """Hold a piece of an incomplete event; past the cap, let it all go raw."""
@@ -163,15 +202,15 @@ class StreamNormaliser:
         return chunk if cut == len(chunk) else chunk[:cut] + self._events(chunk[cut:])
 
 
-def _last_event_end(data: bytes) -> int:
-    """Where the last whole event of `data` ends, just as EVENT_END.finditer
-    would find it; -1 when no event ends in it, or when the last blank line
-    follows another line end (then where it ends depends on the events
-    before: let finditer decide)."""
-    at, size = data.rfind(b"\n\n"), 2
+def _last_event_end(data: bytes, before: int | None = None) -> int:
+    """Where the last whole event of `data` (of data[:before]) ends, just as
+    EVENT_END.finditer would find it; -1 when no event ends in it, or when
+    the last blank line follows another line end (then where it ends depends
+    on the events before: let finditer decide)."""
+    at, size = data.rfind(b"\n\n", 0, before), 2
     if b"\r" in data:
         for ending in (b"\r\n\r\n", b"\r\r"):
-            found = data.rfind(ending)
+            found = data.rfind(ending, 0, before)
             if found >= 0 and found + len(ending) > at + size:
                 at, size = found, len(ending)
     if at < 0 or (at and data[at - 1] in b"\r\n"):
@@ -186,16 +225,23 @@ def _last_bytes(before: bytes, piece: bytes) -> bytes:
     return (before + piece)[-OVERLAP:]
 
 
-def droppable(event: bytes) -> bool:
+def droppable(event: bytes, usage: bool = False) -> bool:
     """Whether one whole event is Azure-only: a prompt-filter-only or a
-    delta-less annotation chunk. Parses JSON only when a marker is present."""
-    if not any(marker in event for marker in MARKERS):
+    delta-less annotation chunk; with `usage` (azproxy asked for it), the
+    usage-only chunk too. Parses JSON only when a marker is present."""
+    marked = any(marker in event for marker in MARKERS)
+    counted = usage and _usage_in(event) is not None
+    if not marked and not counted:
         return False
     document = _data(event)
     if not isinstance(document, dict):
         return False
     choices = document.get("choices")
     if not isinstance(choices, list):
+        return False
+    if counted and not choices and isinstance(document.get("usage"), dict):
+        return True
+    if not marked:
         return False
     if not choices:
         return "prompt_filter_results" in document and not document.get("usage")

@@ -16,14 +16,14 @@ from azproxy.errors import ShuttingDown, StreamIncomplete, error_body
 from azproxy.keys import CONFIG, EXCHANGE
 from azproxy.observe.usage import UsageTail
 from azproxy.relay.bodies import READ_BYTES
-from azproxy.relay.sse import EVENT_ENDINGS, normaliser_for
+from azproxy.relay.sse import EVENT_ENDINGS, NORMALISED_PATHS, normaliser_for
 from azproxy.relay.terminal import StreamEnd, terminal_for
 
 if TYPE_CHECKING:
     from azproxy.observe.exchange import Exchange
     from azproxy.relay.send import Reply
 
-__all__ = ["deliver", "end_broken_stream", "relay_body"]
+__all__ = ["deliver", "end_broken_stream", "final_usage", "relay_body"]
 
 log = logging.getLogger("azproxy.relay")
 
@@ -34,48 +34,69 @@ async def relay_body(
     reply: Reply,
     sse: bool,
     exchange: Exchange,
+    prompt_bytes: int = 0,
 ) -> None:
-    """Relay the body as it arrives; end it explicitly if it breaks."""
+    """Relay the body as it arrives; end it explicitly if it breaks. Sets
+    exchange.usage however it ends (the client leaving included)."""
     upstream = reply.response
     # A compressed answer (the client's Accept-Encoding goes to Azure) is
     # relayed untouched: its events cannot be read, nor one added, without
     # decompressing it. A break still ends it without the chunked terminator.
     readable = not compressed(upstream.headers)
     events = sse and readable
-    # sse_compat=openai: whole events, minus Azure's extra chunks.
-    tidy = normaliser_for(request, events)
+    # sse_compat=openai: whole events, minus Azure's extra chunks (and the
+    # usage chunk, when azproxy asked for it).
+    tidy = normaliser_for(request, events, drop_usage=reply.asked_usage)
     # A 2xx stream of a known family must end with that family's last event.
     end = stream_end(request.path) if events and upstream.status < 300 else None
     # Usage (stream_options.include_usage, or a JSON body's) is at the end.
     tail = UsageTail() if readable else None
-    chunk, sent = reply.first, b""
-    while chunk:
-        if end is not None:
-            end.feed(chunk)
-        if tail is not None:
-            tail.add(chunk)
-        out = chunk if tidy is None else tidy.feed(chunk)
-        if out:
-            if not await deliver(request, response, out, exchange):
-                upstream.close()  # the client is gone: so is the Azure request
+    # A chat or completions stream without it gets an estimate.
+    estimable = sse and upstream.status < 300 and request.path in NORMALISED_PATHS
+    try:
+        chunk, sent = reply.first, b""
+        while chunk:
+            if end is not None:
+                end.feed(chunk)
+            if tail is not None:
+                tail.add(chunk)
+            out = chunk if tidy is None else tidy.feed(chunk)
+            if out:
+                if not await deliver(request, response, out, exchange):
+                    upstream.close()  # the client is gone: so is the Azure request
+                    return
+                sent = out
+            try:
+                # A bounded slice (as the session's read_bufsize): a stream
+                # whose client stops reading holds about two slices from Azure
+                # and the client transport's high-water mark plus one, even
+                # for 1 MB events.
+                chunk = await upstream.content.read(READ_BYTES)
+            except (aiohttp.ClientError, TimeoutError, ShuttingDown) as exc:
+                # A partial event the normaliser holds is dropped.
+                await end_broken_stream(request, response, events, sent, exc)
                 return
-            sent = out
-        try:
-            # A bounded slice (as the session's read_bufsize): a stream whose
-            # client stops reading holds about two slices from Azure and the
-            # client transport's high-water mark plus one, even for 1 MB events.
-            chunk = await upstream.content.read(READ_BYTES)
-        except (aiohttp.ClientError, TimeoutError, ShuttingDown) as exc:
-            # A partial event the normaliser holds is dropped.
-            await end_broken_stream(request, response, events, sent, exc)
+        if end is not None and not end.complete:
+            incomplete = StreamIncomplete(end.missing)
+            await end_broken_stream(request, response, events, sent, incomplete)
             return
-    if end is not None and not end.complete:
-        incomplete = StreamIncomplete(end.missing)
-        await end_broken_stream(request, response, events, sent, incomplete)
-        return
-    if tidy is not None and (rest := tidy.flush()):
-        await deliver(request, response, rest, exchange)
-    exchange.usage = None if tail is None else tail.usage()
+        if tidy is not None and (rest := tidy.flush()):
+            await deliver(request, response, rest, exchange)
+    finally:
+        final_usage(exchange, tail, prompt_bytes if estimable else None)
+
+
+def final_usage(
+    exchange: Exchange, tail: UsageTail | None, prompt_bytes: int | None
+) -> None:
+    """Azure's usage from the tail; else, with `prompt_bytes` (a stream that
+    reports usage when asked), an estimate. A compressed stream (no tail)
+    cannot be read: its estimate is the prompt's."""
+    usage = None if tail is None else tail.usage()
+    if usage is None and prompt_bytes is not None:
+        usage = (tail or UsageTail()).estimate(prompt_bytes)
+        exchange.usage_estimated = True
+    exchange.usage = usage
 
 
 def compressed(headers: CIMultiDictProxy[str]) -> bool:

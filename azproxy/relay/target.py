@@ -15,7 +15,8 @@ from yarl import URL
 from azproxy.relay.families import route_for
 from azproxy.relay.headers import request_headers
 from azproxy.relay.mapping import Scope, upstream_url
-from azproxy.relay.splice import spliced
+from azproxy.relay.splice import Splice, spliced
+from azproxy.relay.stream_usage import accepts_stream_options
 from azproxy.relay.uploads import StreamBody, can_send_again
 
 if TYPE_CHECKING:
@@ -34,6 +35,12 @@ class Outgoing:
     body: bytes | StreamBody
     fields: JsonObject | None  # the parsed body, when it was needed
     scope: Scope = Scope.DEPLOYMENT
+    # For a stream whose usage the client did not ask for: the splice that
+    # asks Azure for it, sent where the api-version accepts it.
+    usage_splice: Splice | None = None
+    # False when the body is known not to contain `"stream"` (json_call
+    # looked): asked_to_stream need not search it again.
+    names_stream: bool = True
 
     @property
     def replayable(self) -> bool:
@@ -53,10 +60,22 @@ class Target:
     # DELETE: a batch, a run, a stored response): sending it twice could do it
     # twice, so it is sent again only if none of it went out.
     stateful: bool = False
+    # When azproxy asked for the stream's usage, the body without that ask.
+    unasked: bytes | None = None
 
     @property
     def replayable(self) -> bool:
         return can_send_again(self.body)
+
+    @property
+    def asked_usage(self) -> bool:
+        """azproxy asked for the stream's usage: its usage chunk is azproxy's."""
+        return self.unasked is not None
+
+    def without_usage(self) -> Target:
+        """The same request with the body the client's own ask would have."""
+        assert self.unasked is not None
+        return Target(self.method, self.url, self.headers, self.unasked, self.backend)
 
 
 def build_target(
@@ -67,15 +86,22 @@ def build_target(
     body, fields = outgoing.body, outgoing.fields
     resource = outgoing.scope is Scope.RESOURCE
     route = route_for(outgoing.subpath, endpoint)
-    if (
-        (route.v1 or resource)
-        and fields is not None
-        and isinstance(body, bytes)
-        and fields.model != backend.deployment
-    ):
-        # Azure's v1 API takes the deployment name in the body's `model`;
-        # so do the resource calls that carry a document (responses, ...).
-        body = spliced(body, [fields.set_model(backend.deployment)])
+    splices: list[Splice] = []
+    unasked: bytes | None = None
+    if isinstance(body, bytes) and fields is not None:
+        if (route.v1 or resource) and fields.model != backend.deployment:
+            # Azure's v1 API takes the deployment name in the body's `model`;
+            # so do the resource calls that carry a document (responses, ...).
+            splices.append(fields.set_model(backend.deployment))
+        usage = outgoing.usage_splice
+        if usage is not None and accepts_stream_options(route):
+            # Kept in case Azure refuses the ask (send.py): mostly the body
+            # itself, no copy.
+            unasked = spliced(body, splices)
+            splices.append(usage)
+            splices.sort(key=_start)
+        if splices:
+            body = spliced(body, splices)
     if isinstance(body, StreamBody) and route.v1:
         body = body.with_model(backend.deployment)  # the form's model field
     url = upstream_url(
@@ -87,8 +113,16 @@ def build_target(
     )
     headers = request_headers(request.headers)
     endpoint.authorize(headers)
+    if unasked is not None:
+        # Its usage chunk must come out of the stream: a compressed stream
+        # could not be read, so this one is asked for uncompressed.
+        headers[hdrs.ACCEPT_ENCODING] = "identity"
     if isinstance(body, StreamBody) and body.length is not None:
         headers[hdrs.CONTENT_LENGTH] = str(body.length)
     # Resource calls other than GET create or change state: sent once.
     stateful = resource and outgoing.method != "GET"
-    return Target(outgoing.method, url, headers, body, backend, stateful)
+    return Target(outgoing.method, url, headers, body, backend, stateful, unasked)
+
+
+def _start(splice: Splice) -> int:
+    return splice.start

@@ -146,7 +146,11 @@ def asked_to_stream(outgoing: Outgoing, bounds: JsonBounds) -> bool:
     fields = outgoing.fields
     if fields is None:
         body = outgoing.body
-        if not isinstance(body, bytes) or STREAM_TRUE.search(body) is None:
+        if (
+            not outgoing.names_stream
+            or not isinstance(body, bytes)
+            or STREAM_TRUE.search(body) is None
+        ):
             return False
         try:
             fields = read_object(body, bounds)

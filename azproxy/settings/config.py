@@ -344,8 +344,10 @@ class Config:
     sse_compat: str = setting(
         "openai",
         "Chat and completion streams: `openai` drops Azure's prompt-filter and "
-        "delta-less annotation chunks that strict OpenAI clients choke on; "
-        "`raw` relays Azure's bytes untouched.",
+        "delta-less annotation chunks that strict OpenAI clients choke on, and "
+        "asks Azure for the usage of streams whose client did not (its chunk "
+        "removed again); `raw` relays Azure's bytes untouched, and a stream's "
+        "usage is then known only when the client asks for it.",
         check=one_of("openai", "raw"),
     )
     shutdown_grace_s: float = setting(

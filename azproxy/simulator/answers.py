@@ -97,15 +97,17 @@ def chat_completion(body: dict[str, Any], model: str, pieces: int) -> dict[str, 
 def chat_chunks(
     body: dict[str, Any], model: str, pieces: int, *, async_filter: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """The events of a streamed chat completion, in the order Azure sends them."""
+    """The events of a streamed chat completion, in the order Azure sends them.
+    Asked for usage, every chunk says `"usage": null` and a last one has it."""
     created = int(time.time())
     base = {"created": created, "id": "chatcmpl-simstream", "model": model}
     base |= {"object": "chat.completion.chunk", "system_fingerprint": FINGERPRINT}
+    usage = _asked_usage(body)
 
     def chunk(delta: dict[str, Any], finish: str | None, cfr: Any) -> dict[str, Any]:
         choice = {"content_filter_results": cfr, "delta": delta}
         choice |= {"finish_reason": finish, "index": 0, "logprobs": None}
-        return {"choices": [choice], **base}
+        return {"choices": [choice], **base} | ({"usage": None} if usage else {})
 
     yield {
         "choices": [],
@@ -124,9 +126,14 @@ def chat_chunks(
         if async_filter:
             yield _annotation_chunk(offset)
     yield chunk({}, "stop", {})
-    options = body.get("stream_options") or {}
-    if options.get("include_usage"):
+    if usage:
         yield {"choices": [], **base, "usage": _usage(_prompt_tokens(body), pieces)}
+
+
+def _asked_usage(body: dict[str, Any]) -> bool:
+    """Whether a streamed request asked for its usage (stream_options)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _annotation_chunk(offset: int) -> dict[str, Any]:
@@ -174,7 +181,11 @@ def completion(body: dict[str, Any], model: str, pieces: int) -> dict[str, Any]:
 def completion_chunks(
     body: dict[str, Any], model: str, pieces: int
 ) -> Iterator[dict[str, Any]]:
+    """The events of a streamed completion; usage as chat_chunks has it."""
     created = int(time.time())
+    base = {"created": created, "id": "cmpl-simstream", "model": model}
+    base["object"] = "text_completion"
+    usage = _asked_usage(body)
     yield {
         "choices": [],
         "created": 0,
@@ -196,11 +207,10 @@ def completion_chunks(
                     "text": text,
                 }
             ],
-            "created": created,
-            "id": "cmpl-simstream",
-            "model": model,
-            "object": "text_completion",
-        }
+            **base,
+        } | ({"usage": None} if usage else {})
+    if usage:
+        yield {"choices": [], **base, "usage": _usage(_prompt_tokens(body), pieces)}
 
 
 def _vector(text: str, dimensions: int) -> list[float]:

@@ -41,7 +41,7 @@ from .common import (
 )
 from .operations import OPERATIONS, Knobs, early_fault
 from .realtime import add_realtime_routes
-from .served import classic_serves, v1_serves
+from .served import classic_serves, stream_options_served, v1_serves
 
 __all__ = [
     "FAULTS",
@@ -122,6 +122,12 @@ async def answer(
     if not isinstance(body, dict):
         return azure_error(400, "BadRequest", "The request body must be JSON.")
     model = str(body.get("model") or deployment)
+    if "stream_options" in body and not stream_options_served(
+        request.path.startswith("/openai/v1/"), request.query.get("api-version")
+    ):
+        return azure_error(
+            400, "unknown_parameter", "Unknown parameter: 'stream_options'."
+        )
     builder = OPERATIONS.get(operation)
     if builder is None:
         return azure_error(404, "404", "Resource not found")

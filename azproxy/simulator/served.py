@@ -18,13 +18,17 @@ run azproxy against the simulator.
 - The v1 API (/openai/v1/...): the lifecycle page's status table lists its GA
   paths; the "v1 preview" reference (reference-preview-latest) shows the rest
   only with `api-version=preview`; it has no assistants or threads.
+- `stream_options` (a stream's usage): in the request of inference/stable/
+  2024-10-21 and of previews from 2024-09-01-preview (2024-08-01-preview
+  only declares its schema); on v1. Older versions answer 400
+  "Unknown parameter: 'stream_options'" (Microsoft Q&A 2007680).
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["classic_serves", "v1_serves"]
+__all__ = ["classic_serves", "stream_options_served", "v1_serves"]
 
 # Operations are OpenAI paths for deployment calls (audio/speech) and first
 # path segments for resource calls (files, threads).
@@ -105,3 +109,18 @@ def v1_serves(operation: str, version: str | None) -> bool:
     if operation in V1_GA:
         return True
     return operation in V1_PREVIEW_ONLY and version in ("preview", "latest")
+
+
+STREAM_OPTIONS_GA = "2024-10-21"
+STREAM_OPTIONS_PREVIEW = "2024-09-01-preview"
+
+
+def stream_options_served(v1: bool, version: str | None) -> bool:
+    """Whether a chat or completions request may carry `stream_options`."""
+    if v1:
+        return True
+    if version is None:
+        return False
+    if PREVIEW_RE.fullmatch(version):
+        return version >= STREAM_OPTIONS_PREVIEW
+    return version in GA_RELEASES and version >= STREAM_OPTIONS_GA

@@ -6,9 +6,11 @@ with: a wrong routing table in azproxy fails here."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -149,3 +151,52 @@ async def test_the_simulator_refuses_what_azure_does_not_serve(
     assert json.load(caught.value) == {
         "error": {"code": "404", "message": "Resource not found"}
     }
+
+
+def stream_lines(server: Running, path: str) -> list[dict[str, Any]]:
+    """The access-log lines of the streams on `path` so far."""
+    lines = [json.loads(x) for x in server.log().splitlines() if x.startswith("{")]
+    return [x for x in lines if x.get("path") == path and x.get("stream")]
+
+
+def next_stream_line(server: Running, path: str, seen: int) -> dict[str, Any]:
+    """The stream line after the first `seen`, once azproxy wrote it."""
+    deadline = time.monotonic() + 5
+    while len(lines := stream_lines(server, path)) <= seen:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.02)
+    return lines[seen]
+
+
+# The simulator refuses stream_options where Azure does (2024-02-01 here): a
+# stream azproxy asked for usage there would fail. Elsewhere azproxy asks,
+# the client sees no usage chunk, and the log has the simulator's tokens.
+@pytest.mark.parametrize(
+    ("version", "estimated"),
+    [("", False), (":v1", False), (":2024-10-21", False), (":2024-02-01", True)],
+)
+async def test_a_stream_without_include_usage_is_counted(
+    azproxy: Running, version: str, estimated: bool
+) -> None:
+    paths = ("/v1/chat/completions", "/v1/completions")
+    seen = {path: len(stream_lines(azproxy, path)) for path in paths}
+    async with client_for(azproxy, version) as client:
+        chat = await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        chunks = [chunk async for chunk in chat]
+        completion = await client.completions.create(
+            model="gpt-4o", prompt="Say hi", stream=True
+        )
+        texts = [chunk async for chunk in completion]
+    assert all(chunk.choices and chunk.usage is None for chunk in chunks)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    assert text == "Hello! This is"  # the simulator's three pieces
+    assert all(chunk.choices and chunk.usage is None for chunk in texts)
+    for path in paths:
+        line = next_stream_line(azproxy, path, seen[path])
+        assert line["status"] == 200 and line["key"] == "passthrough"
+        assert line["model"] == "gpt-4o"
+        assert line["usage_estimated"] is estimated
+        if not estimated:
+            assert line["completion_tokens"] == 3  # the simulator's count

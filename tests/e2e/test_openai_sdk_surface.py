@@ -535,10 +535,12 @@ async def test_sse_compat_raw_relays_azures_stream_untouched(
     assert chunks[0].choices == []  # Azure's prompt-filter chunk reached the SDK
 
 
-async def test_a_stream_without_usage_asked_is_unchanged(
+async def test_a_stream_without_usage_asked_gets_none_but_azure_is_asked(
     fake_azure: FakeAzure, server: Running
 ) -> None:
-    events = [AZURE_CHAT[1][0], AZURE_CHAT[2][0], sse_event("[DONE]")]
+    usage = AZURE_CHAT[-2][0]  # Azure's usage chunk, sent because azproxy asked
+    assert b'"usage":{' in usage
+    events = [AZURE_CHAT[1][0], AZURE_CHAT[2][0], usage, sse_event("[DONE]")]
     fake_azure.queue(sse_answer(events))
     async with client_for(server) as client:
         stream = await client.chat.completions.create(
@@ -549,4 +551,11 @@ async def test_a_stream_without_usage_asked_is_unchanged(
         "",
         'The "prompt_filter_results" word',
     ]
-    assert "stream_options" not in json.loads(fake_azure.last.body)
+    asked = b'{"stream_options":{"include_usage":true},'
+    sent = fake_azure.last.body
+    assert sent.startswith(asked)
+    assert json.loads(b"{" + sent[len(asked) :]) == {
+        "messages": [{"role": "user", "content": "hi"}],
+        "model": "gpt-4o",
+        "stream": True,
+    }

@@ -1,7 +1,9 @@
 """A compressed stream (the client's Accept-Encoding goes to Azure, and the
 OpenAI SDKs send gzip) is relayed untouched: azproxy cannot read its events,
 so it neither looks for the last one nor adds one. A broken connection still
-ends it without the chunked terminator."""
+ends it without the chunked terminator. (These clients ask for the usage
+themselves: a stream whose usage azproxy asks for is asked uncompressed,
+test_stream_usage.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ from aiohttp import web
 from tests.conftest import BEARER, TOKEN
 from tests.fakes import AZURE_HEADERS, Answer, FakeAzure, sse_event
 
-CHAT_BODY = b'{"model": "gpt-4o", "stream": true, "messages": []}'
+CHAT_BODY = (
+    b'{"model": "gpt-4o", "stream": true, "messages": [], '
+    b'"stream_options": {"include_usage": true}}'
+)
 GZIP = BEARER | {"Accept-Encoding": "gzip"}
 
 
@@ -113,7 +118,10 @@ async def test_the_openai_sdk_reads_a_compressed_stream(
     )
     async with client:
         stream = await client.chat.completions.create(
-            model="gpt-4o", messages=[], stream=True
+            model="gpt-4o",
+            messages=[],
+            stream=True,
+            stream_options={"include_usage": True},
         )
         texts = [chunk.choices[0].delta.content async for chunk in stream]
     assert texts == ["Hel", "lo"]

@@ -12,6 +12,8 @@ import aiohttp.client
 import pytest
 
 import azproxy.auth.callers
+import azproxy.relay.request_body
+import azproxy.relay.terminal
 from azproxy.relay.jsonshape import JsonBounds
 from tests.conftest import BEARER
 from tests.fakes import CHAT_JSON, FakeAzure
@@ -69,3 +71,24 @@ async def test_upstream_requests_go_without_a_client_middleware_layer(
     calls = counting(monkeypatch, aiohttp.client, "build_client_middlewares")
     await chat_twice(proxy, fake_azure)
     assert calls == []
+
+
+async def test_a_chat_that_does_not_stream_is_never_parsed_nor_searched_twice(
+    proxy: Any, fake_azure: FakeAzure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A token with one deployment: json_call looks for "stream" once (to ask
+    # for a stream's usage); nothing parses the body, and the answer's check
+    # for a stream does not search it again.
+    parsed = counting(monkeypatch, azproxy.relay.request_body, "read_object")
+    parsed += counting(monkeypatch, azproxy.relay.terminal, "read_object")
+    searched: list[bytes] = []
+    pattern = azproxy.relay.terminal.STREAM_TRUE
+
+    class Spy:
+        def search(self, body: bytes) -> Any:
+            searched.append(body)
+            return pattern.search(body)
+
+    monkeypatch.setattr(azproxy.relay.terminal, "STREAM_TRUE", Spy())
+    await chat_twice(proxy, fake_azure)
+    assert parsed == [] and searched == []

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from azproxy import Config, create_app
+from azproxy.observe.usage import estimate_tokens
 from azproxy.settings.server_side import (
     parse_access_keys,
     parse_endpoints,
@@ -162,7 +163,7 @@ async def test_a_large_prompt_over_tpm_is_refused_before_sending(
         model="gpt-4o", messages=large
     )
     # The prompt's estimate (its body's bytes / 4) is reserved before sending.
-    estimate = len(fake_azure.requests[0].body) // 4
+    estimate = estimate_tokens(len(fake_azure.requests[0].body))
     assert 500 < estimate < 700
     tokens_left = int(first.headers["x-azproxy-ratelimit-remaining-tokens"])
     assert tokens_left == 1000 - estimate
@@ -278,7 +279,7 @@ async def test_an_answer_that_failed_carries_the_budgets_and_gives_the_slot_back
     assert response.headers["x-azproxy-ratelimit-remaining-requests"] == "9"
     body = len(fake_azure.requests[0].body)
     assert response.headers["x-azproxy-ratelimit-remaining-tokens"] == str(
-        100_000 - body // 4
+        100_000 - estimate_tokens(body)
     )
     assert json.loads(await response.read())["error"]["code"] == "BadRequest"
     # No usage in Azure's answer: the estimate stands; the slot is back.
@@ -290,7 +291,7 @@ async def test_an_answer_that_failed_carries_the_budgets_and_gives_the_slot_back
     assert again.status == 200
     assert again.headers["x-azproxy-ratelimit-remaining-requests"] == "8"
     assert again.headers["x-azproxy-ratelimit-remaining-tokens"] == str(
-        100_000 - 2 * (body // 4)
+        100_000 - 2 * estimate_tokens(body)
     )
 
 
@@ -320,5 +321,5 @@ async def test_usage_read_again_from_a_stored_object_is_not_counted_again(
     chat = await client.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=MESSAGES
     )
-    estimate = len(fake_azure.requests[2].body) // 4
+    estimate = estimate_tokens(len(fake_azure.requests[2].body))
     assert chat.headers["x-azproxy-ratelimit-remaining-tokens"] == str(7000 - estimate)

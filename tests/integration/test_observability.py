@@ -124,7 +124,7 @@ async def test_retries_and_errors_are_recorded(
     assert refused["request_id"] == unauthorized.headers["x-request-id"]
 
     metrics = await (await proxy.get("/metrics")).text()
-    assert 'azproxy_retries_total{deployment="dep1",model=""} 1.0' in metrics
+    assert 'azproxy_retries_total{deployment="dep1",model="gpt-4o"} 1.0' in metrics
     assert (
         'azproxy_requests_total{deployment="",key="",model="",status="401"} 1.0'
         in metrics

@@ -14,7 +14,12 @@ from tests.conftest import BEARER, ProxyFactory
 from tests.fakes import FakeAzure, sse_answer, sse_event
 from tests.unit.test_sse import AZURE_CHAT, AZURE_COMPLETIONS, kept, whole
 
-STREAM_BODY = b'{"model": "gpt-4o", "stream": true, "messages": []}'
+# The client asks for the usage (as the recorded streams did): azproxy asks
+# for nothing and drops no usage chunk (test_stream_usage.py: when it does).
+STREAM_BODY = (
+    b'{"model": "gpt-4o", "stream": true, "messages": [], '
+    b'"stream_options": {"include_usage": true}}'
+)
 
 
 def split_unevenly(data: bytes) -> list[bytes]:

@@ -113,6 +113,8 @@ async def test_a_close_delimited_stream_cut_before_its_last_event_ends_in_error(
     error = error_after(received, b"".join(events))
     assert error["code"] == "upstream_stream_error"
     assert "before its last event" in error["message"]
+    if family == "chat":  # azproxy asks for the usage the client did not
+        body = b'{"stream_options":{"include_usage":true},' + body[1:]
     assert close_delimited.requests[0].endswith(b"\r\n\r\n" + body)
 
 

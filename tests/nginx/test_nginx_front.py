@@ -106,7 +106,8 @@ async def gated_stream_through(site: Site, fake: FakeAzure, server: Running) -> 
     assert sent.query["api-version"] == "2024-10-21"
     assert sent.headers["api-key"] == AZURE_KEY
     assert "Authorization" not in sent.headers
-    assert json.loads(sent.body) == BODY
+    # The client's body, and the usage azproxy asks for (docs/relaying.md).
+    assert json.loads(sent.body) == BODY | {"stream_options": {"include_usage": True}}
 
 
 async def test_stream_arrives_event_by_event_through_the_shipped_site(

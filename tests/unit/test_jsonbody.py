@@ -12,7 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azproxy.errors import BadRequest
-from azproxy.relay.jsonbody import MAX_READ_MEMBERS, JsonObject, read_object
+from azproxy.relay.jsonbody import (
+    MAX_READ_MEMBERS,
+    JsonObject,
+    glance_model,
+    read_object,
+)
 from azproxy.relay.jsonshape import JsonBounds
 from azproxy.relay.splice import spliced
 
@@ -254,3 +259,40 @@ def test_members_read_one_by_one_are_bounded() -> None:
     # Just under the bound, the same body is read.
     fine = b'{"model":"x",' + b'"\\u0061":0,' * (MAX_READ_MEMBERS - 2) + b'"z":0}'
     assert read_object(fine, BOUNDS).model == "x"
+
+
+@pytest.mark.parametrize(
+    ("body", "model"),
+    [
+        (b'{"messages": [], "model": "gpt-4o"}', "gpt-4o"),
+        (b'{"model" :\n "gpt-4o", "stream": true}', "gpt-4o"),
+        # A `model` whose value is not a string is not the one.
+        (b'{"tools": [{"model": {"type": "string"}}], "model": "m"}', "m"),
+        (b'{"messages": []}', None),
+        (b'{"model": null}', None),
+        (b'{"model": ""}', None),
+        (b"not json at all", None),
+        # Cut to the limit, at an escape, at a control character: never a
+        # huge value, never one that could forge a log line.
+        (b'{"model": "' + b"m" * 100_000 + b'"}', "m" * 64),
+        (b'{"model": "gpt\\n4o"}', "gpt"),
+        (b'{"model": "gpt\x1b[2J"}', "gpt"),
+        (b'{"model": "gpt\x7f"}', "gpt"),
+        ('{"model": "m\u00e9"}'.encode(), "m\u00e9"),
+        # Large messages first, as clients write them: found at the end.
+        (b'{"messages": "' + b"x" * 1_000_000 + b'", "model": "gpt-4o"}', "gpt-4o"),
+        # In neither end: not looked for (a glance costs a bounded search).
+        (
+            b'{"a": "'
+            + b"x" * 100_000
+            + b'", "model": "m", "b": "'
+            + b"x" * 100_000
+            + b'"}',
+            None,
+        ),
+    ],
+)
+def test_a_glance_at_the_model_of_a_body_not_parsed(
+    body: bytes, model: str | None
+) -> None:
+    assert glance_model(body, 64) == model

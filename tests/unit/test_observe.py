@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from azproxy.observe.exchange import Exchange
 from azproxy.observe.logging import JsonFormatter, utc_timestamp
 from azproxy.observe.metrics import Metrics
-from azproxy.observe.usage import UsageTail, usage_of
+from azproxy.observe.usage import UsageTail, estimate_tokens, usage_of
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -66,6 +66,43 @@ def test_the_usage_tail_finds_usage_however_the_answer_arrived(size: int) -> Non
     for start in range(0, len(answer), size):
         tail.add(answer[start : start + size])
     assert tail.usage() == (8, 9, 17)
+
+
+def chat_event(text: str) -> bytes:
+    delta = {"content": text}
+    document = {"choices": [{"delta": delta, "index": 0}], "usage": None}
+    return b"data: " + json.dumps(document, separators=(",", ":")).encode() + b"\n\n"
+
+
+def test_an_estimate_counts_the_prompt_and_the_text_streamed() -> None:
+    tail = UsageTail()
+    for text in ["Hello", " wor", 'ld \\"quoted\\"']:
+        tail.add(chat_event(text))
+    # 5 + 4 + 18 bytes of text as sent (escapes included): 27 / 4 -> 7.
+    assert tail.estimate(prompt_bytes=401) == (101, 7, 108)
+    assert estimate_tokens(0) == 0 and estimate_tokens(1) == 1
+
+
+@pytest.mark.parametrize("text", ["x", "four", "a much longer piece of text"])
+def test_a_long_stream_is_estimated_from_its_last_bytes(text: str) -> None:
+    # Far more than the window: its share of text, times every byte.
+    tail = UsageTail()
+    events = 5000
+    for _ in range(events):
+        tail.add(chat_event(text))
+    _, completion, _ = tail.estimate(prompt_bytes=0)
+    exact = estimate_tokens(events * len(text))
+    assert exact * 0.95 <= completion <= exact * 1.05
+
+
+def test_completions_text_tool_arguments_and_refusals_count() -> None:
+    tail = UsageTail()
+    tail.add(b'data: {"choices":[{"text":"abcd","index":0}]}\n\n')
+    tail.add(b'data: {"choices":[{"delta":{"tool_calls":[{"function":')
+    tail.add(b'{"arguments":"{\\"a\\":1}"}}]}}]}\n\n')
+    tail.add(b'data: {"choices":[{"delta":{"refusal":"no"}}]}\n\n')
+    tail.add(b'data: {"choices":[{"content_filter_results":{}}]}\n\n')
+    assert tail.estimate(prompt_bytes=0)[1] == estimate_tokens(4 + 9 + 2)
 
 
 def test_the_usage_tail_holds_little() -> None:

@@ -32,8 +32,9 @@ def chunk(choices: list[Any], **extra: Any) -> dict[str, Any]:
 
 
 @st.composite
-def events(draw: st.DrawFn) -> tuple[bytes, bool]:
-    """One whole event and whether the normaliser keeps it."""
+def events(draw: st.DrawFn, drop_usage: bool = False) -> tuple[bytes, bool]:
+    """One whole event and whether the normaliser keeps it (`drop_usage`:
+    azproxy asked for the usage, so its usage-only chunk goes too)."""
     kind = draw(
         st.sampled_from(
             [
@@ -43,6 +44,8 @@ def events(draw: st.DrawFn) -> tuple[bytes, bool]:
                 "content_with_offsets",
                 "finish_filtered",
                 "usage",
+                "usage_only",
+                "content_usage_null",
                 "text_completion",
                 "done",
                 "comment",
@@ -79,8 +82,16 @@ def events(draw: st.DrawFn) -> tuple[bytes, bool]:
             ]
         )
     elif kind == "usage":
-        # Asked for with stream_options.include_usage: kept.
+        # Asked for with stream_options.include_usage: kept if the client did.
         document = chunk([], prompt_filter_results=[], usage={"total_tokens": 5})
+        keep = not drop_usage
+    elif kind == "usage_only":
+        usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        document = chunk([], usage=usage, note=text)
+        keep = not drop_usage
+    elif kind == "content_usage_null":
+        # Every chunk of a stream asked for its usage: always kept.
+        document = chunk([{"index": 0, "delta": {"content": text}}], usage=None)
     elif kind == "text_completion":
         completion = {"index": 0, "text": text, "content_filter_offsets": {}}
         document = {"id": "cmpl-1", "choices": [completion]}
@@ -113,9 +124,9 @@ def splits(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
-def relay(pieces: list[bytes]) -> list[bytes]:
+def relay(pieces: list[bytes], *, drop_usage: bool = False) -> list[bytes]:
     """What each feed gave out, and last what flush gave."""
-    normaliser = StreamNormaliser()
+    normaliser = StreamNormaliser(drop_usage=drop_usage)
     return [normaliser.feed(piece) for piece in pieces] + [normaliser.flush()]
 
 
@@ -124,9 +135,26 @@ def relay(pieces: list[bytes]) -> list[bytes]:
 def test_at_any_split_the_kept_events_come_out_whole_in_order_and_at_once(
     stream: list[tuple[bytes, bool]], cuts: list[int]
 ) -> None:
+    check_at_every_split(stream, cuts, drop_usage=False)
+
+
+@settings(max_examples=200)
+@given(
+    stream=st.lists(events(drop_usage=True), max_size=8),
+    cuts=st.lists(st.integers(min_value=0), max_size=12),
+)
+def test_the_usage_azproxy_asked_for_goes_at_any_split(
+    stream: list[tuple[bytes, bool]], cuts: list[int]
+) -> None:
+    check_at_every_split(stream, cuts, drop_usage=True)
+
+
+def check_at_every_split(
+    stream: list[tuple[bytes, bool]], cuts: list[int], *, drop_usage: bool
+) -> None:
     data = b"".join(event for event, _ in stream)
     pieces = splits(data, cuts)
-    outputs = relay(pieces)
+    outputs = relay(pieces, drop_usage=drop_usage)
     assert b"".join(outputs) == b"".join(event for event, keep in stream if keep)
     # Never delayed: after each feed, out came every kept event that the
     # bytes so far complete (and nothing of one they do not).

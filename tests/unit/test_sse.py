@@ -210,6 +210,40 @@ def test_droppable(event: bytes, drop: bool) -> None:
     assert droppable(event) is drop
 
 
+@pytest.mark.parametrize(
+    ("event", "drop"),
+    [
+        # The usage-only chunk azproxy asked for, however it is spaced.
+        (b'data: {"choices":[],"usage":{"total_tokens":1}}\n\n', True),
+        (b'data: {"choices": [], "usage": {"total_tokens": 1}}\n\n', True),
+        (b'data: {"choices":[],"prompt_filter_results":[],"usage":{"a":1}}\n\n', True),
+        # Every other chunk says "usage": null: kept.
+        (b'data: {"choices":[{"delta":{"content":"x"}}],"usage":null}\n\n', False),
+        (b'data: {"choices":[],"usage":null}\n\n', False),
+        # A usage object beside real choices is not the usage-only chunk.
+        (b'data: {"choices":[{"delta":{}}],"usage":{"total_tokens":1}}\n\n', False),
+        # Text about usage is not usage: quotes inside strings are escaped.
+        (b'data: {"choices":[{"delta":{"content":"\\"usage\\":{"}}]}\n\n', False),
+        (b'data: {"usage":{"total_tokens":1}}\n\n', False),  # no choices at all
+        (b'data: {"usage":{"total_tokens":1}\n\n', False),  # not JSON
+    ],
+)
+def test_droppable_when_azproxy_asked_for_the_usage(event: bytes, drop: bool) -> None:
+    assert droppable(event, usage=True) is drop
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_the_usage_chunk_azproxy_asked_for_goes_and_nothing_else(name: str) -> None:
+    stream = STREAMS[name]
+    normaliser = StreamNormaliser(drop_usage=True)
+    outputs = [normaliser.feed(event) for event, _ in stream]
+    expected = [
+        event if keep and b'"usage":{' not in event else b"" for event, keep in stream
+    ]
+    assert outputs == expected
+    assert normaliser.flush() == b""
+
+
 def split_at(data: bytes, points: list[int]) -> list[bytes]:
     cuts = [0, *sorted(points), len(data)]
     return [data[a:b] for a, b in pairwise(cuts)]
@@ -323,9 +357,9 @@ def test_slices_without_markers_pass_without_a_look_at_each_event(
     # each event (a Python loop over 600 events per slice).
     looked: list[bytes] = []
 
-    def judged(event: bytes) -> bool:
+    def judged(event: bytes, usage: bool = False) -> bool:
         looked.append(event)
-        return droppable(event)
+        return droppable(event, usage)
 
     monkeypatch.setattr("azproxy.relay.sse.droppable", judged)
     event = b'data: {"choices":[{"delta":{"content":"hello"},"index":0}]}\n\n'
