@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import re
 import shutil
 import signal
@@ -66,6 +67,7 @@ __all__ = [
     "main",
     "parse_callgrind_functions",
     "parse_callgrind_total",
+    "read_line_counts",
     "read_response",
     "sample_shares",
     "send_requests",
@@ -152,18 +154,22 @@ class Relay:
 
 
 def _start(
-    services: Services, name: str, upstream_port: int, wrapper: Sequence[str]
+    services: Services,
+    name: str,
+    upstream_port: int,
+    wrapper: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Relay:
-    ready_s = VALGRIND_READY_S if wrapper else 20.0
+    ready_s = VALGRIND_READY_S if wrapper or env else 20.0
     if name == AZPROXY:
         service = start_azproxy(
-            services, upstream_port, wrapper=wrapper, ready_timeout_s=ready_s
+            services, upstream_port, env=env, wrapper=wrapper, ready_timeout_s=ready_s
         )
         headers = {"Authorization": f"Bearer {PASSTHROUGH_TOKEN}"}
     else:
         upstream = f"http://{LOOPBACK}:{upstream_port}{AZURE_URL_PATH}"
         service = start_floor(
-            services, upstream, wrapper=wrapper, ready_timeout_s=ready_s
+            services, upstream, wrapper=wrapper, ready_timeout_s=ready_s, env=env
         )
         headers = {}
     return Relay(name, service, build_request(OPENAI_PATH, headers, SMALL_BODY))
@@ -180,6 +186,8 @@ class Measured:
     own: dict[str, float] = field(default_factory=dict)  # exclusive, every one
     python_self: list[tuple[str, float]] = field(default_factory=list)  # µs
     python_inclusive: list[tuple[str, float]] = field(default_factory=list)
+    lines: dict[str, float] = field(default_factory=dict)  # executed, own
+    calls: dict[str, float] = field(default_factory=dict)  # frames entered
 
 
 def _measure_cpu(relay: Relay, requests: int, connections: int) -> tuple[float, float]:
@@ -287,6 +295,70 @@ def _annotate(dump: Path, *options: str) -> str:
     suffix = "inclusive" if options else "self"
     (dump.parent / f"{dump.name}.{suffix}.txt").write_text(annotated)
     return annotated
+
+
+# ---------------------------------------------------------------------------
+# Python lines executed (benchmark/line_counter.py)
+
+LINE_COUNTER = Path(__file__).resolve().parent / "benchmark" / "line_counter.py"
+_SITECUSTOMIZE = """\
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("line_counter", {counter!r})
+_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+_module.install(Path({out!r}))
+"""
+
+
+def read_line_counts(records: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """line_counter's output: (calls, lines) by "function (file:line)", the
+    file shortened as py-spy's frames are."""
+    found: dict[str, tuple[int, int]] = {}
+    for text in records:
+        record = json.loads(text)
+        where = _function(f"{record['function']} ({record['file']}:0)")
+        key = f"{where[:-1]}:{record['line']})"
+        calls, lines = found.get(key, (0, 0))
+        found[key] = (calls + record["calls"], lines + record["lines"])
+    return found
+
+
+def _lines(
+    services: Services,
+    name: str,
+    upstream_port: int,
+    out: Path,
+    requests: int,
+    connections: int,
+    top: int,
+) -> Measured:
+    counts = out / f"lines.{name}.jsonl"
+    started = counts.with_name(counts.name + ".started")
+    started.unlink(missing_ok=True)
+    site = out / f"site-{name}"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        _SITECUSTOMIZE.format(counter=str(LINE_COUNTER), out=str(counts))
+    )
+    relay = _start(services, name, upstream_port, env={"PYTHONPATH": str(site)})
+    relay.load(requests // 4, connections)  # warm-up
+    relay.service.popen.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not started.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start counting lines")
+        time.sleep(0.05)
+    relay.load(requests, connections)
+    relay.service.popen.send_signal(signal.SIGUSR2)
+    time.sleep(1.0)  # the counts are written from the signal handler
+    services.stop(relay.service)
+    measured = Measured()
+    by_function = read_line_counts(counts.read_text().splitlines())
+    measured.lines = {f: n / requests for f, (_, n) in by_function.items()}
+    measured.calls = {f: c / requests for f, (c, _) in by_function.items()}
+    return measured
 
 
 # ---------------------------------------------------------------------------
@@ -401,6 +473,8 @@ def _report(results: dict[str, Measured], options: argparse.Namespace) -> None:
     for label, get, unit in (
         ("CPU (median of rounds)", lambda m: _median(m.cpu_us), "µs"),
         ("instructions (callgrind)", lambda m: m.instructions, ""),
+        ("Python lines executed", lambda m: sum(m.lines.values()) or None, ""),
+        ("Python frames entered", lambda m: sum(m.calls.values()) or None, ""),
     ):
         mine, theirs = get(proxy), get(floor)
         if mine is None and theirs is None:
@@ -424,6 +498,11 @@ def _report(results: dict[str, Measured], options: argparse.Namespace) -> None:
             "C functions whose own instructions per request differ most "
             "(azproxy minus floor)",
             differences(proxy.own, floor.own)[: options.top],
+        )
+    for name, m in results.items():
+        _table(
+            f"{name}: Python lines executed per request, by function",
+            sorted(m.lines.items(), key=lambda row: -row[1])[: options.top],
         )
     for name, m in results.items():
         _table(f"{name}: Python functions, µs per request, self", m.python_self)
@@ -462,6 +541,7 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, metavar="R")
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--py-spy", action="store_true")
+    parser.add_argument("--lines", action="store_true")
     parser.add_argument("--top", type=int, default=30, metavar="K")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR")
     parser.add_argument(
@@ -507,6 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             profilers.append(_callgrind)
         if options.py_spy:
             profilers.append(_py_spy)
+        if options.lines:
+            profilers.append(_lines)
         for profile in profilers:
             for name in (options.only,) if options.only else (AZPROXY, FLOOR):
                 found = profile(
@@ -522,6 +604,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 merged.instructions = found.instructions or merged.instructions
                 merged.functions = found.functions or merged.functions
                 merged.own = found.own or merged.own
+                merged.lines = found.lines or merged.lines
+                merged.calls = found.calls or merged.calls
                 merged.python_self = found.python_self or merged.python_self
                 merged.python_inclusive = (
                     found.python_inclusive or merged.python_inclusive

@@ -260,12 +260,13 @@ def start_floor(
     upstream_url: str,
     wrapper: Sequence[str] = (),
     ready_timeout_s: float = READY_TIMEOUT_S,
+    env: dict[str, str] | None = None,
 ) -> Service:
     """scripts/floor_relay.py: every request relayed to one upstream URL
-    (`wrapper`: as for start_azproxy)."""
+    (`wrapper`: as for start_azproxy; `env`: added to the environment)."""
     (port,) = _free_ports(1)
     argv = [*wrapper, sys.executable, str(FLOOR_RELAY), str(port), upstream_url]
-    service = services.start("floor", argv, port, _child_env())
+    service = services.start("floor", argv, port, _child_env() | (env or {}))
     _wait_ready(service, lambda: _tcp_open(port), ready_timeout_s)
     return service
 
