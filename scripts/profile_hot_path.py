@@ -3,6 +3,7 @@
 
     python scripts/profile_hot_path.py [--requests N] [--connections C]
         [--rounds R] [--callgrind] [--py-spy] [--top K] [--out DIR]
+        [--baseline-src PATH]
 
 Both relays serve the bench's request (a small non-streamed chat; azproxy
 with a pass-through token) against one simulator, azproxy as the bench runs
@@ -12,6 +13,8 @@ is the relay process's own, per request, after a warm-up:
 - CPU (always): utime + stime from /proc around N requests, in µs; the
   median of R rounds that alternate between the two. Noisy on a shared
   machine (the share of the machine others used is printed beside it).
+  With --baseline-src, another checkout's azproxy joins the rounds: a change
+  measured before and after, side by side, each as a ratio to the floor.
 - --callgrind: instructions, counted by valgrind's callgrind (switched on
   by callgrind_control after the warm-up, so start-up is not counted), and
   the K C functions with the most, inclusive. The same code and requests
@@ -73,7 +76,7 @@ __all__ = [
     "send_requests",
 ]
 
-AZPROXY, FLOOR = "azproxy", "floor"
+AZPROXY, FLOOR, BASELINE = "azproxy", "floor", "baseline"
 # Under valgrind Python starts (and imports aiohttp) 20-50x slower.
 VALGRIND_READY_S = 300.0
 # Requests made once callgrind counts, before its counters are zeroed: the
@@ -159,11 +162,19 @@ def _start(
     upstream_port: int,
     wrapper: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    src: Path | None = None,
 ) -> Relay:
+    """`src`: for BASELINE, the source tree whose azproxy it runs."""
     ready_s = VALGRIND_READY_S if wrapper or env else 20.0
-    if name == AZPROXY:
+    if name in (AZPROXY, BASELINE):
         service = start_azproxy(
-            services, upstream_port, env=env, wrapper=wrapper, ready_timeout_s=ready_s
+            services,
+            upstream_port,
+            name=name,
+            env=env,
+            src=src,
+            wrapper=wrapper,
+            ready_timeout_s=ready_s,
         )
         headers = {"Authorization": f"Bearer {PASSTHROUGH_TOKEN}"}
     else:
@@ -491,6 +502,15 @@ def _report(results: dict[str, Measured], options: argparse.Namespace) -> None:
             rounds = ", ".join(f"{v:.0f}" for v in m.cpu_us)
             others = ", ".join(f"{v:.0f}" for v in m.outside_pct)
             print(f"  {name}: CPU µs per round {rounds}; others used {others} %")
+    for name in (AZPROXY, BASELINE):
+        relay = results.get(name)
+        if relay is not None and relay.cpu_us and floor.cpu_us:
+            ratios = [a / b for a, b in zip(relay.cpu_us, floor.cpu_us, strict=True)]
+            print(
+                f"  {name} / floor, CPU per request, round by round: "
+                f"{', '.join(f'{r:.2f}' for r in ratios)}; "
+                f"median {statistics.median(ratios):.2f}x"
+            )
     for name, m in results.items():
         _table(f"{name}: C functions, instructions per request, inclusive", m.functions)
     if proxy.own and floor.own:
@@ -545,6 +565,14 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--top", type=int, default=30, metavar="K")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR")
     parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also run the azproxy package in PATH (another checkout, such as "
+        "`git archive COMMIT | tar -x -C PATH`) in the CPU rounds, as baseline",
+    )
+    parser.add_argument(
         "--only",
         choices=(AZPROXY, FLOOR),
         default=None,
@@ -560,10 +588,14 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
 def _cpu_rounds(
     services: Services, upstream_port: int, options: argparse.Namespace
 ) -> dict[str, Measured]:
-    results = {name: Measured() for name in (AZPROXY, FLOOR)}
+    names = (AZPROXY, FLOOR) + ((BASELINE,) if options.baseline_src else ())
+    results = {name: Measured() for name in names}
     if options.rounds < 1:
         return results
-    relays = [_start(services, name, upstream_port, ()) for name in (AZPROXY, FLOOR)]
+    relays = [
+        _start(services, name, upstream_port, (), src=options.baseline_src)
+        for name in names
+    ]
     for relay in relays:
         relay.load(options.requests // 2, options.connections)  # warm-up
     for _ in range(options.rounds):
