@@ -5,7 +5,7 @@ rendered in OpenAI's shape, and the exchange recorded once.
 A wrapper rather than aiohttp middlewares: as soon as an app has one
 middleware, aiohttp adds a layer of its own (_fix_request_current_app), and
 every layer is a coroutine and a partial on every request. Admission, errors
-and the record in one coroutine cost about 15,000 instructions less per
+and the record in one coroutine cost about 26,000 instructions (3 %) less per
 request than the two middlewares and aiohttp's layer did. Every route's
 handler is wrapped (app.add_routes), and the catch-all route takes every
 path and method, so no request reaches aiohttp's own plain-text 404 or 405.
