@@ -3,8 +3,9 @@
 create_app is a list of setup(app, config) calls, each component creating
 the object under its own key (and its hooks), then the route table. Order
 matters where a component uses another: the metrics read the lifecycle and
-the upstream slots, the observer feeds the metrics, and the middlewares,
-set up last, are built over the gate, the lifecycle, CORS and the observer.
+the upstream slots, the observer feeds the metrics, and the route table,
+built last, puts every handler behind the layer every request passes
+(front/entry.py), which asks the gate, the lifecycle, CORS and the observer.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from aiohttp import web
 
 from azproxy.auth import gate
 from azproxy.auth.gate import GATE
-from azproxy.front import cors, lifecycle, middlewares
+from azproxy.front import cors, lifecycle
+from azproxy.front.entry import entered
 from azproxy.front.lifecycle import readyz
 from azproxy.front.models import get_model, list_models
 from azproxy.keys import CONFIG, SESSION
 from azproxy.limits import admission
 from azproxy.observe import metrics, observer
 from azproxy.observe.metrics import METRICS, metrics_handler
-from azproxy.realtime.handshake import setup_realtime
+from azproxy.realtime.handshake import REALTIME_PATH, handle_realtime, setup_realtime
 from azproxy.relay import bodies, health_board, request_body, upstream_slots
 from azproxy.relay.bodies import READ_BYTES
 from azproxy.relay.handler import handle
@@ -82,24 +84,30 @@ def create_app(
     app.cleanup_ctx.append(upstream_session)
     gate.setup(app, config, clock=wall_clock, sleep=sleep)
     cors.setup(app, config)
-    middlewares.setup(app, config)
+    setup_realtime(app)
     add_routes(app)
     return app
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    """The route table, every handler behind the layer of front/entry.py."""
+    router = app.router
+    router.add_get("/healthz", entered(app, healthz))
+    router.add_get("/readyz", entered(app, readyz))
     authorize = app[GATE].may_read_metrics
-    app.router.add_get("/metrics", metrics_handler(app[METRICS], authorize))
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model}", get_model)
-    setup_realtime(app)  # GET /v1/realtime (WebSocket), before the catch-all
+    metrics = metrics_handler(app[METRICS], authorize)
+    router.add_get("/metrics", entered(app, metrics))
+    router.add_get("/v1/models", entered(app, list_models))
+    router.add_get("/v1/models/{model}", entered(app, get_model))
+    router.add_get(REALTIME_PATH, entered(app, handle_realtime))  # a WebSocket
     # The paths most requests take, as plain routes: aiohttp finds those with
     # a dict lookup, while the catch-all below costs a regex match.
+    relay = entered(app, handle)
     for path in sorted(DEPLOYMENT_PATHS):
-        app.router.add_route("*", f"/v1/{path}", handle)
-    app.router.add_route("*", "/{path:.*}", handle)
+        router.add_route("*", f"/v1/{path}", relay)
+    # Every other path and method, a newline (%0A) included: no request
+    # reaches aiohttp's own plain-text 404 or 405.
+    router.add_route("*", r"/{path:[\s\S]*}", relay)
 
 
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:

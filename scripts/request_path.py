@@ -19,7 +19,7 @@ parent is the nearest azproxy call on its stack when it starts, whatever
 library code (aiohttp, asyncio) lies between. A coroutine resumed after an
 await is the same call, not a new one, so waiting for the network adds
 nothing. The request's path is the walk of that tree from its root (the
-outermost middleware): each call enters the callee's module, each return
+entry layer, front/entry.py): each call enters the callee's module, each return
 comes back to the caller's. Written as the sequence of modules the walk is
 in, consecutive repeats collapsed into one, `modules` counts the distinct
 names and `returns` the places where a name appears that appeared before:

@@ -21,7 +21,7 @@ from benchmark.context import Bench, Options, Skip
 from benchmark.procfs import CLK_TCK, Busy, LoadSample, load_sample, proc_available
 from benchmark.report import column_names, render_table, write_json
 from benchmark.results import Row, SectionRun
-from benchmark.sections import SECTIONS, limits, nonstream, workers
+from benchmark.sections import SECTIONS, floor, limits, nonstream, workers
 from benchmark.services import Service, Services
 from benchmark.targets import AZPROXY, DIRECT, FLOOR, NGINX, TARGET_ORDER, Target
 from benchmark.wrk import WrkResult, parse_wrk
@@ -164,6 +164,35 @@ async def test_nonstream_sections_report_the_floor_and_the_machine_load(
     assert rows["azproxy req/s / floor req/s"] == {AZPROXY: pytest.approx(0.6)}
     assert set(rows["latency p50"]) == set(TARGET_ORDER)
     assert rows["machine CPU busy outside the bench"][AZPROXY] == 30
+
+
+@pytest.mark.skipif(not proc_available(), reason="needs Linux /proc")
+async def test_the_floor_gate_is_the_median_of_side_by_side_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three rounds (--quick), azproxy then the floor in each. The second
+    # round ran while someone else loaded the machine: both figures doubled,
+    # their ratio did not. One slow azproxy run (round 3) moves a mean of
+    # the rounds, not their median.
+    cpu = {AZPROXY: [0.25, 0.50, 0.40], FLOOR: [0.20, 0.40, 0.20]}
+    runs: list[str] = []
+
+    async def fake_run_wrk(bench: Bench, target: Target, connections: int) -> Any:
+        assert connections == 50
+        index = runs.count(target.name)
+        runs.append(target.name)
+        return wrk_result(1000.0 / (index + 1), cpu[target.name][index], 90, index)
+
+    monkeypatch.setattr(floor, "run_wrk", fake_run_wrk)
+    rows = by_metric(await floor.relay_floor(make_bench(tmp_path)))
+    assert runs == [AZPROXY, FLOOR] * 3
+    assert rows["azproxy / bare relay, CPU per request"] == {
+        AZPROXY: pytest.approx(1.25)  # of 1.25, 1.25, 2.0
+    }
+    assert rows["azproxy CPU per request"] == {AZPROXY: pytest.approx(0.40)}
+    assert rows["bare aiohttp relay CPU per request"] == {AZPROXY: pytest.approx(0.20)}
+    assert rows["azproxy / bare relay, req/s (not a gate)"] == {AZPROXY: 1.0}
+    assert rows["machine CPU busy outside the bench"] == {AZPROXY: 1}
 
 
 async def test_workers_section_runs_every_target_beside_two_workers(

@@ -101,7 +101,7 @@ CORS = web.AppKey("azproxy.cors", Cors)
 
 
 def setup(app: web.Application, config: Config) -> None:
-    """With CORS on, app[CORS] answers preflights (the admission middleware
+    """With CORS on, app[CORS] answers preflights (the entry layer
     asks it) and its hook adds the headers; with CORS off, neither exists."""
     if config.cors_origins:
         cors = app[CORS] = Cors(config.cors_origins)

@@ -6,7 +6,7 @@ settled when it ends.
   with the real wait, or 403 quota_exceeded with the renewal time) and
   nothing reaches Azure. The ticket goes on the exchange; its remaining
   budgets go on every answer (headers()).
-- The exchange middleware settles the ticket when the request ends, however
+- The entry layer (front/entry.py) settles the ticket when the request ends, however
   it ends: the estimate is replaced by the usage Azure reported, or kept when
   there is none.
 

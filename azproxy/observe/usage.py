@@ -52,13 +52,15 @@ def usage_of(tail: bytes) -> tuple[int, int, int] | None:
         return None
     # Nested objects hold no top-level counts, so drop them before scanning.
     usage = found.group(1)
-    flat = _NESTED.sub(b"", usage[1:-1]) if b"{" in usage[1:] else usage
-    counts = {name: int(value) for name, value in _COUNT.findall(flat)}
+    flat = _NESTED.sub(b"", usage[1:-1]) if usage.find(b"{", 1) > 0 else usage
+    # A name given twice counts its last value, as a JSON parser would.
+    counts = dict(_COUNT.findall(flat))
     # Chat/completions name them prompt/completion; Responses input/output.
-    prompt = counts.get(b"prompt", counts.get(b"input", 0))
-    completion = counts.get(b"completion", counts.get(b"output", 0))
-    total = counts.get(b"total", prompt + completion)
-    return prompt, completion, total
+    # (A count is digits: b"0" is true, so `or` only skips a missing name.)
+    prompt = int(counts.get(b"prompt") or counts.get(b"input") or 0)
+    completion = int(counts.get(b"completion") or counts.get(b"output") or 0)
+    total = counts.get(b"total")
+    return prompt, completion, prompt + completion if total is None else int(total)
 
 
 class UsageTail:

@@ -136,10 +136,9 @@ def client_protocol(offered: Sequence[str], upstream: str | None) -> str | None:
 
 
 def setup_realtime(app: web.Application) -> None:
-    """Route GET /v1/realtime (call before the catch-all) and close sessions
-    on shutdown."""
+    """The sessions, closed on shutdown. (app.py routes GET /v1/realtime to
+    handle_realtime.)"""
     app[REALTIME_SESSIONS] = set()
-    app.router.add_get(REALTIME_PATH, handle_realtime)
     app.on_shutdown.append(close_sessions)
 
 

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from azproxy.app import create_app
 from azproxy.front.lifecycle import drain
-from azproxy.server.runner import app_runner, listen_failure, run
+from azproxy.server.runner import app_runner, freeze_start_up, listen_failure, run
 from azproxy.server.supervisor import Sockets, Supervisor
 from azproxy.version import __version__
 
@@ -97,6 +97,7 @@ async def serve_worker(
         # Installed for good: a second SIGTERM must not cut the drain short.
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        freeze_start_up()
         ready()
         await stop.wait()
         await drain(runner, config.shutdown_grace_s)

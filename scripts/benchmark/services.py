@@ -194,11 +194,15 @@ def start_azproxy(
     name: str = "azproxy",
     env: dict[str, str] | None = None,
     src: Path | None = None,
+    wrapper: Sequence[str] = (),
+    ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> Service:
     """azproxy from this checkout, or from the source tree `src` (another
-    checkout: the folder holding its azproxy package)."""
+    checkout: the folder holding its azproxy package). `wrapper` runs it
+    under another program (valgrind: scripts/profile_hot_path.py)."""
     (port,) = _free_ports(1)
     argv = [
+        *wrapper,
         sys.executable,
         "-m",
         "azproxy",
@@ -220,7 +224,7 @@ def start_azproxy(
             b"listening on" in service.log.read_bytes()
         )
 
-    _wait_ready(service, ready)
+    _wait_ready(service, ready, ready_timeout_s)
     return service
 
 
@@ -251,12 +255,19 @@ def azproxy_origin(src: Path | None = None) -> Path:
     return Path(done.stdout.strip()).parent
 
 
-def start_floor(services: Services, upstream_url: str) -> Service:
-    """scripts/floor_relay.py: every request relayed to one upstream URL."""
+def start_floor(
+    services: Services,
+    upstream_url: str,
+    wrapper: Sequence[str] = (),
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    env: dict[str, str] | None = None,
+) -> Service:
+    """scripts/floor_relay.py: every request relayed to one upstream URL
+    (`wrapper`: as for start_azproxy; `env`: added to the environment)."""
     (port,) = _free_ports(1)
-    argv = [sys.executable, str(FLOOR_RELAY), str(port), upstream_url]
-    service = services.start("floor", argv, port, _child_env())
-    _wait_ready(service, lambda: _tcp_open(port))
+    argv = [*wrapper, sys.executable, str(FLOOR_RELAY), str(port), upstream_url]
+    service = services.start("floor", argv, port, _child_env() | (env or {}))
+    _wait_ready(service, lambda: _tcp_open(port), ready_timeout_s)
     return service
 
 
