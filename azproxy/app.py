@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from azproxy import fleet
 from azproxy.auth import gate
 from azproxy.auth.gate import GATE
 from azproxy.front import cors, lifecycle, middlewares
@@ -69,6 +70,7 @@ def create_app(
     health_board.setup(app, config, clock=monotonic)
     upstream_slots.setup(app, config)
     metrics.setup(app, config)
+    fleet.setup(app, config)  # with redis_url: the board shared, a gauge
     # Three of them hold something open while the app runs, opened in this
     # order and closed in the reverse: the access log (flushed last), the
     # upstream session, and the Entra ID token source.

@@ -26,6 +26,7 @@
     + InvalidJson              a body's brackets or quotes do not match
     + StreamIncomplete         Azure ended a stream before its last event
     + ShuttingDown             the shutdown grace is over: cut the stream
+    + SharedStateDown          Redis is away: the shared-state call was not made
 
 An error is built whole, with its status, and never changed afterwards
 (reworded() makes a new one). Upstream error bodies are never wrapped: they
@@ -62,6 +63,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "ServiceUnavailable",
+    "SharedStateDown",
     "ShuttingDown",
     "StreamIncomplete",
     "UnsupportedMediaType",
@@ -261,6 +263,11 @@ class AllCoolingDown(Internal):
     def __init__(self, wait_s: float) -> None:
         super().__init__(f"every deployment is cooling down for {wait_s:.3f} s")
         self.wait_s = wait_s
+
+
+class SharedStateDown(Internal):
+    """Redis (redis_url) did not answer in time, or is known to be away: the
+    caller goes on with its process's own state (fleet/breaker.py)."""
 
 
 class InvalidJson(Internal, ValueError):

@@ -23,6 +23,10 @@ The board orders a model's deployments for one request: lowest priority
 number first, and within a priority a weighted random order, so traffic
 spreads by weight. No server-side sleeping: a cooling deployment is skipped,
 and when all of them cool after 429s, the caller learns the shortest wait.
+
+A fleet shares the board (fleet/board_sync.py): a listener hears each change
+this process makes, as a Shared view, and apply() takes the changes other
+processes made. The failure count stays each process's own.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
@@ -40,7 +45,14 @@ from azproxy.errors import AllCoolingDown
 from azproxy.relay.backends import Backend
 from azproxy.settings.config import Config
 
-__all__ = ["HEALTH", "HealthBoard", "retry_after_s", "setup"]
+__all__ = [
+    "HEALTH",
+    "BoardListener",
+    "HealthBoard",
+    "Shared",
+    "retry_after_s",
+    "setup",
+]
 
 # The shortest wait a refused client is told: Retry-After counts whole
 # seconds, and a probe's verdict is worth waiting a second for.
@@ -55,6 +67,22 @@ class _State:
     failed_at: float = 0.0  # the last failure, for the panic choice
     open_until: float = 0.0  # breaker open (skipped) until then
     probing: bool = False  # half-open: one request is testing it
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What other processes learn of a deployment: seconds left of each
+    cooldown (0: none) and whether a probe is out."""
+
+    limited_s: float = 0.0
+    cooling_s: float = 0.0
+    open_s: float = 0.0
+    probing: bool = False
+
+
+class BoardListener(Protocol):
+    def changed(self, name: str, view: Shared) -> None:
+        """This process changed a deployment's state (no I/O here)."""
 
 
 class HealthBoard:
@@ -75,6 +103,7 @@ class HealthBoard:
         self._clock = clock
         self._rng = rng or random.Random()
         self._states: dict[str, _State] = {}
+        self.listener: BoardListener | None = None
 
     def _state(self, backend: Backend) -> _State:
         state = self._states.get(backend.name)
@@ -138,20 +167,24 @@ class HealthBoard:
             state.limited_until or state.cooling_until or state.open_until
         ):
             state.probing = True
+            self._tell(backend.name, state)
 
     def abandoned(self, backend: Backend) -> None:
         """A try ended without a verdict: a half-open breaker may be probed
         again (it stays open otherwise until a probe reports)."""
         state = self._states.get(backend.name)
-        if state is not None:
+        if state is not None and state.probing:
             state.probing = False
+            self._tell(backend.name, state)
 
     def succeeded(self, backend: Backend) -> None:
         state = self._states.get(backend.name)
         if state is not None:
             state.failures = 0
-            state.limited_until = state.cooling_until = state.open_until = 0.0
-            state.probing = False
+            if state.limited_until or state.cooling_until or state.open_until:
+                state.limited_until = state.cooling_until = state.open_until = 0.0
+                state.probing = False
+                self._tell(backend.name, state)
 
     def rate_limited(self, backend: Backend, wait_s: float | None) -> None:
         """A 429 or 408: cool down as long as Azure asked. Not a failure for
@@ -160,6 +193,7 @@ class HealthBoard:
         wait = self.rate_limit_cooldown_s if wait_s is None else wait_s
         state.limited_until = max(state.limited_until, self._clock() + wait)
         state.probing = False
+        self._tell(backend.name, state)
 
     def unreachable(self, backend: Backend) -> None:
         """The connection failed (refused, connect timeout, reset, no headers
@@ -168,11 +202,16 @@ class HealthBoard:
         now = self._clock()
         state.cooling_until = max(state.cooling_until, now + self.error_cooldown_s)
         self._count_failure(state, now)
+        self._tell(backend.name, state)
 
     def server_error(self, backend: Backend) -> None:
         """A 5xx answer or an "overloaded" first event: maybe the request's
         own fault, so it only counts toward the breaker."""
-        self._count_failure(self._state(backend), self._clock())
+        state = self._state(backend)
+        before = (state.open_until, state.probing)
+        self._count_failure(state, self._clock())
+        if (state.open_until, state.probing) != before:
+            self._tell(backend.name, state)
 
     def _count_failure(self, state: _State, now: float) -> None:
         state.failures += 1
@@ -183,6 +222,42 @@ class HealthBoard:
         ):
             state.open_until = now + self.breaker_open_s
         state.probing = False
+
+    def _tell(self, name: str, state: _State) -> None:
+        if self.listener is not None:
+            self.listener.changed(name, self._view(state, self._clock()))
+
+    @staticmethod
+    def _view(state: _State, now: float) -> Shared:
+        return Shared(
+            max(state.limited_until - now, 0.0),
+            max(state.cooling_until - now, 0.0),
+            max(state.open_until - now, 0.0),
+            state.probing,
+        )
+
+    def view(self, name: str) -> Shared:
+        """A deployment's state as other processes would learn it."""
+        state = self._states.get(name)
+        return Shared() if state is None else self._view(state, self._clock())
+
+    def apply(self, name: str, view: Shared) -> None:
+        """Take what another process learned of a deployment (the listener
+        is not told: it came from the fleet)."""
+        state = self._states.get(name)
+        if state is None:
+            if view == Shared():
+                return  # healthy and unknown here: nothing to keep
+            state = self._states[name] = _State()
+        now = self._clock()
+        state.limited_until = now + view.limited_s if view.limited_s else 0.0
+        state.cooling_until = now + view.cooling_s if view.cooling_s else 0.0
+        state.open_until = now + view.open_s if view.open_s else 0.0
+        state.probing = view.probing
+        if view.cooling_s or view.open_s:
+            state.failed_at = now
+        elif view == Shared():
+            state.failures = 0  # a success elsewhere closes the breaker here
 
 
 HEALTH = web.AppKey("azproxy.health", HealthBoard)

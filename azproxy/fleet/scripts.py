@@ -1,0 +1,103 @@
+"""Lua scripts, called by their SHA-1 (EVALSHA), and calls sent in batches.
+
+A script is sent whole only once per Redis: EVALSHA names it, and a Redis
+that does not know it (restarted, failed over, flushed) answers NOSCRIPT,
+upon which it is loaded and the call made again.
+
+A Batch gathers calls that need no answer, such as the board's changes or
+the completion of a request (a lease to release, tokens to reconcile), and
+sends them together in one pipeline, one round trip, at most `delay_s` after
+the first was added. While Redis is away a batch is dropped: the process's
+own state has it, and the recovery callbacks restore what must be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from azproxy.errors import SharedStateDown
+from azproxy.fleet.breaker import RedisBreaker
+
+__all__ = ["Batch", "Script"]
+
+Arg = str | int | float | bytes
+log = logging.getLogger("azproxy.fleet")
+
+
+class Script:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(
+        self, client: Redis, keys: Sequence[str], args: Sequence[Arg] = ()
+    ) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+Call = tuple[Script, Sequence[str], Sequence[Arg]]
+
+
+class Batch:
+    """Script calls whose answers nobody waits for, sent together."""
+
+    def __init__(
+        self,
+        client: Redis,
+        breaker: RedisBreaker,
+        *,
+        delay_s: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._client = client
+        self._breaker = breaker
+        self._delay_s = delay_s
+        self._sleep = sleep
+        self._calls: list[Call] = []
+        self._added = asyncio.Event()
+
+    def add(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> None:
+        """Send this call with the next batch (no I/O here)."""
+        self._calls.append((script, keys, args))
+        self._added.set()
+
+    async def run(self) -> None:
+        """Send batches until cancelled."""
+        while True:
+            await self._added.wait()
+            if self._delay_s:
+                await self._sleep(self._delay_s)
+            await self.flush()
+
+    async def flush(self) -> None:
+        calls, self._calls = self._calls, []
+        self._added.clear()
+        if not calls:
+            return
+        try:
+            await self._breaker.call(lambda: self._send(calls))
+        except SharedStateDown:
+            log.debug("shared state: %d update(s) kept local", len(calls))
+
+    async def _send(self, calls: list[Call]) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        # A Redis that lost its scripts: load each and make those calls again.
+        for (script, keys, args), result in zip(calls, results, strict=True):
+            if isinstance(result, NoScriptError):
+                await script.run(self._client, keys, args)
+            elif isinstance(result, Exception):
+                raise result

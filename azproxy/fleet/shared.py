@@ -1,0 +1,137 @@
+"""The shared state of one process, started and stopped with the app.
+
+Three tasks run beside the requests, none of them in a request's way:
+- the batch sender (board changes now; part of each request's completion
+  later), one pipeline per batch;
+- the listener on the events channel, which applies other processes'
+  changes, and after subscribing reads the board whole (so nothing said
+  between the two is missed);
+- a heartbeat that pings Redis every HEARTBEAT_S, so that an outage and a
+  recovery are noticed, logged and shown (azproxy_shared_state_up) even when
+  nothing changes.
+While Redis is away requests go on with local state and /readyz stays ready:
+a fleet without its Redis is a set of independent proxies, not a dead one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from azproxy.errors import SharedStateDown
+from azproxy.fleet.board_sync import BoardSync
+from azproxy.fleet.breaker import FAILURES, RedisBreaker
+from azproxy.fleet.connection import connect
+from azproxy.fleet.names import Names
+from azproxy.fleet.scripts import Batch
+from azproxy.observe.metrics import METRICS
+from azproxy.relay.health_board import HEALTH, HealthBoard
+from azproxy.settings.config import Config
+
+__all__ = ["HEARTBEAT_S", "SHARED", "SharedState", "setup"]
+
+HEARTBEAT_S = 1.0
+log = logging.getLogger("azproxy.fleet")
+
+
+class SharedState:
+    def __init__(self, config: Config, client: Redis, board: HealthBoard) -> None:
+        assert config.redis_url is not None
+        self.client = client
+        self.names = Names(config.redis_prefix)
+        self.breaker = RedisBreaker(
+            timeout_s=config.redis_timeout_ms / 1000, where=config.redis_url.shown
+        )
+        # Board changes go at once: a cooldown must reach the others fast.
+        self.board_batch = Batch(client, self.breaker, delay_s=0.0)
+        self.board = BoardSync(
+            board, self.names, self.board_batch, origin=secrets.token_hex(8)
+        )
+        self.breaker.recovered.append(self._recovered)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def up(self) -> bool:
+        return self.breaker.up
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for job in (self.board_batch.run, self._listen, self._heartbeat):
+            self._tasks.append(loop.create_task(job()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.breaker.up:
+            await self.board_batch.flush()  # what this process learned last
+        await self.client.aclose()
+
+    async def _listen(self) -> None:
+        """Apply the fleet's changes as they come; resubscribe after a break."""
+        while True:
+            try:
+                async with self.client.pubsub(ignore_subscribe_messages=True) as sub:
+                    await self.breaker.call(lambda: sub.subscribe(self.names.events))
+                    await self.breaker.call(lambda: self.board.join(self.client))
+                    async for message in sub.listen():
+                        self.board.received(message["data"])
+            except SharedStateDown:
+                pass
+            except FAILURES as exc:
+                self.breaker.failed(exc)
+            await asyncio.sleep(max(self.breaker.wait_s(), 0.1))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            await self.ping()
+
+    async def ping(self) -> bool:
+        """Whether Redis answers now (through the breaker)."""
+        ping: Callable[[], Awaitable[Any]] = self.client.ping
+        try:
+            await self.breaker.call(ping)
+        except SharedStateDown:
+            return False
+        return True
+
+    def _recovered(self) -> None:
+        # Tell the fleet what was learned alone; the listener re-reads the
+        # board when it resubscribes.
+        self.board.republish()
+
+
+SHARED = web.AppKey("azproxy.shared", SharedState)
+
+
+def setup(app: web.Application, config: Config) -> None:
+    """app[SHARED], its tasks started and stopped with the app, and the
+    azproxy_shared_state_up gauge."""
+    assert config.redis_url is not None
+    client = connect(config.redis_url, timeout_s=config.redis_timeout_ms / 1000)
+    shared = app[SHARED] = SharedState(config, client, app[HEALTH])
+    app[METRICS].add_gauge(
+        "azproxy_shared_state_up",
+        "1 while Redis (redis_url) answers, 0 while each process goes on alone.",
+        lambda: int(shared.up),
+    )
+    app.cleanup_ctx.append(_running)
+
+
+async def _running(app: web.Application) -> AsyncIterator[None]:
+    shared = app[SHARED]
+    log.info(
+        "shared state: Redis at %s, keys under %s:",
+        shared.breaker.where,
+        shared.names.prefix,
+    )
+    await shared.start()
+    yield
+    await shared.close()
