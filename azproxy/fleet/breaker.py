@@ -4,6 +4,8 @@ redis-py waits 5 s for a reply by default, and a host that vanished without
 closing its connections would hold every request that long. Here each call
 gets redis_timeout_ms; the first failure marks Redis as away (logged once),
 and no call is made until a back-off has passed (0.5 s, doubling to 5 s).
+The went_down callbacks drop the client's pooled connections then, so that
+none that broke silently is used after Redis is back.
 Then one call at a time tries again: the first that succeeds marks Redis as
 back (logged once) and runs the recovery callbacks (re-reading the board,
 giving back what was counted locally meanwhile). While Redis is away, callers
@@ -45,6 +47,7 @@ class RedisBreaker:
         self.timeout_s = timeout_s
         self.where = where  # the URL without its password, for the log
         self.up = True
+        self.went_down: list[Callable[[], None]] = []
         self.recovered: list[Callable[[], None]] = []
         self._clock = clock
         self._retry_at = 0.0
@@ -91,6 +94,8 @@ class RedisBreaker:
                 self.where,
                 type(why).__name__,
             )
+            for callback in self.went_down:
+                callback()
         else:
             self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
         self._retry_at = self._clock() + self._backoff_s

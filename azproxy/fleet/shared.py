@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from azproxy.errors import SharedStateDown
 from azproxy.fleet.board_sync import BoardSync
@@ -54,7 +56,9 @@ class SharedState:
             board, self.names, self.board_batch, origin=secrets.token_hex(8)
         )
         self.breaker.recovered.append(self._recovered)
+        self.breaker.went_down.append(self._went_down)
         self._tasks: list[asyncio.Task[None]] = []
+        self._dropping: asyncio.Task[None] | None = None
 
     @property
     def up(self) -> bool:
@@ -69,6 +73,8 @@ class SharedState:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._dropping is not None:
+            await asyncio.gather(self._dropping, return_exceptions=True)
         if self.breaker.up:
             await self.board_batch.flush()  # what this process learned last
         await self.client.aclose()
@@ -77,16 +83,26 @@ class SharedState:
         """Apply the fleet's changes as they come; resubscribe after a break."""
         while True:
             try:
-                async with self.client.pubsub(ignore_subscribe_messages=True) as sub:
-                    await self.breaker.call(lambda: sub.subscribe(self.names.events))
-                    await self.breaker.call(lambda: self.board.join(self.client))
+                async with self.client.pubsub() as sub:
+                    await self.breaker.call(lambda: self._subscribe(sub))
                     async for message in sub.listen():
-                        self.board.received(message["data"])
+                        if message["type"] == "message":
+                            self.board.received(message["data"])
             except SharedStateDown:
                 pass
             except FAILURES as exc:
                 self.breaker.failed(exc)
             await asyncio.sleep(max(self.breaker.wait_s(), 0.1))
+
+    async def _subscribe(self, sub: PubSub) -> None:
+        """Subscribe and see Redis confirm it (a write alone can succeed on a
+        connection that broke), then read the board: nothing said between
+        the two is missed."""
+        await sub.subscribe(self.names.events)
+        confirmed = await sub.get_message(timeout=None)
+        if confirmed is None or confirmed["type"] != "subscribe":
+            raise RedisConnectionError("the subscription was not confirmed")
+        await self.board.join(self.client)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -101,6 +117,12 @@ class SharedState:
         except SharedStateDown:
             return False
         return True
+
+    def _went_down(self) -> None:
+        # Connections to a Redis that restarted would each fail once more
+        # after it is back, and mark it away again: drop them all now.
+        loop = asyncio.get_running_loop()
+        self._dropping = loop.create_task(self.client.connection_pool.disconnect())
 
     def _recovered(self) -> None:
         # Tell the fleet what was learned alone; the listener re-reads the
