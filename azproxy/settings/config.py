@@ -373,7 +373,8 @@ class Config:
         "through (cooldowns, breakers): `redis://HOST:PORT/DB`, or "
         "`rediss://...` for TLS with the certificate checked. A password in the "
         "URL, or as a reference: `rediss://:env:REDIS_PASSWORD@HOST:6380`; never "
-        "shown. Without it each process (each of `--workers N`) keeps its own.",
+        "shown. Without it (or `none`) each process, each of `--workers N` too, "
+        "keeps its own.",
         parser=read_redis_url,
     )
     redis_prefix: str = setting(
