@@ -10,6 +10,7 @@ its own here and name it below: `--only NAME` selects it.
 from __future__ import annotations
 
 from ..context import Section
+from .fleet import fleet
 from .floor import relay_floor
 from .hostile import hostile
 from .memory import streams_200_rss
@@ -32,5 +33,6 @@ SECTIONS: dict[str, Section] = {
     "sse_compat_cost": sse_compat_cost,
     "storm_429": storm_429,
     "workers_c50": workers_c50,
+    "fleet": fleet,
     "hostile": hostile,
 }
