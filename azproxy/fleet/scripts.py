@@ -91,13 +91,26 @@ class Batch:
             log.debug("shared state: %d update(s) kept local", len(calls))
 
     async def _send(self, calls: list[Call]) -> None:
+        results = await self._pipeline(calls)
+        # A Redis that lost its scripts: load each once, send those calls again.
+        lost = [c for c, r in zip(calls, results, strict=True) if _noscript(r)]
+        for error in results:
+            if isinstance(error, Exception) and not _noscript(error):
+                raise error
+        if lost:
+            for script in {id(c[0]): c[0] for c in lost}.values():
+                await self._client.script_load(script.source)
+            for error in await self._pipeline(lost):
+                if isinstance(error, Exception):
+                    raise error
+
+    async def _pipeline(self, calls: list[Call]) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
-        # A Redis that lost its scripts: load each and make those calls again.
-        for (script, keys, args), result in zip(calls, results, strict=True):
-            if isinstance(result, NoScriptError):
-                await script.run(self._client, keys, args)
-            elif isinstance(result, Exception):
-                raise result
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+
+
+def _noscript(result: Any) -> bool:
+    return isinstance(result, NoScriptError)
