@@ -40,10 +40,16 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int, password: str) -> None:
+    def __init__(
+        self, directory: Path, port: int, password: str, *, cluster: bool = False
+    ) -> None:
         self.directory = directory
         self.port = port
+        self.bus_port = free_port()  # the cluster's own port (default: port + 10000)
         self.password = password  # required by the server: AUTH is exercised
+        # A cluster of one node that holds every slot: Redis Cluster's protocol
+        # (hash slots, CLUSTER SLOTS, cluster pub/sub) on one process.
+        self.cluster = cluster
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,6 +74,7 @@ class RedisServer:
                     "no",
                     "--requirepass",
                     self.password,
+                    *self._cluster_args(),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -77,6 +84,31 @@ class RedisServer:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)
+        if self.cluster:
+            self.command("CLUSTER ADDSLOTSRANGE 0 16383")  # kept in nodes.conf
+            while b"cluster_state:ok" not in self.command("CLUSTER INFO"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the one-node cluster did not come up")
+                time.sleep(0.05)
+
+    def _cluster_args(self) -> list[str]:
+        if not self.cluster:
+            return []
+        nodes = str(self.directory / "nodes.conf")
+        return [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            nodes,
+            "--cluster-port",
+            str(self.bus_port),
+        ]
+
+    def command(self, line: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), 2) as conn:
+            conn.sendall(f"AUTH {self.password}\r\n{line}\r\n".encode())
+            time.sleep(0.05)
+            return conn.recv(65536)
 
     def answers(self) -> bool:
         try:
@@ -102,9 +134,9 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(directory: Path) -> Iterator[RedisServer]:
+def redis_server(directory: Path, *, cluster: bool = False) -> Iterator[RedisServer]:
     directory.mkdir(parents=True, exist_ok=True)
-    server = RedisServer(directory, free_port(), secrets.token_hex(16))
+    server = RedisServer(directory, free_port(), secrets.token_hex(16), cluster=cluster)
     server.start()
     try:
         yield server

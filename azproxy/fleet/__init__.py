@@ -9,7 +9,7 @@ updates). Without it nothing here runs and redis-py is never imported.
 - names.py: key and channel names, with Redis Cluster hash tags
 - breaker.py: a short timeout per call, and no calls while Redis is away
 - scripts.py: Lua scripts by EVALSHA, and calls batched into one pipeline
-- connection.py: the one Redis client of a process
+- connection.py: the one Redis client of a process, single-node or cluster
 - board_sync.py: the health board's changes to Redis and back
 - shared.py: the pieces started and stopped with the app, the metric
 """
@@ -52,19 +52,21 @@ async def ping(config: Config) -> tuple[bool, str]:
     import time
 
     from azproxy.fleet.breaker import FAILURES
-    from azproxy.fleet.connection import connect
+    from azproxy.fleet.connection import Link
     from azproxy.observe.logging import redact
 
     assert config.redis_url is not None
     timeout_s = config.redis_timeout_ms / 1000
-    client = connect(config.redis_url, timeout_s=timeout_s)
+    link = Link(config.redis_url, timeout_s=timeout_s)
     started = time.monotonic()
     try:
-        async with asyncio.timeout(timeout_s * 2):  # the connection, then PING
-            await client.ping()
+        # The connection, INFO (and a cluster's map of slots), then PING.
+        async with asyncio.timeout(timeout_s * 4):
+            await (await link.ready()).ping()
     except FAILURES as exc:
         why = redact(f"{type(exc).__name__}: {exc}".rstrip(": "), config.secrets())
         return False, f"does not answer within redis_timeout_ms ({why})"
     finally:
-        await client.aclose()
-    return True, f"answers ({(time.monotonic() - started) * 1000:.1f} ms)"
+        await link.aclose()
+    kind = "a cluster" if link.cluster else "single node"
+    return True, f"answers, {kind} ({(time.monotonic() - started) * 1000:.1f} ms)"

@@ -25,8 +25,7 @@ import logging
 import math
 from typing import Any
 
-from redis.asyncio import Redis
-
+from azproxy.fleet.connection import Client
 from azproxy.fleet.names import Names
 from azproxy.fleet.scripts import Batch, Script
 from azproxy.relay.health_board import HealthBoard, Shared
@@ -130,7 +129,7 @@ class BoardSync:
             return
         self._take(name, *left)
 
-    async def join(self, client: Redis) -> None:
+    async def join(self, client: Client) -> None:
         """Read what the fleet knows now (at start, after an outage)."""
         found = await READ.run(client, (self._names.board,))
         for i in range(0, len(found), 5):

@@ -7,8 +7,10 @@ upon which it is loaded and the call made again.
 A Batch gathers calls that need no answer, such as the board's changes or
 the completion of a request (a lease to release, tokens to reconcile), and
 sends them together in one pipeline, one round trip, at most `delay_s` after
-the first was added. While Redis is away a batch is dropped: the process's
-own state has it, and the recovery callbacks restore what must be.
+the first was added. On a cluster, whose client pipelines no scripts (each
+key may live on another shard), they go out together, each on its own.
+While Redis is away a batch is dropped: the process's own state has it, and
+the recovery callbacks restore what must be.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError
 
 from azproxy.errors import SharedStateDown
 from azproxy.fleet.breaker import RedisBreaker
+from azproxy.fleet.connection import Client, Link
 
 __all__ = ["Batch", "Script"]
 
@@ -37,7 +40,7 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def run(
-        self, client: Redis, keys: Sequence[str], args: Sequence[Arg] = ()
+        self, client: Client, keys: Sequence[str], args: Sequence[Arg] = ()
     ) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
@@ -54,13 +57,13 @@ class Batch:
 
     def __init__(
         self,
-        client: Redis,
+        link: Link,
         breaker: RedisBreaker,
         *,
         delay_s: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._client = client
+        self._link = link
         self._breaker = breaker
         self._delay_s = delay_s
         self._sleep = sleep
@@ -91,7 +94,11 @@ class Batch:
             log.debug("shared state: %d update(s) kept local", len(calls))
 
     async def _send(self, calls: list[Call]) -> None:
-        results = await self._pipeline(calls)
+        client = await self._link.ready()
+        if isinstance(client, RedisCluster):
+            await asyncio.gather(*(s.run(client, k, a) for s, k, a in calls))
+            return
+        results = await self._pipeline(client, calls)
         # A Redis that lost its scripts: load each once, send those calls again.
         lost = [c for c, r in zip(calls, results, strict=True) if _noscript(r)]
         for error in results:
@@ -99,13 +106,14 @@ class Batch:
                 raise error
         if lost:
             for script in {id(c[0]): c[0] for c in lost}.values():
-                await self._client.script_load(script.source)
-            for error in await self._pipeline(lost):
+                await client.script_load(script.source)
+            for error in await self._pipeline(client, lost):
                 if isinstance(error, Exception):
                     raise error
 
-    async def _pipeline(self, calls: list[Call]) -> list[Any]:
-        async with self._client.pipeline(transaction=False) as pipe:
+    @staticmethod
+    async def _pipeline(client: Client, calls: list[Call]) -> list[Any]:
+        async with client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)

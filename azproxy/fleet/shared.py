@@ -18,18 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
+from functools import partial
 
 from aiohttp import web
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from azproxy.errors import SharedStateDown
 from azproxy.fleet.board_sync import BoardSync
 from azproxy.fleet.breaker import FAILURES, RedisBreaker
-from azproxy.fleet.connection import connect
+from azproxy.fleet.connection import Client, Link
 from azproxy.fleet.names import Names
 from azproxy.fleet.scripts import Batch
 from azproxy.observe.metrics import METRICS
@@ -43,15 +42,15 @@ log = logging.getLogger("azproxy.fleet")
 
 
 class SharedState:
-    def __init__(self, config: Config, client: Redis, board: HealthBoard) -> None:
+    def __init__(self, config: Config, board: HealthBoard) -> None:
         assert config.redis_url is not None
-        self.client = client
+        self.link = Link(config.redis_url, timeout_s=config.redis_timeout_ms / 1000)
         self.names = Names(config.redis_prefix)
         self.breaker = RedisBreaker(
             timeout_s=config.redis_timeout_ms / 1000, where=config.redis_url.shown
         )
         # Board changes go at once: a cooldown must reach the others fast.
-        self.board_batch = Batch(client, self.breaker, delay_s=0.0)
+        self.board_batch = Batch(self.link, self.breaker, delay_s=0.0)
         self.board = BoardSync(
             board, self.names, self.board_batch, origin=secrets.token_hex(8)
         )
@@ -77,14 +76,15 @@ class SharedState:
             await asyncio.gather(self._dropping, return_exceptions=True)
         if self.breaker.up:
             await self.board_batch.flush()  # what this process learned last
-        await self.client.aclose()
+        await self.link.aclose()
 
     async def _listen(self) -> None:
         """Apply the fleet's changes as they come; resubscribe after a break."""
         while True:
             try:
-                async with self.client.pubsub() as sub:
-                    await self.breaker.call(lambda: self._subscribe(sub))
+                client = await self.breaker.call(self.link.ready)
+                async with client.pubsub() as sub:
+                    await self.breaker.call(partial(self._subscribe, client, sub))
                     async for message in sub.listen():
                         if message["type"] == "message":
                             self.board.received(message["data"])
@@ -94,7 +94,7 @@ class SharedState:
                 self.breaker.failed(exc)
             await asyncio.sleep(max(self.breaker.wait_s(), 0.1))
 
-    async def _subscribe(self, sub: PubSub) -> None:
+    async def _subscribe(self, client: Client, sub: PubSub) -> None:
         """Subscribe and see Redis confirm it (a write alone can succeed on a
         connection that broke), then read the board: nothing said between
         the two is missed."""
@@ -102,7 +102,7 @@ class SharedState:
         confirmed = await sub.get_message(timeout=None)
         if confirmed is None or confirmed["type"] != "subscribe":
             raise RedisConnectionError("the subscription was not confirmed")
-        await self.board.join(self.client)
+        await self.board.join(client)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -111,18 +111,21 @@ class SharedState:
 
     async def ping(self) -> bool:
         """Whether Redis answers now (through the breaker)."""
-        ping: Callable[[], Awaitable[Any]] = self.client.ping
         try:
-            await self.breaker.call(ping)
+            await self.breaker.call(self._ping)
         except SharedStateDown:
             return False
         return True
+
+    async def _ping(self) -> None:
+        client = await self.link.ready()
+        await client.ping()
 
     def _went_down(self) -> None:
         # Connections to a Redis that restarted would each fail once more
         # after it is back, and mark it away again: drop them all now.
         loop = asyncio.get_running_loop()
-        self._dropping = loop.create_task(self.client.connection_pool.disconnect())
+        self._dropping = loop.create_task(self.link.drop_connections())
 
     def _recovered(self) -> None:
         # Tell the fleet what was learned alone; the listener re-reads the
@@ -137,8 +140,7 @@ def setup(app: web.Application, config: Config) -> None:
     """app[SHARED], its tasks started and stopped with the app, and the
     azproxy_shared_state_up gauge."""
     assert config.redis_url is not None
-    client = connect(config.redis_url, timeout_s=config.redis_timeout_ms / 1000)
-    shared = app[SHARED] = SharedState(config, client, app[HEALTH])
+    shared = app[SHARED] = SharedState(config, app[HEALTH])
     app[METRICS].add_gauge(
         "azproxy_shared_state_up",
         "1 while Redis (redis_url) answers, 0 while each process goes on alone.",

@@ -239,3 +239,23 @@ def gauge_is(server: Running, expected: float) -> Callable[[], Awaitable[bool]]:
         return await shared_state_up(server) == expected
 
     return check
+
+
+async def test_a_clustered_redis_shares_the_board_too(
+    fake_azure: FakeAzure, tmp_path: Path
+) -> None:
+    """Azure Managed Redis (OSS clustering) and Redis Cluster route keys by
+    hash slot: azproxy finds out (INFO cluster) and uses a cluster client."""
+    fake_azure.queue(
+        json_answer(RATE_LIMITED, 429, headers={"retry-after-ms": "60000"})
+    )
+    with (
+        redis_server(tmp_path / "cluster", cluster=True) as redis,
+        fleet(tmp_path, fake_azure, redis) as (first, second),
+    ):
+        assert await served_by(fake_azure, first) == ["dep1", "dep2"]
+        await asyncio.sleep(PROPAGATION_S)
+        assert await served_by(fake_azure, second) == ["dep2"]
+        for server in (first, second):
+            assert await shared_state_up(server) == 1
+            assert redis.password not in server.log()
