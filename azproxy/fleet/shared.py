@@ -152,7 +152,7 @@ def setup(app: web.Application, config: Config) -> None:
 async def _running(app: web.Application) -> AsyncIterator[None]:
     shared = app[SHARED]
     log.info(
-        "shared state: Redis at %s, keys under %s:",
+        "shared state: Redis at %s, keys under %s:*",
         shared.breaker.where,
         shared.names.prefix,
     )
