@@ -1,6 +1,8 @@
 """The shared state of one process, started and stopped with the app.
 
-Three tasks run beside the requests, none of them in a request's way:
+At start, before the first request, the board is read as the fleet knows
+it. Then three tasks run beside the requests, none of them in a request's
+way:
 - the batch sender (board changes now; part of each request's completion
   later), one pipeline per batch;
 - the listener on the events channel, which applies other processes'
@@ -16,6 +18,7 @@ a fleet without its Redis is a set of independent proxies, not a dead one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -64,6 +67,10 @@ class SharedState:
         return self.breaker.up
 
     async def start(self) -> None:
+        """Read the board before the first request (a Redis away at start
+        delays it by redis_timeout_ms at most), then run the tasks."""
+        with contextlib.suppress(SharedStateDown):
+            await self.breaker.call(self._join)
         loop = asyncio.get_running_loop()
         for job in (self.board_batch.run, self._listen, self._heartbeat):
             self._tasks.append(loop.create_task(job()))
@@ -116,6 +123,9 @@ class SharedState:
         except SharedStateDown:
             return False
         return True
+
+    async def _join(self) -> None:
+        await self.board.join(await self.link.ready())
 
     async def _ping(self) -> None:
         client = await self.link.ready()
