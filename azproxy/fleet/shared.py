@@ -23,9 +23,11 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import cast
 
 from aiohttp import web
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from azproxy.errors import SharedStateDown
@@ -41,6 +43,7 @@ from azproxy.settings.config import Config
 __all__ = ["HEARTBEAT_S", "SHARED", "SharedState", "setup"]
 
 HEARTBEAT_S = 1.0
+CLOSE_WAIT_S = 1.0
 log = logging.getLogger("azproxy.fleet")
 
 
@@ -61,6 +64,8 @@ class SharedState:
         self.breaker.went_down.append(self._went_down)
         self._tasks: list[asyncio.Task[None]] = []
         self._dropping: asyncio.Task[None] | None = None
+        self._subscription: PubSub | None = None
+        self._closing = False
 
     @property
     def up(self) -> bool:
@@ -76,9 +81,17 @@ class SharedState:
             self._tasks.append(loop.create_task(job()))
 
     async def close(self) -> None:
+        self._closing = True
+        # redis-py's pub/sub reader does not always end when cancelled (seen
+        # here): closing its connection first ends it at once.
+        if self._subscription is not None:
+            # redis-py declares PubSub.connection as always None (it is set later).
+            connection = cast("Connection | None", self._subscription.connection)
+            if connection is not None:
+                await connection.disconnect()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.wait(self._tasks, timeout=CLOSE_WAIT_S)
         if self._dropping is not None:
             await asyncio.gather(self._dropping, return_exceptions=True)
         if self.breaker.up:
@@ -91,6 +104,7 @@ class SharedState:
             try:
                 client = await self.breaker.call(self.link.ready)
                 async with client.pubsub() as sub:
+                    self._subscription = sub
                     await self.breaker.call(partial(self._subscribe, client, sub))
                     async for message in sub.listen():
                         if message["type"] == "message":
@@ -98,6 +112,8 @@ class SharedState:
             except SharedStateDown:
                 pass
             except FAILURES as exc:
+                if self._closing:
+                    return
                 self.breaker.failed(exc)
             await asyncio.sleep(max(self.breaker.wait_s(), 0.1))
 
