@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from azproxy import fleet
 from azproxy.auth import gate
 from azproxy.auth.gate import GATE
 from azproxy.front import cors, lifecycle
@@ -77,6 +78,7 @@ def create_app(
     upstream_slots.setup(app, config)
     metrics.setup(app, config)
     admission.setup(app, config, clock=wall_clock)  # per-key limits' counters
+    fleet.setup(app, config)  # with redis_url: the board shared, a gauge
     # Three of them hold something open while the app runs, opened in this
     # order and closed in the reverse: the access log (flushed last), the
     # upstream session, and the Entra ID token source.

@@ -1,6 +1,6 @@
 """`azproxy check-config`: say what the settings mean, and with --probe ask
-each mapped deployment whether it answers, explaining the likely cause when
-it does not. The most common failure across Azure proxies is a 404
+Redis (redis_url) and each mapped deployment whether it answers, explaining
+the likely cause when it does not. The most common failure across Azure proxies is a 404
 DeploymentNotFound from a wrong name; this finds it before a user does.
 """
 
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from azproxy import fleet
 from azproxy.app import create_app
 from azproxy.auth.gate import GATE
 from azproxy.keys import SESSION, UpstreamSession
@@ -34,10 +35,13 @@ def describe(config: Config, heading: str = "config OK") -> str:
     key that has some."""
     endpoints = ", ".join(e.name for e in config.endpoints) or "none"
     mode = "on" if config.passthrough_allowed else "off"
-    lines = [
+    line = (
         f"{heading}: endpoints: {endpoints}; models: {len(config.model_map)}; "
         f"access keys: {len(config.access_keys)}; pass-through tokens: {mode}"
-    ]
+    )
+    if config.redis_url is not None:
+        line += f"; {fleet.describe(config)}"
+    lines = [line]
     # Entries sharing a name share one set of counters: shown once.
     limited = {k.name: k.limits for k in config.access_keys if k.limits is not None}
     if limited:
@@ -52,9 +56,20 @@ class ProbeResults:
     lines: list[str] = field(default_factory=list)
     probed: int = 0
     failed: int = 0
+    redis_failed: bool = False
 
     def verdict(self) -> str:
         """The last line: whether the config works, deployments included."""
+        if self.redis_failed:
+            deployments = (
+                f" and {self.failed} of {self.probed} deployment(s) do not answer"
+                if self.failed
+                else ""
+            )
+            return (
+                f"config FAILED the probe: Redis does not answer{deployments} "
+                "(FAIL above)"
+            )
         if not self.probed:
             return "config OK: nothing to probe"
         if self.ok:
@@ -68,6 +83,12 @@ class ProbeResults:
 async def probe(config: Config) -> ProbeResults:
     """Send a one-token chat request to every mapped deployment."""
     results = ProbeResults()
+    if config.redis_url is not None:
+        good, why = await fleet.ping(config)
+        results.ok &= good
+        results.redis_failed = not good
+        mark = "ok  " if good else "FAIL"
+        results.lines.append(f"{mark} redis {config.redis_url.shown}: {why}")
     app = create_app(config)
     runner = web.AppRunner(app)
     await runner.setup()  # opens the session, fetches Entra ID tokens

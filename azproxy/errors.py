@@ -29,6 +29,7 @@
     + InvalidJson              a body's brackets or quotes do not match
     + StreamIncomplete         Azure ended a stream before its last event
     + ShuttingDown             the shutdown grace is over: cut the stream
+    + SharedStateDown          Redis is away: the shared-state call was not made
 
 An error is built whole, with its status, and never changed afterwards
 (reworded() makes a new one). Upstream error bodies are never wrapped: they
@@ -64,6 +65,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "ServiceUnavailable",
+    "SharedStateDown",
     "ShuttingDown",
     "StreamIncomplete",
     "UnsupportedMediaType",
@@ -286,6 +288,11 @@ class AllCoolingDown(Internal):
         self.wait_s = wait_s
         self.kind = kind
         self.resets = dict(resets or {})
+
+
+class SharedStateDown(Internal):
+    """Redis (redis_url) did not answer in time, or is known to be away: the
+    caller goes on with its process's own state (fleet/breaker.py)."""
 
 
 class InvalidJson(Internal, ValueError):

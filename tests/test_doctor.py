@@ -8,6 +8,7 @@ import pytest
 
 from azproxy.cli import main
 from tests.processes import SIMULATOR, running
+from tests.redis_server import needs_redis, redis_server
 
 GOOD = """
 access_keys = ["env:TEAM_KEY"]
@@ -234,3 +235,28 @@ def test_serve_logs_the_same_warnings_at_start(tmp_path: Path) -> None:
         log = serve.log()
     assert "unknown variable AZPROXY_PROT (did you mean AZPROXY_PORT?)" in log
     assert "model_map: endpoints are configured but no model is mapped" in log
+
+
+@needs_redis
+def test_check_config_shows_redis_without_its_password_and_probe_pings_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with redis_server(tmp_path / "redis") as redis:
+        env = {"AZPROXY_REDIS_URL": redis.url}
+        assert main(["check-config"], env) == 0
+        out = capsys.readouterr().out
+        shown = f"redis://127.0.0.1:{redis.port}/0"
+        assert f"shared state: {shown} (prefix azproxy, timeout 100 ms" in out
+        assert main(["check-config", "--probe"], env) == 0
+        out = capsys.readouterr().out
+        assert f"ok   redis {shown}: answers" in out
+        assert out.splitlines()[-1] == "config OK: nothing to probe"
+        wrong = {"AZPROXY_REDIS_URL": f"redis://:wrong-password@127.0.0.1:{redis.port}"}
+        assert main(["check-config", "--probe"], wrong) == 1
+        out = capsys.readouterr().out
+        assert f"FAIL redis redis://127.0.0.1:{redis.port}: does not answer" in out
+        assert "AuthenticationError" in out
+        assert out.splitlines()[-1] == (
+            "config FAILED the probe: Redis does not answer (FAIL above)"
+        )
+        assert redis.password not in out and "wrong-password" not in out

@@ -136,6 +136,10 @@ class Metrics:
         self._deployments = LabelValues(DEPLOYMENT_RE, MAX_DEPLOYMENTS, deployments)
         self._seen: set[Labels] = set()
 
+    def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """One more gauge, read when /metrics is scraped."""
+        self._gauges[name] = (help_text, read)
+
     def _labels(self, model: str | None, deployment: str | None) -> Labels:
         labels = (self._models.of(model), self._deployments.of(deployment))
         if labels not in self._seen:

@@ -32,6 +32,11 @@ spreads by weight; exhausted deployments after all the others. No
 server-side sleeping: a cooling deployment is skipped, and when all of them
 cool after 429s, the caller learns the shortest wait and what Azure said
 about it (AllCoolingDown). The states and their names: deployment_state.py.
+
+A fleet shares the board (fleet/board_sync.py): a listener hears each change
+this process makes to a cooldown, a breaker or a probe, as a Shared view, and
+apply() takes the changes other processes made. The failure count, the
+exhausted marks and Azure's remaining counts stay each process's own.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -58,11 +64,35 @@ if TYPE_CHECKING:
     from azproxy.relay.backends import Backend
     from azproxy.settings.config import Config
 
-__all__ = ["HEALTH", "MIN_WAIT_S", "HealthBoard", "retry_after_headers", "setup"]
+__all__ = [
+    "HEALTH",
+    "MIN_WAIT_S",
+    "BoardListener",
+    "HealthBoard",
+    "Shared",
+    "retry_after_headers",
+    "setup",
+]
 
 # The shortest wait a refused client is told: Retry-After counts whole
 # seconds, and a probe's verdict is worth waiting a second for.
 MIN_WAIT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What other processes learn of a deployment: seconds left of each
+    cooldown (0: none) and whether a probe is out."""
+
+    limited_s: float = 0.0
+    cooling_s: float = 0.0
+    open_s: float = 0.0
+    probing: bool = False
+
+
+class BoardListener(Protocol):
+    def changed(self, name: str, view: Shared) -> None:
+        """This process changed a deployment's state (no I/O here)."""
 
 
 class HealthBoard:
@@ -85,6 +115,7 @@ class HealthBoard:
         self._clock = clock
         self._rng = rng or random.Random()
         self._states: dict[str, Record] = {}
+        self.listener: BoardListener | None = None
 
     def _state(self, backend: Backend) -> Record:
         state = self._states.get(backend.name)
@@ -174,13 +205,15 @@ class HealthBoard:
             state.limited_until or state.cooling_until or state.open_until
         ):
             state.probing = True
+            self._tell(backend.name, state)
 
     def abandoned(self, backend: Backend) -> None:
         """A try ended without a verdict: a half-open breaker may be probed
         again (it stays open otherwise until a probe reports)."""
         state = self._states.get(backend.name)
-        if state is not None:
+        if state is not None and state.probing:
             state.probing = False
+            self._tell(backend.name, state)
 
     def succeeded(
         self,
@@ -197,8 +230,15 @@ class HealthBoard:
         if state is None:
             return  # the common case for a board that never heard of it
         state.failures = 0
-        state.limited_until = state.cooling_until = state.open_until = 0.0
-        state.probing = False
+        if (
+            state.limited_until
+            or state.cooling_until
+            or state.open_until
+            or state.probing
+        ):
+            state.limited_until = state.cooling_until = state.open_until = 0.0
+            state.probing = False
+            self._tell(backend.name, state)  # only a change goes to the fleet
         state.limit_kind = None
         state.resets.clear()
         if not said:
@@ -231,6 +271,7 @@ class HealthBoard:
             if said.requests is not None or said.tokens is not None:
                 state.remaining_requests = said.requests
                 state.remaining_tokens = said.tokens
+        self._tell(backend.name, state)
 
     def unreachable(self, backend: Backend) -> None:
         """The connection failed (refused, connect timeout, reset, no headers
@@ -241,11 +282,16 @@ class HealthBoard:
             state.cooldown_started(COOLING_ERRORS)
         state.cooling_until = max(state.cooling_until, now + self.error_cooldown_s)
         self._count_failure(state, now)
+        self._tell(backend.name, state)
 
     def server_error(self, backend: Backend) -> None:
         """A 5xx answer or an "overloaded" first event: maybe the request's
         own fault, so it only counts toward the breaker."""
-        self._count_failure(self._state(backend), self._clock())
+        state = self._state(backend)
+        before = (state.open_until, state.probing)
+        self._count_failure(state, self._clock())
+        if (state.open_until, state.probing) != before:
+            self._tell(backend.name, state)
 
     def _count_failure(self, state: Record, now: float) -> None:
         state.failures += 1
@@ -258,6 +304,43 @@ class HealthBoard:
                 state.cooldown_started(BREAKER_OPEN)
             state.open_until = now + self.breaker_open_s
         state.probing = False
+
+    def _tell(self, name: str, state: Record) -> None:
+        if self.listener is not None:
+            self.listener.changed(name, self._view(state, self._clock()))
+
+    @staticmethod
+    def _view(state: Record, now: float) -> Shared:
+        return Shared(
+            max(state.limited_until - now, 0.0),
+            max(state.cooling_until - now, 0.0),
+            max(state.open_until - now, 0.0),
+            state.probing,
+        )
+
+    def view(self, name: str) -> Shared:
+        """A deployment's state as other processes would learn it."""
+        state = self._states.get(name)
+        return Shared() if state is None else self._view(state, self._clock())
+
+    def apply(self, name: str, view: Shared) -> None:
+        """Take what another process learned of a deployment (the listener
+        is not told: it came from the fleet)."""
+        state = self._states.get(name)
+        if state is None:
+            if view == Shared():
+                return  # healthy and unknown here: nothing to keep
+            endpoint, _, deployment = name.partition("/")
+            state = self._states[name] = Record(endpoint, deployment)
+        now = self._clock()
+        state.limited_until = now + view.limited_s if view.limited_s else 0.0
+        state.cooling_until = now + view.cooling_s if view.cooling_s else 0.0
+        state.open_until = now + view.open_s if view.open_s else 0.0
+        state.probing = view.probing
+        if view.cooling_s or view.open_s:
+            state.failed_at = now
+        elif view == Shared():
+            state.failures = 0  # a success elsewhere closes the breaker here
 
 
 HEALTH = web.AppKey("azproxy.health", HealthBoard)

@@ -20,6 +20,7 @@ from typing import Any
 from azproxy.errors import ConfigError
 from azproxy.settings.fields import Setting, collect_settings, setting
 from azproxy.settings.load import read_values
+from azproxy.settings.redis_url import RedisURL, read_redis_url
 
 # Imported to run, not only for mypy: collect_settings() reads Config's field
 # types with typing.get_type_hints, which evaluates them.
@@ -44,6 +45,7 @@ from azproxy.settings.values import (
     read_model_map,
     read_port,
     read_secret,
+    redis_prefix,
     served_families,
     tcp_port,
     upstream_template,
@@ -68,8 +70,8 @@ class Config:
     workers: int = setting(
         1,
         "Processes serving the port, for several cores (Linux: each with its own "
-        "`SO_REUSEPORT` socket); each has its own connection pool, cooldowns, "
-        "breakers and limits.",
+        "`SO_REUSEPORT` socket); each has its own connection pool, and its own "
+        "cooldowns, breakers and limits unless redis_url shares them.",
         check=one_or_more,
     )
 
@@ -384,6 +386,36 @@ class Config:
         check=long_secret,
     )
 
+    # Shared state: a fleet of processes acting as one (docs/fleet.md).
+    redis_url: RedisURL | None = setting(
+        None,
+        "Redis that every azproxy process of a fleet shares deployment state "
+        "through (cooldowns, breakers): `redis://HOST:PORT/DB`, or "
+        "`rediss://...` for TLS with the certificate checked. A password in the "
+        "URL, or as a reference: `rediss://:env:REDIS_PASSWORD@HOST:6380`; never "
+        "shown. Without it (or `none`) each process, each of `--workers N` too, "
+        "keeps its own.",
+        parser=read_redis_url,
+    )
+    redis_prefix: str = setting(
+        "azproxy",
+        "Start of every Redis key and channel azproxy uses, so that several "
+        "fleets can share one Redis: letters, digits and `-_.:`.",
+        check=redis_prefix,
+    )
+    redis_timeout_ms: int = setting(
+        100,
+        "Milliseconds every Redis operation may take; then Redis counts as away "
+        "and azproxy goes on with local state until it is back.",
+        check=one_or_more,
+    )
+    redis_failure: str = setting(
+        "open",
+        "While Redis is away: `open` serves every key on local state; `closed` "
+        "refuses keys that have a token quota (503) until it is back.",
+        check=one_of("open", "closed"),
+    )
+
     def __post_init__(self) -> None:
         problems = self.problems()
         if problems:
@@ -448,6 +480,8 @@ class Config:
             found.append(self.metrics_key)
         for e in self.endpoints:
             found.extend(s for s in (e.api_key, e.ad_token) if s is not None)
+        if self.redis_url is not None and self.redis_url.password is not None:
+            found.append(self.redis_url.password)
         return [s.reveal() for s in found]
 
     def warnings(self) -> list[str]:

@@ -42,6 +42,7 @@ __all__ = [
     "read_model_map",
     "read_port",
     "read_secret",
+    "redis_prefix",
     "served_families",
     "tcp_port",
     "upstream_template",
@@ -171,3 +172,14 @@ def upstream_template(name: str, template: str) -> list[str]:
     if url.query_string or url.fragment or url.user or url.password:
         return [f"{name}: no query, fragment or credentials allowed in the URL"]
     return []
+
+
+_REDIS_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def redis_prefix(name: str, value: str) -> list[str]:
+    # No braces: a `{...}` in a key name is Redis Cluster's hash tag, which
+    # azproxy places itself (fleet/names.py).
+    if _REDIS_PREFIX.fullmatch(value):
+        return []
+    return [f"{name}: use 1 to 64 letters, digits or -_.: (no braces)"]

@@ -60,6 +60,10 @@ param accessKeys string
 @description('AZPROXY_CORS_ORIGINS: *, a comma list of origins, or empty to disable CORS.')
 param corsOrigins string = '*'
 
+@description('AZPROXY_REDIS_URL: a Redis that the replicas share cooldowns and breakers through (docs/fleet.md), for example Azure Managed Redis: rediss://:ACCESS_KEY@NAME.REGION.redis.azure.net:10000; empty: each replica keeps its own.')
+@secure()
+param redisUrl string = ''
+
 @description('AZPROXY_LOG_LEVEL.')
 @allowed([
   'debug'
@@ -151,7 +155,9 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
             value: !empty(filter(split(accessKeys, ','), k => !empty(trim(k)))) && empty(filter(split(accessKeys, ','), k => !empty(trim(k)) && length(trim(k)) < 16)) ? accessKeys : fail('accessKeys: give one or more comma-separated keys of 16 characters or more each, which azproxy needs (for example from openssl rand -hex 24)')
           }
         ],
-        empty(registryServer) ? [] : [{ name: 'registry-password', value: registryPassword }]
+        empty(registryServer) ? [] : [{ name: 'registry-password', value: registryPassword }],
+        // A secret may not be empty: `none` is azproxy's word for no shared state.
+        [{ name: 'redis-url', value: empty(redisUrl) ? 'none' : redisUrl }]
       )
       registries: registries
     }
@@ -171,6 +177,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
             { name: 'OPENAI_API_VERSION', value: openAIApiVersion }
             { name: 'AZPROXY_MODEL_MAP', value: modelMap }
             { name: 'AZPROXY_ACCESS_KEYS', secretRef: 'access-keys' }
+            { name: 'AZPROXY_REDIS_URL', secretRef: 'redis-url' }
             { name: 'AZPROXY_CORS_ORIGINS', value: corsOrigins }
             { name: 'AZPROXY_LOG_LEVEL', value: logLevel }
             { name: 'AZPROXY_SHUTDOWN_GRACE_S', value: string(shutdownGraceSeconds) }

@@ -68,6 +68,10 @@ CONTRACT = {
     "shutdown_grace_s": ("--shutdown-grace-s", "AZPROXY_SHUTDOWN_GRACE_S"),
     "sse_compat": ("--sse-compat", "AZPROXY_SSE_COMPAT"),
     "allow_anonymous": ("--allow-anonymous", "AZPROXY_ALLOW_ANONYMOUS"),
+    "redis_url": ("--redis-url", "AZPROXY_REDIS_URL"),
+    "redis_prefix": ("--redis-prefix", "AZPROXY_REDIS_PREFIX"),
+    "redis_timeout_ms": ("--redis-timeout-ms", "AZPROXY_REDIS_TIMEOUT_MS"),
+    "redis_failure": ("--redis-failure", "AZPROXY_REDIS_FAILURE"),
     # Secrets: never a flag value.
     "metrics_key": ("", "AZPROXY_METRICS_KEY"),
     "access_keys": ("", "AZPROXY_ACCESS_KEYS"),
@@ -84,6 +88,10 @@ CONTRACT_DEFAULTS = {
     "upstream": "https://{resource}.openai.azure.com",
     "cors_origins": ("*",),
     "log_format": "auto",
+    "redis_url": None,
+    "redis_prefix": "azproxy",
+    "redis_timeout_ms": 100,
+    "redis_failure": "open",
 }
 
 
@@ -158,6 +166,10 @@ SAMPLES: dict[str, object] = {
     "access_log": "false",
     "metrics_require_key": "true",
     "metrics_key": "metrics-0123456789abcdef",
+    "redis_url": "redis://127.0.0.1:6390/2",
+    "redis_prefix": "team-a",
+    "redis_timeout_ms": "50",
+    "redis_failure": "closed",
 }
 
 
@@ -381,3 +393,45 @@ def test_disabling_passthrough_without_endpoints_is_refused() -> None:
 def test_passthrough_is_tri_state() -> None:
     assert Config.load(None, {"AZPROXY_PASSTHROUGH": "auto"}).passthrough is None
     assert Config.load(None, {"AZPROXY_PASSTHROUGH": "on"}).passthrough is True
+
+
+def test_the_redis_password_is_never_shown() -> None:
+    """In the URL, or as an env: reference in the file; repr and the URL shown
+    (logs, check-config) leave it out, redaction knows it."""
+    password = "s3cret-redis-password"
+    from_env = Config.load(
+        environ={"AZPROXY_REDIS_URL": f"rediss://:{password}@cache.example:6380/1"}
+    )
+    from_file = Config.load(
+        environ={"REDIS_PW": password},
+        file_values={"redis_url": "rediss://:env:REDIS_PW@cache.example:6380/1"},
+    )
+    for config in (from_env, from_file):
+        url = config.redis_url
+        assert url is not None
+        assert url.shown == "rediss://cache.example:6380/1"
+        assert url.tls
+        assert url.reveal() == f"rediss://:{password}@cache.example:6380/1"
+        assert password not in repr(config) and password not in str(url)
+        assert password in config.secrets()
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        ({"flags": {"redis_url": "redis://:pw@h:6379"}}, "--redis-url: a password"),
+        ({"environ": {"AZPROXY_REDIS_URL": "http://h:6379"}}, "use redis://HOST"),
+        ({"environ": {"AZPROXY_REDIS_URL": "redis://h/x"}}, "database number"),
+        ({"environ": {"AZPROXY_REDIS_URL": "redis://:env:NOPE@h"}}, "NOPE is not"),
+        ({"environ": {"AZPROXY_REDIS_PREFIX": "a{b}"}}, "no braces"),
+        ({"environ": {"AZPROXY_REDIS_TIMEOUT_MS": "0"}}, "redis_timeout_ms: must"),
+        ({"environ": {"AZPROXY_REDIS_FAILURE": "shut"}}, "use one of open, closed"),
+    ],
+)
+def test_bad_redis_settings_say_what_to_change(
+    sources: dict[str, dict[str, str]], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Config.load(**sources)
+    assert message in str(raised.value)
+    assert "pw@" not in str(raised.value)

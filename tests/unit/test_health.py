@@ -9,7 +9,7 @@ from azproxy.auth.azure_auth import ApiKeyAuth
 from azproxy.errors import AllCoolingDown
 from azproxy.relay.azure_limits import Refusal, retry_after_s
 from azproxy.relay.backends import Backend, Endpoint
-from azproxy.relay.health_board import HealthBoard
+from azproxy.relay.health_board import HealthBoard, Shared
 from azproxy.settings.secrets import Secret
 from tests.clock import FakeClock
 
@@ -388,3 +388,59 @@ def test_all_cooling_down_keeps_what_azure_said_about_the_first_back() -> None:
     with pytest.raises(AllCoolingDown) as caught:
         health.plan([a, b])
     assert (caught.value.kind, caught.value.resets) == (None, {})
+
+
+class Heard:
+    """A board listener that keeps what it heard."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, Shared]] = []
+
+    def changed(self, name: str, view: Shared) -> None:
+        self.changes.append((name, view))
+
+
+def test_the_listener_hears_each_change_and_not_plain_successes() -> None:
+    clock = FakeClock()
+    health, heard = board(clock), Heard()
+    health.listener = heard
+    a = backend("a")
+    health.started(a)
+    health.succeeded(a)  # the common case: healthy stays healthy, nothing said
+    assert heard.changes == []
+    health.rate_limited(a, 5.0)
+    assert heard.changes == [("e/a", Shared(limited_s=5.0))]
+    clock.advance(5.0)
+    health.started(a)  # the probe after the cooldown
+    assert heard.changes[-1] == ("e/a", Shared(probing=True))
+    health.succeeded(a)
+    assert heard.changes[-1] == ("e/a", Shared())
+    health.server_error(a)  # one failure: the breaker stays closed, nothing said
+    assert len(heard.changes) == 3
+    health.server_error(a)
+    health.server_error(a)  # the third opens it
+    assert heard.changes[-1] == ("e/a", Shared(open_s=30.0))
+    health.unreachable(backend("b"))
+    assert heard.changes[-1] == ("e/b", Shared(cooling_s=2.0))
+
+
+def test_what_another_process_learned_steers_this_board() -> None:
+    clock = FakeClock()
+    health, heard = board(clock), Heard()
+    health.listener = heard
+    a, b = backend("a"), backend("b")
+    health.apply("e/a", Shared(limited_s=4.0))
+    assert heard.changes == []  # not echoed back to the fleet
+    assert health.plan([a, b]) == [b]
+    assert health.view("e/a") == Shared(limited_s=4.0)
+    clock.advance(4.0)
+    assert set(health.plan([a, b])) == {a, b}
+    health.apply("e/a", Shared(probing=True))  # another process probes it
+    assert health.plan([a, b]) == [b]
+    health.apply("e/b", Shared(limited_s=3.0))
+    with pytest.raises(AllCoolingDown):
+        health.plan([a, b])
+    health.apply("e/a", Shared())  # the probe succeeded there
+    assert health.plan([a, b]) == [a]
+    health.apply("e/c", Shared())  # healthy and unknown: nothing kept
+    assert health.view("e/c") == Shared()

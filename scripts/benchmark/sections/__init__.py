@@ -10,6 +10,7 @@ its own here and name it below: `--only NAME` selects it.
 from __future__ import annotations
 
 from ..context import Section
+from .fleet import fleet
 from .floor import relay_floor
 from .hostile import hostile
 from .limits import limits_cost
@@ -34,5 +35,6 @@ SECTIONS: dict[str, Section] = {
     "storm_429": storm_429,
     "workers_c50": workers_c50,
     "limits": limits_cost,
+    "fleet": fleet,
     "hostile": hostile,
 }

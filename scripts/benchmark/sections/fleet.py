@@ -1,0 +1,193 @@
+"""A fleet sharing deployment state through Redis (redis_url): what it costs
+per request, and how fast a cooldown one process learns reaches another.
+
+Three azproxy processes with the same server-side config (one model, dep-a
+first and dep-b after it): `alone` without Redis, `a` and `b` on one
+redis-server started here. CPU per small non-streamed chat is measured on
+`alone` and `a` in alternating rounds of the same load. Then, in each trial,
+dep-a answers one 429 to `a`; `b` is asked in a tight loop, and the delay is
+the time from the request to `a` that meets the 429 being sent, to the first request
+`b` sends to dep-b without trying dep-a: an upper bound, which includes
+`a`'s own round trips to the 429 and to dep-b, and one request to `b`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import time
+
+import aiohttp
+
+from ..context import Bench, Skip, progress
+from ..procfs import cpu_seconds
+from ..results import Row
+from ..services import LOOPBACK, Service, _free_ports, _wait_ready, start_azproxy
+from ..stream_client import client_session
+from ..targets import DIRECT, OPENAI_PATH, SMALL_BODY
+
+__all__ = ["fleet"]
+
+KEY = "bench-fleet-key-0123456789"
+CONFIG = """
+access_keys = ["{key}"]
+
+[endpoints.sim]
+url = "http://{host}:{port}"
+api_key = "bench-key"
+
+[model_map]
+"gpt-4o" = [
+  {{ endpoint = "sim", deployment = "dep-a", priority = 1 }},
+  {{ endpoint = "sim", deployment = "dep-b", priority = 2 }},
+]
+"""
+CONCURRENCY = 50
+COOLDOWN_MS = 1500
+HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+
+def _start_redis(bench: Bench) -> Service:
+    server = shutil.which("redis-server") or shutil.which("/usr/bin/redis-server")
+    if server is None:
+        raise Skip("redis-server not found (apt-get install redis-server)")
+    (port,) = _free_ports(1)
+    folder = bench.tmp / "redis"
+    folder.mkdir(exist_ok=True)
+    argv = [server, "--port", str(port), "--bind", LOOPBACK, "--dir", str(folder)]
+    argv += ["--save", "", "--appendonly", "no"]
+    service = bench.services.start("redis", argv, port, {})
+    _wait_ready(service, lambda: b"Ready to accept" in service.log.read_bytes())
+    return service
+
+
+async def _load(session: aiohttp.ClientSession, url: str, requests: int) -> None:
+    per_client = requests // CONCURRENCY
+
+    async def client() -> None:
+        for _ in range(per_client):
+            async with session.post(url, data=SMALL_BODY, headers=HEADERS) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"fleet load got HTTP {resp.status}")
+
+    await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+
+
+async def _served_by(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.post(url, data=SMALL_BODY, headers=HEADERS) as resp:
+        await resp.read()
+        return resp.headers.get("x-azproxy-deployment", "")
+
+
+async def fleet(bench: Bench) -> list[Row]:
+    bench.require_proc()
+    sim = bench.target(DIRECT)
+    if sim is None:
+        raise Skip("needs the simulator")
+    redis = _start_redis(bench)
+    config = bench.tmp / "fleet.toml"
+    config.write_text(CONFIG.format(key=KEY, host=LOOPBACK, port=sim.port))
+    args = ["--config", str(config)]
+    shared = {"AZPROXY_REDIS_URL": f"redis://{LOOPBACK}:{redis.port}/0"}
+    alone = start_azproxy(bench.services, sim.port, args, name="azproxy-alone")
+    a = start_azproxy(bench.services, sim.port, args, name="fleet-a", env=shared)
+    b = start_azproxy(bench.services, sim.port, args, name="fleet-b", env=shared)
+    urls = {s.name: f"http://{LOOPBACK}:{s.port}{OPENAI_PATH}" for s in (alone, a, b)}
+    rounds = 4 if bench.options.quick else 10
+    requests = 1000
+    section = f"fleet: {rounds} x {requests} small chats, c{CONCURRENCY}"
+    progress(section)
+    cpu = {alone.name: 0.0, a.name: 0.0}
+    try:
+        async with client_session() as session:
+            for service in (alone, a):  # warm-up
+                await _load(session, urls[service.name], requests // 2)
+            for _ in range(rounds):
+                for service in (alone, a):
+                    before = cpu_seconds([service.popen.pid])
+                    await _load(session, urls[service.name], requests)
+                    cpu[service.name] += cpu_seconds([service.popen.pid]) - before
+            delays = await _propagation(
+                session,
+                f"http://{LOOPBACK}:{sim.port}",
+                urls[a.name],
+                urls[b.name],
+                trials=3 if bench.options.quick else 10,
+            )
+    finally:
+        for service in (b, a, alone, redis):
+            bench.services.stop(service)
+    per_request = {name: s * 1e6 / (rounds * requests) for name, s in cpu.items()}
+    bench.raw["fleet"] = {"cpu_us_per_request": per_request, "delays_ms": delays}
+    rows = [
+        Row(
+            section,
+            "azproxy CPU per request, no redis_url",
+            "us",
+            {"azproxy": per_request[alone.name]},
+            ratio=False,
+        ),
+        Row(
+            section,
+            "azproxy CPU per request, redis_url",
+            "us",
+            {"azproxy": per_request[a.name]},
+            ratio=False,
+        ),
+        Row(
+            section,
+            "added CPU per request with redis_url",
+            "us",
+            {"azproxy": per_request[a.name] - per_request[alone.name]},
+            ratio=False,
+        ),
+    ]
+    if delays:
+        rows += [
+            Row(
+                section,
+                "cooldown reaches another process, median (bound)",
+                "ms",
+                {"azproxy": statistics.median(delays)},
+                ratio=False,
+            ),
+            Row(
+                section,
+                "cooldown reaches another process, worst (bound)",
+                "ms",
+                {"azproxy": max(delays)},
+                ratio=False,
+            ),
+        ]
+    return rows
+
+
+async def _propagation(
+    session: aiohttp.ClientSession, sim: str, a: str, b: str, trials: int
+) -> list[float]:
+    """Milliseconds from the request to `a` that meets a 429 until `b`
+    avoids dep-a."""
+    delays: list[float] = []
+    for _ in range(trials):
+        body = {"deployment": "dep-a", "faults": [f"429:{COOLDOWN_MS}"]}
+        async with session.post(f"{sim}/_sim/faults", json=body) as resp:
+            resp.raise_for_status()
+        asked = time.perf_counter()
+        if await _served_by(session, a) != "dep-b":
+            raise RuntimeError("the 429 did not move a's request to dep-b")
+        deadline = asked + 5.0
+        while time.perf_counter() < deadline:
+            sent = time.perf_counter()
+            if await _served_by(session, b) == "dep-b":
+                delays.append((sent - asked) * 1e3)
+                break
+        # The cooldown ends, a probe through each process finds dep-a well.
+        await asyncio.sleep(COOLDOWN_MS / 1e3 + 0.2)
+        for url in (a, b):
+            for _ in range(20):
+                if await _served_by(session, url) == "dep-a":
+                    break
+                await asyncio.sleep(0.1)
+    return delays
