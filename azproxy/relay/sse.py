@@ -176,6 +176,11 @@ class StreamNormaliser:
         if found is None:  # its event is not whole yet
             return data[:start] + self._hold(data[start:])
         end = found.end()
+        if _usage_in(data, end) is not None:
+            # More than one: the caller's single pass over every event
+            # decides (going on from here would recurse once per usage
+            # object, which a hostile upstream sends by the thousand).
+            return None
         rest = self._events(data[end:]) if end < len(data) else b""
         if droppable(data[start:end], usage=True):
             return data[:start] + rest

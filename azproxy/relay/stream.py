@@ -53,8 +53,8 @@ async def relay_body(
     tail = UsageTail() if readable else None
     # A chat or completions stream without it gets an estimate.
     estimable = sse and upstream.status < 300 and request.path in NORMALISED_PATHS
+    chunk, sent = reply.first, b""
     try:
-        chunk, sent = reply.first, b""
         while chunk:
             if end is not None:
                 end.feed(chunk)
@@ -82,6 +82,11 @@ async def relay_body(
             return
         if tidy is not None and (rest := tidy.flush()):
             await deliver(request, response, rest, exchange)
+    except Exception as exc:  # a bug, or an upstream azproxy cannot read
+        # The answer has started: a 500 can no longer be sent. End it
+        # explicitly, as for a broken connection, with the traceback logged.
+        log.exception("relaying the answer to %s failed", request.path)
+        await end_broken_stream(request, response, events, sent, exc)
     finally:
         final_usage(exchange, tail, prompt_bytes if estimable else None)
 
@@ -217,8 +222,14 @@ def broken_stream_error(request: web.Request, exc: BaseException) -> tuple[str, 
             f"({exc.missing}); the answer is incomplete.",
             "upstream_stream_error",
         )
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return (
+            "The connection to Azure OpenAI broke mid-answer "
+            f"({type(exc).__name__}); the answer is incomplete.",
+            "upstream_stream_error",
+        )
     return (
-        "The connection to Azure OpenAI broke mid-answer "
-        f"({type(exc).__name__}); the answer is incomplete.",
-        "upstream_stream_error",
+        "azproxy failed while relaying Azure OpenAI's answer; the answer is "
+        "incomplete and azproxy's log has the details.",
+        "internal_error",
     )

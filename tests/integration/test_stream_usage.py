@@ -10,6 +10,7 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from aiohttp import web
@@ -18,6 +19,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from azproxy import Config, create_app
 from azproxy.observe.observer import OBSERVER
 from azproxy.observe.usage import estimate_tokens
+from azproxy.relay.sse import StreamNormaliser
 from azproxy.settings.server_side import (
     parse_access_keys,
     parse_endpoints,
@@ -117,6 +119,32 @@ async def test_every_other_byte_reaches_the_client_as_azure_sent_it(
     assert received == b"".join(events[1:-2]) + events[-1]
     assert b'"usage":null' in received
     assert fake_azure.last.body == b"{" + ASKED + b"," + CHAT_BODY[1:]
+
+
+async def test_a_failure_inside_azproxy_mid_stream_ends_it_with_an_error_event(
+    proxy: Any, fake_azure: FakeAzure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once the answer has started a 500 cannot be sent: the client must get
+    # an explicit error event and a closed connection, never a silent hang.
+    events = azure_stream(["Hi"], usage=USAGE)
+    fake_azure.queue(sse_answer([events[0], events[1], b"".join(events[2:])]))
+
+    def failing_feed(self: StreamNormaliser, chunk: bytes) -> bytes:
+        raise RuntimeError("a bug")  # after the answer's headers were sent
+
+    monkeypatch.setattr(StreamNormaliser, "feed", failing_feed)
+    response = await proxy.post("/v1/chat/completions", data=CHAT_BODY, headers=BEARER)
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await asyncio.wait_for(response.read(), 10)
+    async with sdk(proxy) as client:
+        fake_azure.queue(sse_answer(events))
+        stream = await client.chat.completions.create(
+            model="gpt-4o", messages=[], stream=True
+        )
+        with pytest.raises(openai.APIError, match="azproxy failed while relaying"):
+            async for _ in stream:
+                pass
 
 
 async def test_a_client_that_asked_for_usage_gets_its_chunk(

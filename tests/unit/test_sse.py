@@ -377,3 +377,15 @@ def test_slices_without_markers_pass_without_a_look_at_each_event(
         assert given_out == arrived - arrived % len(event)
     # Only the events split between two slices, once whole.
     assert len(looked) <= len(slices)
+
+
+def test_thousands_of_usage_objects_in_one_chunk_are_judged_in_one_pass() -> None:
+    # Each usage object once sent the normaliser one call deeper: a hostile
+    # upstream's single read of them raised RecursionError mid-stream.
+    usage_event = b'data: {"usage":{"total_tokens":1}}\n\n'
+    chunk = (b": keep-alive\n\n" + usage_event) * 3000
+    ours = b'data: {"choices":[],"usage":{"total_tokens":9}}\n\n'
+    normaliser = StreamNormaliser(drop_usage=True)
+    assert normaliser.feed(chunk + ours + b"data: [DONE]\n\n") == (
+        chunk + b"data: [DONE]\n\n"
+    )
