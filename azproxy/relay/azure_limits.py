@@ -113,7 +113,7 @@ def duration_s(value: str | None) -> float | None:
     except ValueError:
         pass
     else:
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
+        return bounded(seconds)
     total, position = 0.0, 0
     for part in _DURATION_PART.finditer(value):
         if part.start() != position:
@@ -122,7 +122,19 @@ def duration_s(value: str | None) -> float | None:
         position = part.end()
     if position == 0 or position != len(value):
         return None
-    return total
+    return bounded(total)
+
+
+# The longest wait azproxy takes from Azure's headers: a day. More (1e308,
+# inf) is nonsense that would overflow the arithmetic made with it.
+MAX_WAIT_S = 86400.0
+
+
+def bounded(seconds: float) -> float | None:
+    """A wait Azure stated, within [0, MAX_WAIT_S]; None when not a number."""
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_WAIT_S)
 
 
 def format_duration(seconds: float) -> str:
@@ -139,18 +151,18 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
         value = headers.get(name)
         if value:
             try:
-                return max(float(value) * scale, 0.0)
+                return bounded(float(value) * scale)
             except ValueError:
                 pass
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        return bounded(float(value))
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(when - (time.time() if now is None else now), 0.0)
+    return bounded(when - (time.time() if now is None else now))

@@ -8,6 +8,7 @@ from azproxy.relay.azure_limits import (
     limit_kind,
     refusal,
     remaining,
+    retry_after_s,
 )
 
 
@@ -32,6 +33,8 @@ from azproxy.relay.azure_limits import (
         ("inf", None),
         ("nan", None),
         ("1" * 40 + "s", None),  # longer than any duration Azure sends
+        ("1e308", 86400.0),  # a day at most: more would overflow the arithmetic
+        ("99999999h", 86400.0),
     ],
 )
 def test_reset_durations(value: str | None, seconds: float | None) -> None:
@@ -47,6 +50,25 @@ def test_waits_are_said_in_seconds_rounded_up_to_the_millisecond(
 ) -> None:
     assert format_duration(seconds) == said
     assert duration_s(said) == pytest.approx(max(seconds, 0.001), abs=0.001)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "7"}, 7.0),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after": "inf"}, None),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after-ms": "1e308"}, 86400.0),
+        ({"retry-after": "1e308"}, 86400.0),
+        ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, 86400.0),
+        ({"retry-after": "-5"}, 0.0),
+    ],
+)
+def test_retry_after_is_a_finite_wait_of_a_day_at_most(
+    headers: dict[str, str], seconds: float | None
+) -> None:
+    assert retry_after_s(headers, now=0.0) == seconds
 
 
 REQUESTS = "x-ratelimit-remaining-requests"
