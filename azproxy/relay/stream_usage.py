@@ -77,8 +77,26 @@ def usage_splice(fields: JsonObject) -> Splice | None:
         return Splice(*where, _ASKED)
     if not isinstance(options, dict):
         return None
-    asked = options.get("include_usage")
-    if asked is not False and asked is not None:  # true, or not a boolean
-        return None
+    if "include_usage" not in options:
+        # Its own bytes stay as they are: the member goes in after its "{".
+        start = where[0] + 1
+        member = b'"include_usage":true' + (b"," if options else b"")
+        return Splice(start, start, member)
+    asked = options["include_usage"]
+    if (asked is not False and asked is not None) or not _faithful(options):
+        return None  # true, not a boolean, or values json.dumps would rewrite
     merged = options | {"include_usage": True}
     return Splice(*where, json.dumps(merged, separators=(",", ":")).encode())
+
+
+def _faithful(value: object) -> bool:
+    """Whether json.dumps writes `value` back as the client meant it: no
+    floats, which it may round (12345678901234567890.5) or make invalid
+    (1e400 is read as inf and written as Infinity)."""
+    if isinstance(value, float):
+        return False
+    if isinstance(value, dict):
+        return all(_faithful(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_faithful(v) for v in value)
+    return True

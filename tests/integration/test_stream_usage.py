@@ -179,7 +179,7 @@ async def test_a_client_that_asked_for_usage_gets_its_chunk(
         (
             b'{"stream": true, "stream_options": {"include_obfuscation": false}}',
             b'{"stream": true, "stream_options": '
-            b'{"include_obfuscation":false,"include_usage":true}}',
+            b'{"include_usage":true,"include_obfuscation": false}}',
         ),
     ],
 )
@@ -420,6 +420,6 @@ async def test_a_refusal_of_the_clients_own_stream_options_reaches_it(
     assert response.status == 400
     assert await response.json() == refusal
     assert [r.body for r in fake_azure.requests] == [
-        b'{"stream": true, "stream_options": {"x":1,"include_usage":true}}',
+        b'{"stream": true, "stream_options": {"include_usage":true,"x": 1}}',
         body,
     ]

@@ -45,15 +45,16 @@ def test_the_api_versions_that_take_stream_options(route: Route, accepts: bool) 
             b'{"model": "m", "stream": true}',
             b"{" + ASKED + b',"model": "m", "stream": true}',
         ),
-        # null, or an object without include_usage (or with it false or
-        # null): its value replaced, the client's other options kept.
+        # null: replaced. An object without include_usage: the member goes
+        # in after its "{", every byte of the client's kept. With it false or
+        # null: the object rewritten, the client's other options kept.
         (
             b'{"stream": true, "stream_options": null}',
             b'{"stream": true, "stream_options": {"include_usage":true}}',
         ),
         (
-            b'{"stream": true, "stream_options": {}, "n": 1}',
-            b'{"stream": true, "stream_options": {"include_usage":true}, "n": 1}',
+            b'{"stream": true, "stream_options": { }, "n": 1}',
+            b'{"stream": true, "stream_options": {"include_usage":true }, "n": 1}',
         ),
         (
             b'{"stream":true,"stream_options":{"include_usage":false}}',
@@ -62,7 +63,14 @@ def test_the_api_versions_that_take_stream_options(route: Route, accepts: bool) 
         (
             b'{"stream":true,"stream_options":{"include_obfuscation":false}}',
             b'{"stream":true,"stream_options":'
-            b'{"include_obfuscation":false,"include_usage":true}}',
+            b'{"include_usage":true,"include_obfuscation":false}}',
+        ),
+        # Numbers json.dumps would rewrite stay as the client wrote them.
+        (
+            b'{"stream":true,"stream_options":'
+            b'{"x": 1e400, "y": 0.1000000000000000001}}',
+            b'{"stream":true,"stream_options":'
+            b'{"include_usage":true,"x": 1e400, "y": 0.1000000000000000001}}',
         ),
         # A key repeated inside it is written once.
         (
@@ -104,6 +112,8 @@ def test_the_splice_that_asks_for_usage(body: bytes, sent: bytes) -> None:
         b'{"stream": true, "stream_options": {"include_usage": 1}}',  # Azure judges
         b'{"stream": true, "stream_options": "usage"}',
         b'{"stream": true, "stream_options": [true]}',
+        # include_usage false beside a number json.dumps would rewrite.
+        b'{"stream": true, "stream_options": {"include_usage": false, "x": 1e400}}',
         # Two of them: which one Azure reads is not known.
         b'{"stream": true, "stream_options": {}, "stream_options": null}',
         b'{"stream": true, "stream_options": {}, "STREAM_OPTIONS": {}}',
