@@ -35,7 +35,7 @@ from azproxy.realtime.handshake import REALTIME_PATH
 from azproxy.relay.mapping import unknown_url
 from azproxy.server.closing import ClosingResponse
 
-__all__ = ["entered"]
+__all__ = ["entered", "tokens_spent"]
 
 log = logging.getLogger("azproxy")
 
@@ -103,13 +103,24 @@ def entered(app: web.Application, handler: Handler) -> Handler:
         finally:
             ticket = exchange.ticket
             if ticket is not None:
-                # Exactly once, however the request ended: its usage replaces
-                # the estimate, or the estimate stands.
-                usage = exchange.usage if ticket.counts_tokens else None
-                ticket.settle(usage[2] if usage is not None else None)
+                ticket.settle(tokens_spent(exchange, ticket.counts_tokens))
             observer.done(exchange, response)
 
     return entry
+
+
+def tokens_spent(exchange: Exchange, counted: bool) -> int | None:
+    """What a limited key's request cost in tokens, settled exactly once
+    however it ended: Azure's usage; 0 when no deployment served it (azproxy
+    answered itself, or Azure said 408, 429 or 5xx: nothing was processed);
+    None (the estimate stands) when an answer came without usage."""
+    status = exchange.upstream_status
+    if status is not None and (status in (408, 429) or status >= 500):
+        return 0
+    usage = exchange.usage if counted else None
+    if usage is not None:
+        return usage[2]  # a realtime session's is the sum of its response.done
+    return 0 if status is None else None
 
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> ProxyError:

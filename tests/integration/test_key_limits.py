@@ -323,3 +323,40 @@ async def test_usage_read_again_from_a_stored_object_is_not_counted_again(
     )
     estimate = estimate_tokens(len(fake_azure.requests[2].body))
     assert chat.headers["x-azproxy-ratelimit-remaining-tokens"] == str(7000 - estimate)
+
+
+async def test_tokens_are_given_back_when_no_deployment_served_the_request(
+    start: Start, fake_azure: FakeAzure, sdk: Sdk
+) -> None:
+    # Azure's 429 (nothing processed), then azproxy's own 429 while the
+    # deployment cools (Azure not reached): each counts as a request, but
+    # its reserved tokens come back.
+    proxy, _ = await start(rpm=10, token_quota=1_000_000)
+    client = sdk(proxy)
+    throttled = {"error": {"code": "429", "message": "slow down"}}
+    fake_azure.queue(
+        json_answer(throttled, status=429, headers={"retry-after-ms": "50"})
+    )
+    for _ in range(2):
+        with pytest.raises(openai.RateLimitError):
+            await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert len(fake_azure.requests) == 1
+    await asyncio.sleep(0.1)  # the cooldown Azure asked for is over
+    fake_azure.queue(usage_answer(50))
+    served = await client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES
+    )
+    assert served.headers["x-azproxy-ratelimit-remaining-requests"] == "7"
+    # While it ran, only its own estimate was held: the refused two gave
+    # theirs back.
+    body = len(fake_azure.requests[-1].body)
+    assert served.headers["x-azproxy-quota-remaining-tokens"] == str(
+        1_000_000 - estimate_tokens(body)
+    )
+    fake_azure.queue(usage_answer(50))
+    after = await client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES
+    )
+    assert after.headers["x-azproxy-quota-remaining-tokens"] == str(
+        1_000_000 - 50 - estimate_tokens(body)
+    )
