@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from azproxy.fleet.scripts import Batch, Script
@@ -93,6 +94,12 @@ return out
 )
 
 
+# Bounds on what the events channel may bring (see BoardSync._acceptable).
+MAX_WAIT_MS = 86_400_000
+MAX_NAMES = 1000
+_NAME = re.compile(r"[^/\s]{1,128}/[A-Za-z0-9._-]{1,64}")
+
+
 def _ms(seconds: float) -> int:
     return math.ceil(seconds * 1000)
 
@@ -126,10 +133,23 @@ class BoardSync:
                 return
             name = str(event["d"])
             left = [int(event[k]) for k in ("l", "c", "o", "p")]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, OverflowError):  # 1e400: inf
             log.debug("shared state: an event azproxy did not send: %.80r", data)
             return
+        if not self._acceptable(name, left):
+            log.debug("shared state: an event out of bounds: %.80r", data)
+            return
         self._take(name, *left)
+
+    def _acceptable(self, name: str, left: list[int]) -> bool:
+        """Whether an event from the channel is one azproxy could have sent:
+        waits of a day at most, a deployment's name, and no more names than
+        MAX_NAMES (anyone who can publish there must not grow this process)."""
+        if not all(0 <= ms <= MAX_WAIT_MS for ms in left):
+            return False
+        if name in self._versions:
+            return True
+        return len(self._versions) < MAX_NAMES and _NAME.fullmatch(name) is not None
 
     async def join(self, client: Client) -> None:
         """Read what the fleet knows now (at start, after an outage)."""

@@ -117,6 +117,9 @@ class SharedState:
                 if self._closing:
                     return
                 self.breaker.failed(exc)
+            except Exception as exc:  # a bug: log it, and listen again
+                log.exception("shared state: listening for the fleet's changes failed")
+                self.breaker.failed(exc)
             await asyncio.sleep(max(self.breaker.wait_s(), 0.1))
 
     async def _subscribe(self, client: Client, sub: PubSub) -> None:
