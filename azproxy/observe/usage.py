@@ -24,7 +24,10 @@ __all__ = ["UsageTail", "estimate_tokens", "usage_of"]
 _USAGE = re.compile(rb'"usage"\s*:\s*(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})')
 _USAGE_WINDOW = 4096
 # Its top-level counts (details such as cached_tokens are nested deeper).
-_COUNT = re.compile(rb'"(prompt|completion|total|input|output)_tokens"\s*:\s*(\d+)')
+# At most 18 digits: int() of thousands would raise (a hostile upstream).
+_COUNT = re.compile(
+    rb'"(prompt|completion|total|input|output)_tokens"\s*:\s*(\d{1,18})\b'
+)
 _NESTED = re.compile(rb"\{[^{}]*\}")
 # Streamed text: a delta's content, refusal or tool-call arguments (chat), a
 # choice's text (completions); the string's bytes as sent, escapes included.

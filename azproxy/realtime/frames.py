@@ -80,7 +80,8 @@ Usage = tuple[int, int, int]  # input (prompt), output (completion), total token
 # The details nest deeper and name other counts (text_tokens, audio_tokens,
 # cached_tokens), so the first of each name after "usage" is the top level.
 RESPONSE_DONE = b'"response.done"'
-_USAGE_COUNT = re.compile(rb'"(input|output|total)_tokens"\s*:\s*(\d+)')
+# At most 18 digits: int() of thousands would raise (a hostile upstream).
+_USAGE_COUNT = re.compile(rb'"(input|output|total)_tokens"\s*:\s*(\d{1,18})\b')
 
 
 def response_usage(data: bytes) -> Usage | None:
