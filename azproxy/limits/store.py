@@ -1,8 +1,6 @@
 """The counters behind per-key limits: one small interface (CounterStore)
-and the in-process store this issue uses (per worker with --workers).
-
-The interface is shaped for a shared store (issue 12, Redis) to take the
-in-process one's place:
+and the in-process store (per worker with --workers); with redis_url,
+fleet/counters.py's shared store takes its place:
 - admit() is the one call before a request is sent: it checks and reserves
   all of one key's counters together (one script call on a shared store,
   every counter under the key's name), and is async for that round trip;
