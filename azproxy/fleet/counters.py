@@ -15,7 +15,8 @@ The check and the reservation happen in one script, atomically: rpm,
 max_concurrent and quota reservations are exact across processes.
 
 What happens after (the real usage replacing the estimate, a lease given
-back) needs no answer and goes in a Batch, at most BATCH_DELAY_S later.
+back) needs no answer: it is summed per key and goes in a Batch, at most
+BATCH_DELAY_S later, as one call per key and batch rather than per request.
 
 While Redis is away (the breaker says so), a key goes on in this process's
 own counters, seeded from what Redis last said was left for it; what is used
@@ -261,6 +262,9 @@ class SharedCounters:
         self._leases: dict[str, _Key] = {}  # live leases of this process
         self._lease_ids = itertools.count()
         self._origin = secrets.token_hex(6)
+        self._charges: dict[str, dict[tuple[Limits, float], int]] = {}
+        self._releases: dict[str, list[str]] = {}  # lease ids, by leases key
+        self.batch.gathering.append(self._gather)
         breaker.went_down.append(self._seeded.clear)
         breaker.recovered.append(self._add_back)
 
@@ -344,15 +348,34 @@ class SharedCounters:
         if not self._breaker.up:
             self.local.charge(limits, tokens, period)
             return
-        key = self._key(limits)
-        expiry = int(key.end) + QUOTA_KEPT_S if key.start == period else 0
-        args = (tokens, limits.tpm or 0, 0, 0, expiry if limits.token_quota else 0, 0)
-        self.batch.add(CHARGE, (key.rate, key.quota or key.rate), args)
+        # Summed per key and period until the batch goes: one call per key.
+        found = (limits, period)
+        pending = self._charges.setdefault(limits.name, {})
+        pending[found] = pending.get(found, 0) + tokens
+        self.batch.wake()
 
     def release(self, limits: Limits, lease: str) -> None:
         key = self._leases.pop(lease, None)
         if key is not None:
-            self.batch.add(RELEASE, (key.leases,), (lease,))
+            self._releases.setdefault(key.leases, []).append(lease)
+            self.batch.wake()
+
+    def _gather(self) -> None:
+        """The settlements since the last batch, as one call per key."""
+        charges, self._charges = self._charges, {}
+        releases, self._releases = self._releases, {}
+        for pending in charges.values():
+            for (limits, period), tokens in pending.items():
+                if not tokens:
+                    continue
+                key = self._key(limits)
+                expiry = 0
+                if limits.token_quota is not None and key.start == period:
+                    expiry = int(key.end) + QUOTA_KEPT_S
+                args = (tokens, limits.tpm or 0, 0, 0, expiry, 0)
+                self.batch.add(CHARGE, (key.rate, key.quota or key.rate), args)
+        for leases, ids in releases.items():
+            self.batch.add(RELEASE, (leases,), ids)
 
     def _add_back(self) -> None:
         """Redis is back: count there what was used here meanwhile."""
