@@ -45,7 +45,12 @@ def describe(config: Config, heading: str = "config OK") -> str:
     # Entries sharing a name share one set of counters: shown once.
     limited = {k.name: k.limits for k in config.access_keys if k.limits is not None}
     if limited:
-        lines.append("limits per key (counted in each process; --workers: each):")
+        where = (
+            "counted in each process; --workers: each"
+            if config.redis_url is None
+            else "shared by every process through Redis"
+        )
+        lines.append(f"limits per key ({where}):")
         lines += [f"  {name}: {limits.describe()}" for name, limits in limited.items()]
     return "\n".join(lines)
 

@@ -2,15 +2,16 @@
 
 With redis_url set, every azproxy process that points at the same Redis
 shares the health board's deployment state (cooldowns with their deadline,
-breakers, the single half-open probe); the per-key counters of the gateway
-use the same plumbing (one script call per access key, batched completion
-updates). Without it nothing here runs and redis-py is never imported.
+breakers, the single half-open probe) and the per-key limits' counters (one
+script call per access key before sending, batched completion updates).
+Without it nothing here runs and redis-py is never imported.
 
 - names.py: key and channel names, with Redis Cluster hash tags
 - breaker.py: a short timeout per call, and no calls while Redis is away
 - scripts.py: Lua scripts by EVALSHA, and calls batched into one pipeline
 - connection.py: the one Redis client of a process, single-node or cluster
 - board_sync.py: the health board's changes to Redis and back
+- counters.py: the per-key limits' counters (limits/store.py) in Redis
 - shared.py: the pieces started and stopped with the app, the metric
 """
 

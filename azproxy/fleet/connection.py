@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -29,13 +29,25 @@ if TYPE_CHECKING:
 __all__ = ["Client", "Link"]
 
 Client = Redis | RedisCluster
+# Connections to Redis per process: each call holds one for about 0.1 ms.
+MAX_CONNECTIONS = 64
 
 
 class Link:
     def __init__(self, url: RedisURL, *, timeout_s: float) -> None:
         self._url = url
         self._timeout_s = timeout_s
-        self.client: Client = Redis.from_url(url.reveal(), **self._options())
+        # A bounded pool whose callers wait for a free connection (within the
+        # breaker's timeout): redis-py's default pool raises at its 100th
+        # connection at once, which a burst of requests reaches, and which
+        # would count as Redis being away.
+        pool = BlockingConnectionPool.from_url(
+            url.reveal(),
+            max_connections=MAX_CONNECTIONS,
+            timeout=None,
+            **self._options(),
+        )
+        self.client: Client = Redis.from_pool(pool)
         self.cluster: bool | None = None  # None: not known yet
 
     def _options(self) -> dict[str, Any]:

@@ -71,10 +71,17 @@ class Batch:
         self._sleep = sleep
         self._calls: list[Call] = []
         self._added = asyncio.Event()
+        # Called as a batch is sent: to add calls gathered meanwhile (one per
+        # access key rather than one per request), after wake().
+        self.gathering: list[Callable[[], None]] = []
 
     def add(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> None:
         """Send this call with the next batch (no I/O here)."""
         self._calls.append((script, keys, args))
+        self._added.set()
+
+    def wake(self) -> None:
+        """Send a batch soon: a gathering callback has calls to add."""
         self._added.set()
 
     async def run(self) -> None:
@@ -86,6 +93,8 @@ class Batch:
             await self.flush()
 
     async def flush(self) -> None:
+        for gather in self.gathering:
+            gather()
         calls, self._calls = self._calls, []
         self._added.clear()
         if not calls:

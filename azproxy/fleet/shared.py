@@ -21,9 +21,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from redis.asyncio.client import PubSub
@@ -34,8 +34,11 @@ from azproxy.errors import SharedStateDown
 from azproxy.fleet.board_sync import BoardSync
 from azproxy.fleet.breaker import FAILURES, RedisBreaker
 from azproxy.fleet.connection import Client, Link
+from azproxy.fleet.counters import SharedCounters
 from azproxy.fleet.names import Names
 from azproxy.fleet.scripts import Batch
+from azproxy.limits.admission import COUNTERS
+from azproxy.limits.store import InProcessStore
 from azproxy.observe.metrics import METRICS
 from azproxy.relay.health_board import HEALTH, HealthBoard
 
@@ -68,6 +71,9 @@ class SharedState:
         self._dropping: asyncio.Task[None] | None = None
         self._subscription: PubSub | None = None
         self._closing = False
+        # Run and flushed with the board's: the per-key counters' (counters.py).
+        self.jobs: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()
+        self.batches: list[Batch] = [self.board_batch]
 
     @property
     def up(self) -> bool:
@@ -79,7 +85,7 @@ class SharedState:
         with contextlib.suppress(SharedStateDown):
             await self.breaker.call(self._join)
         loop = asyncio.get_running_loop()
-        for job in (self.board_batch.run, self._listen, self._heartbeat):
+        for job in (self.board_batch.run, self._listen, self._heartbeat, *self.jobs):
             self._tasks.append(loop.create_task(job()))
 
     async def close(self) -> None:
@@ -97,7 +103,8 @@ class SharedState:
         if self._dropping is not None:
             await asyncio.gather(self._dropping, return_exceptions=True)
         if self.breaker.up:
-            await self.board_batch.flush()  # what this process learned last
+            for batch in self.batches:  # what this process learned last
+                await batch.flush()
         await self.link.aclose()
 
     async def _listen(self) -> None:
@@ -168,10 +175,24 @@ SHARED = web.AppKey("azproxy.shared", SharedState)
 
 
 def setup(app: web.Application, config: Config) -> None:
-    """app[SHARED], its tasks started and stopped with the app, and the
-    azproxy_shared_state_up gauge."""
+    """app[SHARED], its tasks started and stopped with the app, the
+    azproxy_shared_state_up gauge, and app[COUNTERS] shared (counters.py;
+    after admission.setup)."""
     assert config.redis_url is not None
     shared = app[SHARED] = SharedState(config, app[HEALTH])
+    local = app[COUNTERS]  # admission.setup's, for its clock
+    assert isinstance(local, InProcessStore)
+    counters = SharedCounters(
+        shared.link,
+        shared.breaker,
+        shared.names,
+        lease_s=config.redis_lease_s,
+        closed=config.redis_failure == "closed",
+        clock=local.clock,
+    )
+    app[COUNTERS] = counters
+    shared.jobs += (counters.batch.run, counters.renew)
+    shared.batches.append(counters.batch)
     app[METRICS].add_gauge(
         "azproxy_shared_state_up",
         "1 while Redis (redis_url) answers, 0 while each process goes on alone.",

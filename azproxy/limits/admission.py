@@ -44,7 +44,8 @@ COUNTERS = web.AppKey("azproxy.counters", CounterStore)
 def setup(
     app: web.Application, config: Config, *, clock: Callable[[], float] = time.time
 ) -> None:
-    """app[COUNTERS]: in this process (per worker with --workers). `clock` is
+    """app[COUNTERS]: in this process (per worker with --workers); fleet.setup
+    puts a shared store in its place with redis_url. `clock` is
     wall-clock time: quota periods start at UTC boundaries."""
     app[COUNTERS] = InProcessStore(clock)
 

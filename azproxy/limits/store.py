@@ -1,8 +1,6 @@
 """The counters behind per-key limits: one small interface (CounterStore)
-and the in-process store this issue uses (per worker with --workers).
-
-The interface is shaped for a shared store (issue 12, Redis) to take the
-in-process one's place:
+and the in-process store (per worker with --workers); with redis_url,
+fleet/counters.py's shared store takes its place:
 - admit() is the one call before a request is sent: it checks and reserves
   all of one key's counters together (one script call on a shared store,
   every counter under the key's name), and is async for that round trip;
@@ -22,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
-from azproxy.limits.windows import Quota, Rate
+from azproxy.limits.windows import WINDOW_S, Quota, Rate
 
 if TYPE_CHECKING:
     from azproxy.settings.server_side import Limits
@@ -94,8 +92,9 @@ class CounterStore(Protocol):
         the quota period that started at `period` if it is still current."""
         ...
 
-    def release(self, limits: Limits) -> None:
-        """Give back a concurrency slot."""
+    def release(self, limits: Limits, lease: str) -> None:
+        """Give back a concurrency slot (`lease`: which one, on a shared
+        store; "" in a process)."""
         ...
 
 
@@ -108,6 +107,7 @@ class Ticket:
         "_settled",
         "counts_tokens",
         "headers",
+        "lease",
         "limits",
         "period",
         "reserved",
@@ -121,8 +121,10 @@ class Ticket:
         reserved: int,
         period: float,
         remaining: Remaining,
+        lease: str = "",
     ) -> None:
         self.store = store
+        self.lease = lease  # the concurrency slot's id on a shared store
         self.limits = limits
         self.reserved = reserved  # the estimate counted at admission
         self.period = period  # the quota period it was counted in
@@ -152,7 +154,7 @@ class Ticket:
             if difference:
                 self.store.charge(self.limits, difference, self.period)
         if self.limits.max_concurrent is not None:
-            self.store.release(self.limits)
+            self.store.release(self.limits, self.lease)
 
 
 @dataclass(slots=True)
@@ -229,9 +231,28 @@ class InProcessStore:
         if quota is not None and quota.start == period:
             quota.used = max(quota.used + tokens, 0)
 
-    def release(self, limits: Limits) -> None:
+    def release(self, limits: Limits, lease: str = "") -> None:
         counters = self._counters(limits)
         counters.in_flight = max(counters.in_flight - 1, 0)
+
+    def seed(self, limits: Limits, seen: Remaining, period: float) -> None:
+        """Start the key's counters from what a shared store last said was
+        left (`period`: the quota period it was in), so that a key does not
+        get its whole budget again when the shared store goes away."""
+        wall = self.clock()
+        now = wall - self.origin
+        counters = self._counters(limits)
+        for rate, left in (
+            (counters.requests, seen.requests),
+            (counters.tokens, seen.tokens),
+        ):
+            if rate is not None and left is not None:
+                rate.tat = now + WINDOW_S - left * rate.interval
+        quota = counters.quota
+        if quota is not None and seen.quota is not None:
+            quota.roll(wall)
+            if quota.start == period:
+                quota.used = max(quota.limit - seen.quota, 0)
 
 
 def _remaining(counters: _Counters, now: float) -> Remaining:

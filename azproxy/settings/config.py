@@ -409,6 +409,13 @@ class Config:
         "and azproxy goes on with local state until it is back.",
         check=one_or_more,
     )
+    redis_lease_s: int = setting(
+        30,
+        "Seconds a concurrency slot (max_concurrent) counted in Redis outlives "
+        "the process holding it: a process that dies mid-stream gives its "
+        "slots back after this long. Live slots are renewed every third of it.",
+        check=one_or_more,
+    )
     redis_failure: str = setting(
         "open",
         "While Redis is away: `open` serves every key on local state; `closed` "

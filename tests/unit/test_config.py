@@ -170,6 +170,7 @@ SAMPLES: dict[str, object] = {
     "redis_prefix": "team-a",
     "redis_timeout_ms": "50",
     "redis_failure": "closed",
+    "redis_lease_s": "5",
 }
 
 

@@ -4,7 +4,10 @@ per request, and how fast a cooldown one process learns reaches another.
 Three azproxy processes with the same server-side config (one model, dep-a
 first and dep-b after it): `alone` without Redis, `a` and `b` on one
 redis-server started here. CPU per small non-streamed chat is measured on
-`alone` and `a` in alternating rounds of the same load. Then, in each trial,
+`alone` and `a` in alternating rounds of the same load, for a key without
+limits and for a LIMITED one (rpm, tpm, max_concurrent and a token quota, all
+too high to refuse anything: every request is counted, in the process
+without Redis, in Redis with it). Then, in each trial,
 dep-a answers one 429 to `a`; `b` is asked in a tight loop, and the delay is
 the time from the request to `a` that meets the 429 being sent, to the first request
 `b` sends to dep-b without trying dep-a: an upper bound, which includes
@@ -30,8 +33,13 @@ from ..targets import DIRECT, OPENAI_PATH, SMALL_BODY
 __all__ = ["fleet"]
 
 KEY = "bench-fleet-key-0123456789"
+LIMITED_KEY = "bench-fleet-limited-key-0123456789"
+LIMITS = (
+    "rpm = 100000000, tpm = 1000000000, max_concurrent = 100000, "
+    "token_quota = 1000000000000"
+)
 CONFIG = """
-access_keys = ["{key}"]
+access_keys = ["{key}", {{ key = "{limited}", name = "limited", {limits} }}]
 
 [endpoints.sim]
 url = "http://{host}:{port}"
@@ -46,6 +54,7 @@ api_key = "bench-key"
 CONCURRENCY = 50
 COOLDOWN_MS = 1500
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+LIMITED = HEADERS | {"Authorization": f"Bearer {LIMITED_KEY}"}
 
 
 def _start_redis(bench: Bench) -> Service:
@@ -62,12 +71,17 @@ def _start_redis(bench: Bench) -> Service:
     return service
 
 
-async def _load(session: aiohttp.ClientSession, url: str, requests: int) -> None:
+async def _load(
+    session: aiohttp.ClientSession,
+    url: str,
+    requests: int,
+    headers: dict[str, str] = HEADERS,
+) -> None:
     per_client = requests // CONCURRENCY
 
     async def client() -> None:
         for _ in range(per_client):
-            async with session.post(url, data=SMALL_BODY, headers=HEADERS) as resp:
+            async with session.post(url, data=SMALL_BODY, headers=headers) as resp:
                 await resp.read()
                 if resp.status != 200:
                     raise RuntimeError(f"fleet load got HTTP {resp.status}")
@@ -88,7 +102,11 @@ async def fleet(bench: Bench) -> list[Row]:
         raise Skip("needs the simulator")
     redis = _start_redis(bench)
     config = bench.tmp / "fleet.toml"
-    config.write_text(CONFIG.format(key=KEY, host=LOOPBACK, port=sim.port))
+    config.write_text(
+        CONFIG.format(
+            key=KEY, limited=LIMITED_KEY, limits=LIMITS, host=LOOPBACK, port=sim.port
+        )
+    )
     args = ["--config", str(config)]
     shared = {"AZPROXY_REDIS_URL": f"redis://{LOOPBACK}:{redis.port}/0"}
     alone = start_azproxy(bench.services, sim.port, args, name="azproxy-alone")
@@ -99,16 +117,20 @@ async def fleet(bench: Bench) -> list[Row]:
     requests = 1000
     section = f"fleet: {rounds} x {requests} small chats, c{CONCURRENCY}"
     progress(section)
-    cpu = {alone.name: 0.0, a.name: 0.0}
+    kinds = {"plain": HEADERS, "limited": LIMITED}
+    cpu = {(s.name, kind): 0.0 for s in (alone, a) for kind in kinds}
     try:
         async with client_session() as session:
             for service in (alone, a):  # warm-up
-                await _load(session, urls[service.name], requests // 2)
+                for headers in kinds.values():
+                    await _load(session, urls[service.name], requests // 2, headers)
             for _ in range(rounds):
-                for service in (alone, a):
-                    before = cpu_seconds([service.popen.pid])
-                    await _load(session, urls[service.name], requests)
-                    cpu[service.name] += cpu_seconds([service.popen.pid]) - before
+                for kind, headers in kinds.items():
+                    for service in (alone, a):
+                        before = cpu_seconds([service.popen.pid])
+                        await _load(session, urls[service.name], requests, headers)
+                        used = cpu_seconds([service.popen.pid]) - before
+                        cpu[service.name, kind] += used
             delays = await _propagation(
                 session,
                 f"http://{LOOPBACK}:{sim.port}",
@@ -119,31 +141,37 @@ async def fleet(bench: Bench) -> list[Row]:
     finally:
         for service in (b, a, alone, redis):
             bench.services.stop(service)
-    per_request = {name: s * 1e6 / (rounds * requests) for name, s in cpu.items()}
-    bench.raw["fleet"] = {"cpu_us_per_request": per_request, "delays_ms": delays}
-    rows = [
-        Row(
-            section,
-            "azproxy CPU per request, no redis_url",
-            "us",
-            {"azproxy": per_request[alone.name]},
-            ratio=False,
-        ),
-        Row(
-            section,
-            "azproxy CPU per request, redis_url",
-            "us",
-            {"azproxy": per_request[a.name]},
-            ratio=False,
-        ),
-        Row(
-            section,
-            "added CPU per request with redis_url",
-            "us",
-            {"azproxy": per_request[a.name] - per_request[alone.name]},
-            ratio=False,
-        ),
-    ]
+    per_request = {k: s * 1e6 / (rounds * requests) for k, s in cpu.items()}
+    bench.raw["fleet"] = {
+        "cpu_us_per_request": {f"{n}/{k}": us for (n, k), us in per_request.items()},
+        "delays_ms": delays,
+    }
+    rows = []
+    for kind, what in (("plain", "a key without limits"), ("limited", "a limited key")):
+        without, with_ = per_request[alone.name, kind], per_request[a.name, kind]
+        rows += [
+            Row(
+                section,
+                f"azproxy CPU per request, {what}, no redis_url",
+                "us",
+                {"azproxy": without},
+                ratio=False,
+            ),
+            Row(
+                section,
+                f"azproxy CPU per request, {what}, redis_url",
+                "us",
+                {"azproxy": with_},
+                ratio=False,
+            ),
+            Row(
+                section,
+                f"added CPU per request with redis_url, {what}",
+                "us",
+                {"azproxy": with_ - without},
+                ratio=False,
+            ),
+        ]
     if delays:
         rows += [
             Row(
