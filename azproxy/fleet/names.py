@@ -8,8 +8,9 @@ keys of one slot. So everything one script call touches shares one tag:
   deployment). Its state changes seldom (a 429, a breaker) and a joining
   process reads it whole, so one key serves better than one per deployment.
 - `PREFIX:{key:TAG}:NAME`: the counters of one access key (the gateway's
-  limits and quota), where TAG is the key's configured name, or an HMAC of
-  the key itself when it has none: a raw access key never names a key.
+  limits and quota), where TAG is the key's configured name (a key with
+  limits must have one), or a digest of a name that could break the tag: an
+  access key itself never names a key.
 - `PREFIX:events`: the channel that carries changes to every process.
 """
 
@@ -38,11 +39,6 @@ class Names:
             return self._tag("h-" + self._digest(name.encode()))
         return self._tag("n-" + name)
 
-    def secret_tag(self, key: str) -> str:
-        """The hash tag of an access key known only by its value: a keyed
-        digest (HMAC-SHA-256 under the prefix), never the key."""
-        return self._tag("k-" + self._digest(key.encode()))
-
     def counter(self, tag: str, what: str) -> str:
         """One of an access key's counters, in its hash tag's slot."""
         return f"{tag}:{what}"
@@ -51,7 +47,7 @@ class Names:
         return f"{self.prefix}:{{key:{inner}}}"
 
     def _digest(self, value: bytes) -> str:
-        # 128 bits: no two keys meet by chance; access keys are long random
-        # secrets (16 characters at least), so the digest reveals nothing.
+        # 128 bits: no two names meet by chance. Only configured names are
+        # digested (a limited key must have one): never an access key itself.
         mac = hmac.new(self.prefix.encode(), value, hashlib.sha256)
         return mac.hexdigest()[:32]
