@@ -143,10 +143,12 @@ async def retried(
 
 
 def _last_error(failure: Failure, attempt_index: int) -> ProxyError:
-    """The error a last failed try raises, saying how many tries were made."""
+    """The error a last failed try raises, saying how many tries were made.
+    Always a new instance: raised while `failure` is handled, it holds the
+    failure (its context), which must not hold it back (a cycle)."""
     error = failure.error
     if not attempt_index:
-        return error
+        return error.reworded(error.message)
     return error.reworded(
         f"{error.message.rstrip('.')}, after {attempt_index + 1} attempts."
     )

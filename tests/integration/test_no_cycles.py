@@ -16,7 +16,7 @@ from azproxy.app import create_app
 from azproxy.settings.config import Config
 from azproxy.settings.server_side import parse_endpoints, parse_model_map
 from tests.conftest import AZURE_KEY, BEARER, ProxyFactory
-from tests.fakes import FakeAzure, hang_answer
+from tests.fakes import FakeAzure, hang_answer, json_answer
 
 SIZE = 1_000_000
 
@@ -87,12 +87,6 @@ async def test_a_body_that_failed_over_and_failed_is_in_no_cycle(
     assert bodies_held(collector_off, BODY) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not broken yet: a header timeout still leaves a cycle holding "
-    "the request (an aiohttp error kept past its handler); see "
-    "docs/performance.md, the collector",
-)
 async def test_a_body_azure_timed_out_on_is_in_no_cycle(
     proxy_for: ProxyFactory, fake_azure: FakeAzure, collector_off: list[object]
 ) -> None:
@@ -100,6 +94,30 @@ async def test_a_body_azure_timed_out_on_is_in_no_cycle(
     fake_azure.queue(hang_answer())
     response = await proxy.post("/v1/embeddings", data=BODY, headers=BEARER)
     assert response.status == 504
+    await response.read()
+    gc.collect()
+    assert bodies_held(collector_off, BODY) == []
+
+
+async def test_a_body_too_large_is_in_no_cycle(
+    proxy_for: ProxyFactory, collector_off: list[object]
+) -> None:
+    proxy = await proxy_for(max_body_mb=0.5)
+    response = await proxy.post("/v1/embeddings", data=BODY, headers=BEARER)
+    assert response.status == 413
+    await response.read()
+    gc.collect()
+    assert bodies_held(collector_off, BODY) == []
+
+
+async def test_a_body_azure_answered_5xx_twice_is_in_no_cycle(
+    proxy_for: ProxyFactory, fake_azure: FakeAzure, collector_off: list[object]
+) -> None:
+    proxy = await proxy_for(retries=1)
+    fake_azure.queue(json_answer({"error": {}}, status=500))
+    fake_azure.queue(json_answer({"error": {}}, status=500))
+    response = await proxy.post("/v1/embeddings", data=BODY, headers=BEARER)
+    assert response.status == 500
     await response.read()
     gc.collect()
     assert bodies_held(collector_off, BODY) == []
