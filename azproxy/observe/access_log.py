@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 __all__ = ["AccessLog", "fields", "json_line"]
 
 
+# A timestamp's end, by its milliseconds: ".000Z" to ".999Z".
+_MILLIS = tuple(f".{milli:03d}Z" for milli in range(1000))
+
+
 class AccessLog:
     """One line per request, JSON or text, written in batches to stdout.
 
@@ -44,7 +48,7 @@ class AccessLog:
         self._flush_s = flush_s
         self._lines: list[str] = []
         self._timer: TimerHandle | None = None
-        self._second = 0
+        self._second = -1
         self._second_text = ""
 
     def write(
@@ -62,13 +66,13 @@ class AccessLog:
             self._timer = self._loop.call_later(self._flush_s, self.flush)
 
     def _timestamp(self) -> str:
-        """UTC time with milliseconds; the part up to the second is cached."""
-        now = time.time()
-        second = int(now)
+        """UTC time with milliseconds; the part up to the second is cached,
+        and the milliseconds are one of _MILLIS (no formatting per line)."""
+        second, milli = divmod(int(time.time() * 1000), 1000)
         if second != self._second:
             self._second = second
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        return f"{self._second_text}.{int((now - second) * 1000):03d}Z"
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return self._second_text + _MILLIS[milli]
 
     def flush(self) -> None:
         if self._timer is not None:

@@ -60,6 +60,9 @@ __all__ = [
 MAX_SERIES = 2000
 MAX_MODELS = 100
 MAX_DEPLOYMENTS = 100
+# Raw (status, key, model, deployment) values whose series are remembered;
+# past this, a request finds its series the slow way (the same labels).
+MAX_REMEMBERED = 4 * MAX_SERIES
 OTHER = "other"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -76,6 +79,20 @@ class _Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(BUCKETS, value)] += 1
         self.sum += value
+
+
+class _Series:
+    """What one (status, key, model, deployment) records into, found once:
+    a request then pays one dict lookup instead of building label tuples."""
+
+    __slots__ = ("completion", "duration", "labels", "prompt", "requests")
+
+    def __init__(self, metrics: Metrics, status: int, key: str, labels: Labels) -> None:
+        self.labels = labels
+        self.requests = (str(status), key, *labels)
+        self.duration = metrics.duration[labels]
+        self.prompt = (key, *labels, "prompt")
+        self.completion = (key, *labels, "completion")
 
 
 class LabelValues:
@@ -135,6 +152,7 @@ class Metrics:
         self._models = LabelValues(MODEL_RE, MAX_MODELS, models)
         self._deployments = LabelValues(DEPLOYMENT_RE, MAX_DEPLOYMENTS, deployments)
         self._seen: set[Labels] = set()
+        self._series: dict[tuple[int, str | None, str | None, str | None], _Series] = {}
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """One more gauge, read when /metrics is scraped."""
@@ -149,18 +167,39 @@ class Metrics:
         return labels
 
     def record(self, exchange: Exchange, status: int, end: float) -> None:
-        labels = self._labels(exchange.model, exchange.deployment)
-        key = exchange.key or ""  # "" before a caller is known (a 401)
-        self.requests[(str(status), key, *labels)] += 1
-        self.duration[labels].observe(end - exchange.started)
+        model = exchange.model
+        # Length first: hashing a 1 MB name for the lookup would cost its
+        # length. Any overlong name is labelled OTHER, as "other" itself is.
+        if model is not None and len(model) > MAX_SHOWN_CHARS:
+            model = OTHER
+        found = (status, exchange.key, model, exchange.deployment)
+        series = self._series.get(found)
+        if series is None:
+            series = self._series_of(found, exchange.model)
+        self.requests[series.requests] += 1
+        series.duration.observe(end - exchange.started)
         if exchange.first_byte is not None:
-            self.ttfb[labels].observe(exchange.first_byte - exchange.started)
+            self.ttfb[series.labels].observe(exchange.first_byte - exchange.started)
         if exchange.attempts > 1:
             extra = self.failovers if exchange.failover else self.retries
-            extra[labels] += exchange.attempts - 1
-        if exchange.usage is not None:
-            self.tokens[(key, *labels, "prompt")] += exchange.usage[0]
-            self.tokens[(key, *labels, "completion")] += exchange.usage[1]
+            extra[series.labels] += exchange.attempts - 1
+        usage = exchange.usage
+        if usage is not None:
+            self.tokens[series.prompt] += usage[0]
+            self.tokens[series.completion] += usage[1]
+
+    def _series_of(
+        self, found: tuple[int, str | None, str | None, str | None], model: str | None
+    ) -> _Series:
+        """The series of values not seen yet (`model` as the client sent it).
+        The labels given to values never change once given (LabelValues and
+        _labels only grow), so they can be remembered."""
+        status, key, _, deployment = found
+        # key: "" before a caller is known (a 401).
+        series = _Series(self, status, key or "", self._labels(model, deployment))
+        if len(self._series) < MAX_REMEMBERED:
+            self._series[found] = series
+        return series
 
     def collect(self) -> Iterator[Metric]:
         yield _counter(

@@ -39,6 +39,7 @@ from azproxy.errors import (
 )
 from azproxy.keys import CALLER, CONFIG, EXCHANGE, SESSION, UpstreamSession
 from azproxy.limits.admission import admit
+from azproxy.observe.observer import ensure_request_id
 from azproxy.realtime.frames import (
     CLOSE_TIMEOUT_S,
     REALTIME_SESSIONS,
@@ -175,6 +176,7 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
         client.headers["x-azproxy-deployment"] = backend.deployment
         if exchange.ticket is not None:
             client.headers.update(exchange.ticket.headers)
+        ensure_request_id(client.headers)  # sent now, before Observer.done runs
         await client.prepare(request)
     except BaseException:
         await upstream.close(code=WSCloseCode.GOING_AWAY)

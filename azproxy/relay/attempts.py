@@ -126,13 +126,10 @@ async def retried(
             result = await attempt()
         except Failure as failure:
             if not (retries_left and failure.retryable and (resend or failure.unsent)):
-                error = failure.error
-                if attempt_index:
-                    error = error.reworded(
-                        f"{error.message.rstrip('.')}, "
-                        f"after {attempt_index + 1} attempts."
-                    )
-                raise error from None
+                # Not held in a local: this frame would hold the error whose
+                # traceback holds this frame, a cycle that keeps the request
+                # (its body) until the collector's next pass.
+                raise _last_error(failure, attempt_index) from None
             reason = failure.error.message
         else:
             if not (retries_left and resend and again is not None):
@@ -143,6 +140,18 @@ async def retried(
             reason = turned_down
         await pause_before_retry(config, attempt_index, what, reason)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _last_error(failure: Failure, attempt_index: int) -> ProxyError:
+    """The error a last failed try raises, saying how many tries were made.
+    Always a new instance: raised while `failure` is handled, it holds the
+    failure (its context), which must not hold it back (a cycle)."""
+    error = failure.error
+    if not attempt_index:
+        return error.reworded(error.message)
+    return error.reworded(
+        f"{error.message.rstrip('.')}, after {attempt_index + 1} attempts."
+    )
 
 
 def retryable_answer(reply: Reply) -> str | None:
@@ -263,7 +272,13 @@ class Failover:
                     raise all_cooling_down(model, cooling) from None
             return last
         assert error is not None
-        raise error
+        try:
+            raise error
+        finally:
+            # This frame would hold the error whose traceback holds this
+            # frame: a cycle keeping the request (its body) until the
+            # collector's next pass.
+            error = None
 
 
 async def try_backend(

@@ -19,6 +19,7 @@ from aiohttp import web
 from azproxy.front.lifecycle import LIFECYCLE
 from azproxy.keys import EXCHANGE
 from azproxy.observe.metrics import METRICS
+from azproxy.observe.observer import ensure_request_id
 from azproxy.observe.usage import usage_of
 from azproxy.relay.headers import response_headers
 from azproxy.relay.refusal import REFUSALS, refused_credentials
@@ -104,6 +105,7 @@ async def answer(
         # Keep any proxy in front (nginx) from buffering the stream.
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
+    ensure_request_id(headers)  # sent now, before Observer.done runs
     response = web.StreamResponse(
         status=upstream.status, reason=upstream.reason, headers=headers
     )

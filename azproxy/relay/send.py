@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # types only: sending needs none of these modules' code
 
 __all__ = [
     "Reply",
+    "forget_frames",
     "refuse_redirects",
     "send_once",
 ]
@@ -95,13 +96,15 @@ async def send_once(
         )
     # aiohttp raises these two only while it opens the connection (connect,
     # TLS handshake), before it writes any of the request.
-    except aiohttp.ConnectionTimeoutError:
+    except aiohttp.ConnectionTimeoutError as exc:
+        forget_frames(exc)
         raise Failure(
             UpstreamTimeout(f"Timed out connecting to Azure OpenAI at {host}."),
             retryable=True,
             unsent=True,
         ) from None
     except aiohttp.ClientConnectorError as exc:
+        forget_frames(exc)
         raise Failure(
             UpstreamUnreachable(
                 f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
@@ -109,7 +112,8 @@ async def send_once(
             retryable=True,
             unsent=True,
         ) from None
-    except aiohttp.ServerTimeoutError:
+    except aiohttp.ServerTimeoutError as exc:
+        forget_frames(exc)
         # Not retried: it would only double a long wait.
         raise Failure(
             UpstreamTimeout(
@@ -119,6 +123,7 @@ async def send_once(
             retryable=False,
         ) from None
     except aiohttp.ClientError as exc:
+        forget_frames(exc)
         raise broken(
             body, f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
         ) from None
@@ -165,6 +170,17 @@ async def send_once(
         log.warning("Azure refused stream_options at %s; sent without it", host)
         return await send_once(session, config, target.without_usage(), exchange)
     return Reply(response, first, backend, target.asked_usage)
+
+
+def forget_frames(error: BaseException | None) -> None:
+    """Drop the tracebacks of an error aiohttp raised and of its causes.
+    aiohttp and aiohappyeyeballs keep an error in a local of a frame its own
+    traceback holds (last_exc, exceptions): a cycle through the frames of the
+    request, which would hold its body until the collector's next pass.
+    azproxy reports these errors in its own words, never their tracebacks."""
+    while error is not None:
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
 
 
 def broken(body: bytes | StreamBody, message: str) -> ProxyError | Failure:

@@ -67,7 +67,18 @@ async def test_a_stream_with_usage_reports_its_tokens(
     (line,) = access_lines(proxy, capfd)
     assert line["stream"] is True
     assert line["bytes"] == len(body)
+    # A stream is sent before the exchange is recorded: it carries its id too.
+    assert line["request_id"] == response.headers["x-request-id"] != ""
     assert (line["prompt_tokens"], line["total_tokens"]) == (11, 33)
+
+
+async def test_probes_carry_a_request_id_though_not_logged(
+    proxy: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    response = await proxy.get("/healthz")
+    assert response.status == 200
+    assert len(response.headers["x-request-id"]) == 32
+    assert access_lines(proxy, capfd) == []
 
 
 async def test_usage_that_came_with_done_in_the_last_write_is_logged(
