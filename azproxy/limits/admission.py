@@ -28,7 +28,6 @@ from azproxy.errors import ProxyError, QuotaExceeded, RateLimited
 from azproxy.keys import EXCHANGE
 from azproxy.limits.store import CounterStore, InProcessStore, Kind, Refusal, Ticket
 from azproxy.observe.metrics import METRICS
-from azproxy.observe.usage import estimate_tokens
 from azproxy.relay.mapping import Scope
 
 if TYPE_CHECKING:
@@ -51,8 +50,8 @@ def setup(
 
 
 def prompt_estimate(outgoing: Outgoing) -> int | None:
-    """The prompt's tokens, estimated without parsing: a JSON body's bytes / 4;
-    multipart uploads (audio, images) 0. None for a call whose tokens are not
+    """The prompt's tokens to reserve (Outgoing.prompt_tokens). None for a
+    call whose tokens are not
     counted: the resource APIs other than creating a response. Their answers
     may show usage spent elsewhere (a run's, or a stored response's, read
     again), which must not count once more."""
@@ -60,9 +59,7 @@ def prompt_estimate(outgoing: Outgoing) -> int | None:
         outgoing.method == "POST" and outgoing.subpath == "responses"
     ):
         return None
-    body = outgoing.body
-    # JSON syntax makes it an over-estimate, which the real usage corrects.
-    return estimate_tokens(len(body)) if isinstance(body, bytes) else 0
+    return outgoing.prompt_tokens
 
 
 async def admit(request: web.Request, limits: Limits, estimate: int | None) -> Ticket:

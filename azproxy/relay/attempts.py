@@ -26,7 +26,6 @@ from aiohttp import web
 
 from azproxy.errors import AllCoolingDown, Failure, ProxyError, RateLimited
 from azproxy.keys import CONFIG, EXCHANGE, SESSION
-from azproxy.observe.usage import estimate_tokens
 from azproxy.relay.azure_limits import (
     format_duration,
     refusal,
@@ -244,7 +243,10 @@ class Failover:
                     # answer a name a client made up (model_fallback), which
                     # must not get a record on the board.
                     said = remaining(headers) if reply.status < 400 else NOT_SAID
-                    board.succeeded(backend, *said, tokens_needed(outgoing))
+                    # What a request like this one needs from the deployment's
+                    # token budget (Azure also counts the max_tokens it asks
+                    # for, which this leaves out).
+                    board.succeeded(backend, *said, outgoing.prompt_tokens)
                     if last is not None:
                         last.close()
                     return reply
@@ -301,14 +303,6 @@ async def try_backend(
     except BaseException:
         board.abandoned(backend)
         raise
-
-
-def tokens_needed(outgoing: Outgoing) -> int:
-    """What a request like this one needs from a deployment's token budget,
-    cheaply: the estimate of its body's tokens (Azure also counts the
-    max_tokens it asks for, which this leaves out)."""
-    body = outgoing.body
-    return estimate_tokens(len(body)) if isinstance(body, bytes) else 0
 
 
 def all_cooling_down(model: str | None, cooling: AllCoolingDown) -> ProxyError:

@@ -12,6 +12,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from azproxy.observe.usage import estimate_tokens
 from azproxy.relay.families import route_for
 from azproxy.relay.headers import request_headers
 from azproxy.relay.mapping import Scope, upstream_url
@@ -45,6 +46,14 @@ class Outgoing:
     @property
     def replayable(self) -> bool:
         return can_send_again(self.body)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The prompt's tokens, estimated without parsing from a buffered
+        body's size (JSON syntax makes it an over-estimate, which the real
+        usage corrects); 0 for a body streamed from the client (uploads)."""
+        body = self.body
+        return estimate_tokens(len(body)) if isinstance(body, bytes) else 0
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x on every request
