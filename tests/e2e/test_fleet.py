@@ -69,16 +69,35 @@ def fleet(
     **settings: str,
 ) -> Iterator[list[Running]]:
     """`count` azproxy processes on the same Redis, one config."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    config = tmp_path / "azproxy.toml"
-    config.write_text(CONFIG.format(url=fake.url))
     env = {
         "TEAM_KEY": TEAM_KEY,
         "AZ_KEY": AZURE_KEY,
         "AZPROXY_REDIS_URL": redis.url,
-        "AZPROXY_RETRIES": "0",
-        "AZPROXY_LOG_FORMAT": "text",
-    } | {"AZPROXY_" + k.upper(): v for k, v in settings.items()}
+    }
+    with serving(
+        tmp_path, count, CONFIG.format(url=fake.url), env, settings
+    ) as servers:
+        yield servers
+
+
+@contextmanager
+def serving(
+    tmp_path: Path,
+    count: int,
+    config_text: str,
+    env: dict[str, str],
+    settings: dict[str, str],
+) -> Iterator[list[Running]]:
+    """`count` `azproxy serve` processes with one config file, the
+    environment `env` and the AZPROXY_* `settings`; no retries, text logs."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config = tmp_path / "azproxy.toml"
+    config.write_text(config_text)
+    env = (
+        env
+        | {"AZPROXY_RETRIES": "0", "AZPROXY_LOG_FORMAT": "text"}
+        | {"AZPROXY_" + k.upper(): v for k, v in settings.items()}
+    )
     with ExitStack() as stack:
         yield [
             stack.enter_context(

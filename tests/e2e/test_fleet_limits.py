@@ -9,16 +9,16 @@ import json
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.e2e.test_fleet import BODY, eventually, gauge_is
+from tests.e2e.test_fleet import BODY, eventually, gauge_is, serving
 from tests.fakes import CHAT_JSON, Answer, FakeAzure
-from tests.processes import Running, running
+from tests.processes import Running
 from tests.redis_server import RedisServer, needs_redis, redis_server
 
 pytestmark = needs_redis
@@ -51,9 +51,6 @@ def fleet(
     tmp_path: Path, fake: FakeAzure, redis: RedisServer, team: str, **settings: str
 ) -> Iterator[list[Running]]:
     """Two azproxy processes on the same Redis; `team`: the team key's limits."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    config = tmp_path / "azproxy.toml"
-    config.write_text(CONFIG.format(url=fake.url, team=team))
     env = {
         "TEAM_KEY": TEAM_KEY,
         "QUOTA_KEY": QUOTA_KEY,
@@ -61,20 +58,10 @@ def fleet(
         "AZPROXY_REDIS_URL": redis.url,
         # Generous on a busy machine: a timeout would send a process local.
         "AZPROXY_REDIS_TIMEOUT_MS": "2000",
-        "AZPROXY_RETRIES": "0",
-        "AZPROXY_LOG_FORMAT": "text",
-    } | {"AZPROXY_" + k.upper(): v for k, v in settings.items()}
-    with ExitStack() as stack:
-        yield [
-            stack.enter_context(
-                running(
-                    ["serve", "--port", "0", "--config", str(config)],
-                    tmp_path / f"azproxy-{n}.log",
-                    env=env,
-                )
-            )
-            for n in range(2)
-        ]
+    }
+    config = CONFIG.format(url=fake.url, team=team)
+    with serving(tmp_path, 2, config, env, settings) as servers:
+        yield servers
 
 
 async def chat(
