@@ -240,6 +240,8 @@ async def test_limits_section_compares_two_keys_of_one_azproxy(
 
     async def fake_run_wrk(bench: Bench, target: Target, connections: int) -> Any:
         seen.append((target.name, target.headers))
+        if target.name == FLOOR:
+            return wrk_result(4000, 0.20, 100, 40)
         limited = target.name.endswith("limits")
         return wrk_result(2000, 0.33 if limited else 0.30, 100, 40)
 
@@ -256,14 +258,17 @@ async def test_limits_section_compares_two_keys_of_one_azproxy(
     monkeypatch.setattr(limits, "start_azproxy", fake_start_azproxy)
     monkeypatch.setattr(bench.services, "stop", lambda service: None)
     rows = await limits.limits_cost(bench)
-    # One process, two keys, each first in turn (--quick: two rounds).
+    # One process, two keys, each first in turn (--quick: two rounds), the
+    # floor relay after each pair.
     plain = ("azproxy-key", f"Bearer {limits.PLAIN_KEY}")
     limited = ("azproxy-key-limits", f"Bearer {limits.LIMITED_KEY}")
-    assert [(n, h["Authorization"]) for n, h in seen] == [
+    assert [(n, h.get("Authorization")) for n, h in seen] == [
         plain,
         limited,
+        (FLOOR, None),
         limited,
         plain,
+        (FLOOR, None),
     ]
     config = (tmp_path / "limits.toml").read_text()
     assert started == [["--config", str(tmp_path / "limits.toml")]]
@@ -272,6 +277,13 @@ async def test_limits_section_compares_two_keys_of_one_azproxy(
     assert gate.values == {AZPROXY: pytest.approx(1.1)}
     assert (gate.target, gate.verdict) == ("< 1.1x", False)
     assert by_metric(rows)["machine CPU busy, key with limits"] == {AZPROXY: 100}
+    assert by_metric(rows)["bare aiohttp relay CPU per request"] == {AZPROXY: 0.2}
+    assert by_metric(rows)["key without limits / bare relay, CPU per request"] == {
+        AZPROXY: pytest.approx(1.5)
+    }
+    assert by_metric(rows)["key with limits / bare relay, CPU per request"] == {
+        AZPROXY: pytest.approx(1.65)
+    }
 
 
 async def test_each_section_run_is_timed_with_the_machine_load(

@@ -1,5 +1,6 @@
 """What per-key limits cost: CPU per request of an access key with limits
-against one without, through the same azproxy process, side by side."""
+against one without, through the same azproxy process, side by side, with the
+bare aiohttp relay (the floor) in the same rounds."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import asdict
 from ..context import Bench, Skip
 from ..results import Row, check, ratio
 from ..services import LOOPBACK, start_azproxy
-from ..targets import AZPROXY, DEPLOYMENT, DIRECT, Target, azproxy_target
+from ..targets import AZPROXY, DEPLOYMENT, DIRECT, FLOOR, Target, azproxy_target
 from ..wrk import WrkResult, run_wrk
 
 __all__ = ["limits_cost"]
@@ -63,8 +64,10 @@ async def limits_cost(bench: Bench) -> list[Row]:
     limited = Target(
         "azproxy-key-limits", base.port, base.path, _bearer(LIMITED_KEY), base.pids
     )
+    floor = bench.target(FLOOR)
     rounds = 2 if bench.options.quick else 4
     results: dict[str, list[WrkResult]] = {plain.name: [], limited.name: []}
+    floors: list[WrkResult] = []
     try:
         for index in range(rounds):
             # Each key goes first in turn: the second run of a pair may
@@ -72,20 +75,27 @@ async def limits_cost(bench: Bench) -> list[Row]:
             pair = (plain, limited) if index % 2 == 0 else (limited, plain)
             for target in pair:
                 results[target.name].append(await run_wrk(bench, target, CONNECTIONS))
+            if floor is not None:
+                floors.append(await run_wrk(bench, floor, CONNECTIONS))
     finally:
         bench.services.stop(service)
     bench.raw["limits_cost"] = {
         name: [asdict(r) for r in runs] for name, runs in results.items()
     }
     section = f"limits: non-stream JSON, c{CONNECTIONS} (wrk, {rounds} rounds each)"
-    return _rows(section, results[plain.name], results[limited.name])
+    return _rows(section, results[plain.name], results[limited.name], floors)
 
 
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def _rows(section: str, plain: list[WrkResult], limited: list[WrkResult]) -> list[Row]:
+def _rows(
+    section: str,
+    plain: list[WrkResult],
+    limited: list[WrkResult],
+    floors: list[WrkResult],
+) -> list[Row]:
     def mean(
         runs: list[WrkResult], get: Callable[[WrkResult], float | None]
     ) -> float | None:
@@ -112,12 +122,40 @@ def _rows(section: str, plain: list[WrkResult], limited: list[WrkResult]) -> lis
             ),
         ]
 
-    cpu_ratio = ratio(
-        mean(limited, lambda r: r.cpu_ms_per_request),
-        mean(plain, lambda r: r.cpu_ms_per_request),
+    def cpu(runs: list[WrkResult]) -> float | None:
+        return mean(runs, lambda r: r.cpu_ms_per_request)
+
+    cpu_ratio = ratio(cpu(limited), cpu(plain))
+    beside_floor = (
+        [
+            Row(
+                section,
+                "bare aiohttp relay CPU per request",
+                "ms",
+                {AZPROXY: cpu(floors)},
+                ratio=False,
+            ),
+            Row(
+                section,
+                "key without limits / bare relay, CPU per request",
+                "x",
+                {AZPROXY: ratio(cpu(plain), cpu(floors))},
+                ratio=False,
+            ),
+            Row(
+                section,
+                "key with limits / bare relay, CPU per request",
+                "x",
+                {AZPROXY: ratio(cpu(limited), cpu(floors))},
+                ratio=False,
+            ),
+        ]
+        if floors
+        else []
     )
     return [
         *pair("server CPU per request", "ms", lambda r: r.cpu_ms_per_request),
+        *beside_floor,
         Row(
             section,
             "CPU per request, with limits / without",
