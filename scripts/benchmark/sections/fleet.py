@@ -7,7 +7,8 @@ redis-server started here. CPU per small non-streamed chat is measured on
 `alone` and `a` in alternating rounds of the same load, for a key without
 limits and for a LIMITED one (rpm, tpm, max_concurrent and a token quota, all
 too high to refuse anything: every request is counted, in the process
-without Redis, in Redis with it). Then, in each trial,
+without Redis, in Redis with it), with the bare aiohttp relay (the floor)
+under the same load in each round. Then, in each trial,
 dep-a answers one 429 to `a`; `b` is asked in a tight loop, and the delay is
 the time from the request to `a` that meets the 429 being sent, to the first request
 `b` sends to dep-b without trying dep-a: an upper bound, which includes
@@ -28,7 +29,7 @@ from ..procfs import cpu_seconds
 from ..results import Row
 from ..services import LOOPBACK, Service, _free_ports, _wait_ready, start_azproxy
 from ..stream_client import client_session
-from ..targets import DIRECT, OPENAI_PATH, SMALL_BODY
+from ..targets import DIRECT, FLOOR, OPENAI_PATH, SMALL_BODY
 
 __all__ = ["fleet"]
 
@@ -119,6 +120,8 @@ async def fleet(bench: Bench) -> list[Row]:
     progress(section)
     kinds = {"plain": HEADERS, "limited": LIMITED}
     cpu = {(s.name, kind): 0.0 for s in (alone, a) for kind in kinds}
+    floor = bench.target(FLOOR)
+    floor_cpu = 0.0
     try:
         async with client_session() as session:
             for service in (alone, a):  # warm-up
@@ -131,6 +134,10 @@ async def fleet(bench: Bench) -> list[Row]:
                         await _load(session, urls[service.name], requests, headers)
                         used = cpu_seconds([service.popen.pid]) - before
                         cpu[service.name, kind] += used
+                if floor is not None:
+                    before = cpu_seconds(floor.pids())
+                    await _load(session, floor.url, requests)
+                    floor_cpu += cpu_seconds(floor.pids()) - before
             delays = await _propagation(
                 session,
                 f"http://{LOOPBACK}:{sim.port}",
@@ -147,6 +154,16 @@ async def fleet(bench: Bench) -> list[Row]:
         "delays_ms": delays,
     }
     rows = []
+    if floor is not None:
+        rows.append(
+            Row(
+                section,
+                "bare aiohttp relay CPU per request (the floor)",
+                "us",
+                {"azproxy": floor_cpu * 1e6 / (rounds * requests)},
+                ratio=False,
+            )
+        )
     for kind, what in (("plain", "a key without limits"), ("limited", "a limited key")):
         without, with_ = per_request[alone.name, kind], per_request[a.name, kind]
         rows += [
