@@ -1,0 +1,179 @@
+"""/metrics for the whole `--workers` group, whichever worker answers.
+
+The kernel gives a scrape's connection to any one worker; that worker asks
+each sibling for a snapshot of its figures, merges them with its own
+(metrics_merge.py) and answers. So one scrape shows the group's totals, and
+successive scrapes never see a counter go back because another worker took
+the connection.
+
+Why this way:
+- The workers ask each other, on unix sockets in a directory the parent
+  made for the group (mkdtemp: mode 0700, so only azproxy's user can
+  connect), one socket per worker slot: no port opens, on loopback or
+  elsewhere. A sibling answers by writing its snapshot and closing; it reads
+  nothing, so nothing a peer sends can reach it.
+- The workers and not the parent: the parent only supervises (no event loop,
+  nothing to crash), and the answering worker already has an event loop
+  to wait on several siblings at once.
+- Bounded: all siblings are asked at once, and one that has not answered
+  within GATHER_TIMEOUT_S (stopped, overloaded, being replaced), or whose
+  snapshot is over MAX_SNAPSHOT_BYTES or not one, is left out. The answer
+  then says so: azproxy_workers_missing counts them, and a comment line
+  names their slots. A scrape never waits longer than that for a sibling.
+- A worker that is replaced starts from zero: its counters in the sum go
+  back by what it had counted. Prometheus' rate() and increase() take that
+  as a counter reset, as they do for any restarted process.
+
+Single-process `azproxy serve` never builds any of this (create_app without
+a group); requests pay nothing either way: only a scrape gathers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from azproxy.observe.metrics import METRICS, Metrics
+from azproxy.observe.metrics_merge import decode, encode, merge
+
+__all__ = [
+    "GATHER_TIMEOUT_S",
+    "MAX_SNAPSHOT_BYTES",
+    "WorkerGroup",
+    "group_metrics_handler",
+    "setup",
+]
+
+log = logging.getLogger("azproxy")
+
+GATHER_TIMEOUT_S = 1.0
+# A worker at MAX_SERIES label pairs renders a few MB; far past that is not
+# a snapshot of ours.
+MAX_SNAPSHOT_BYTES = 64 * 2**20
+READ_BYTES = 2**16
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    """What one worker knows of its group: the group's private directory,
+    how many slots it has, and its own slot."""
+
+    directory: str
+    size: int
+    slot: int
+
+    def socket_path(self, slot: int) -> str:
+        return os.path.join(self.directory, f"worker-{slot}.sock")
+
+
+def setup(app: web.Application, group: WorkerGroup) -> None:
+    """While the app runs, its snapshot is served on its slot's socket."""
+
+    async def serving(app: web.Application) -> AsyncIterator[None]:
+        server = await _serve_snapshots(app[METRICS], group.socket_path(group.slot))
+        yield
+        if server is not None:
+            server.close()
+
+    app.cleanup_ctx.append(serving)
+
+
+async def _serve_snapshots(metrics: Metrics, path: str) -> asyncio.Server | None:
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(GATHER_TIMEOUT_S):
+                writer.write(encode(metrics.collect()))
+                await writer.drain()
+        writer.close()
+
+    # A predecessor's socket (a replaced worker) is in the way of bind.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    try:
+        return await asyncio.start_unix_server(answer, path)
+    except OSError as exc:
+        # The worker serves on; its siblings' scrapes count it as missing.
+        log.warning("cannot serve this worker's metrics to the others: %s", exc)
+        return None
+
+
+async def _snapshot(path: str) -> list[Metric] | None:
+    """A sibling's families, or None: gone, too slow, too big, or garbled."""
+    try:
+        async with asyncio.timeout(GATHER_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(path)
+            try:
+                chunks, size = [], 0
+                while chunk := await reader.read(READ_BYTES):
+                    size += len(chunk)
+                    if size > MAX_SNAPSHOT_BYTES:
+                        return None
+                    chunks.append(chunk)
+            finally:
+                writer.close()
+        return decode(b"".join(chunks))
+    except (OSError, TimeoutError, ValueError) as exc:
+        log.debug("no metrics from %s: %r", path, exc)
+        return None
+
+
+def group_metrics_handler(
+    metrics: Metrics, group: WorkerGroup, authorize: Callable[[web.Request], None]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """GET /metrics: this worker's figures and its siblings', merged."""
+    siblings = [s for s in range(group.size) if s != group.slot]
+
+    async def handler(request: web.Request) -> web.Response:
+        authorize(request)
+        own = list(metrics.collect())
+        gathered = await asyncio.gather(
+            *(_snapshot(group.socket_path(s)) for s in siblings)
+        )
+        missing = [s for s, got in zip(siblings, gathered, strict=True) if got is None]
+        families = merge([own, *(got for got in gathered if got is not None)])
+        families.extend(_group_gauges(group.size - len(missing), len(missing)))
+        body = generate_latest(_Families(families))
+        if missing:
+            shown = ", ".join(map(str, missing))
+            body += (
+                f"# azproxy: worker slot(s) {shown} did not answer within "
+                f"{GATHER_TIMEOUT_S:g} s: their figures are left out\n"
+            ).encode()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    return handler
+
+
+def _group_gauges(answered: int, missing: int) -> list[Metric]:
+    included = GaugeMetricFamily(
+        "azproxy_workers_included",
+        "Workers whose figures this answer includes (--workers).",
+        value=answered,
+    )
+    left_out = GaugeMetricFamily(
+        "azproxy_workers_missing",
+        "Workers that did not answer in time, left out of this answer (--workers).",
+        value=missing,
+    )
+    return [included, left_out]
+
+
+class _Families:
+    """Merged families, in the shape generate_latest renders."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families

@@ -1,0 +1,137 @@
+"""`azproxy serve --workers 2`: one scrape of /metrics shows the whole group.
+
+Which worker served a request is read from /proc as in test_workers.py (the
+proxy's end of its upstream connection); which worker answered a scrape, from
+the scrape's own connection, held open until /proc has been read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.test_workers import MAX_CONNECTIONS, SERVE, chat_on_new_connection
+from tests.e2e.test_workers import owner as request_owner
+from tests.fakes import FakeAzure
+from tests.processes import Running, running
+from tests.procfs import children, connection_owner, needs_proc
+from tests.rawhttp import Answer, Conn
+
+pytestmark = needs_proc
+
+SCRAPE = b"GET /metrics HTTP/1.1\r\nHost: azproxy\r\n\r\n"
+MIN_REQUESTS = 6
+GROUP_LABELS = {"status": "200", "key": "passthrough", "model": "gpt-4o"}
+
+
+async def connect(server: Running, workers: set[int]) -> tuple[Conn, int]:
+    """A new connection to azproxy, and the worker the kernel gave it to."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    conn = Conn(reader, writer)
+    await conn.ask()  # /healthz: the worker has accepted the connection
+    client_port = writer.get_extra_info("sockname")[1]
+    worker = connection_owner(server.port, client_port, workers)
+    assert worker is not None
+    return conn, worker
+
+
+def figures(answer: Answer) -> dict[str, float]:
+    """The samples a test looks at, from a /metrics answer."""
+    assert answer.status == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(answer.body.decode()):
+        for sample in family.samples:
+            name, labels = sample.name, sample.labels
+            if name == "azproxy_requests_total":
+                if GROUP_LABELS.items() <= labels.items():
+                    found["requests"] = sample.value
+            elif name.startswith("azproxy_workers_") or (
+                name.startswith("azproxy_request_duration_seconds")
+                and labels.get("model") == "gpt-4o"
+                and labels.get("le") in (None, "+Inf")
+            ):
+                found[name] = sample.value
+    return found
+
+
+async def serve_both(server: Running, fake: FakeAzure) -> Counter[int]:
+    """Chat requests on new connections until both workers have served and
+    at least MIN_REQUESTS were sent: how many each worker served."""
+    workers = children(server.process.pid)
+    served: Counter[int] = Counter()
+    for n in range(MAX_CONNECTIONS):
+        if len(served) == 2 and n >= MIN_REQUESTS:
+            break
+        await chat_on_new_connection(server, fake, n)
+        worker = request_owner(fake, fake.last, workers)
+        assert worker is not None
+        served[worker] += 1
+    assert set(served) == workers, f"only {set(served)} served"
+    return served
+
+
+async def test_each_scrape_shows_the_whole_group_whichever_worker_answers(
+    fake_azure: FakeAzure, tmp_path: Path
+) -> None:
+    env = {"AZPROXY_UPSTREAM": fake_azure.url}
+    with running(SERVE, tmp_path / "log", env=env) as server:
+        workers = children(server.process.pid)
+        served = await serve_both(server, fake_azure)
+        total = sum(served.values())
+        assert len(fake_azure.requests) == total
+        answered: set[int] = set()
+        for _ in range(MAX_CONNECTIONS):
+            conn, worker = await connect(server, workers)
+            shown = figures(await conn.ask(SCRAPE))
+            conn.writer.close()
+            assert shown == {
+                "requests": total,
+                "azproxy_request_duration_seconds_count": total,
+                "azproxy_request_duration_seconds_bucket": total,
+                "azproxy_request_duration_seconds_sum": shown[
+                    "azproxy_request_duration_seconds_sum"
+                ],
+                "azproxy_workers_included": 2,
+                "azproxy_workers_missing": 0,
+            }, f"scrape answered by worker {worker}"
+            answered.add(worker)
+            if answered == workers:
+                break
+        assert answered == workers
+
+
+async def test_a_stopped_worker_is_left_out_not_waited_for(
+    fake_azure: FakeAzure, tmp_path: Path
+) -> None:
+    env = {"AZPROXY_UPSTREAM": fake_azure.url}
+    with running(SERVE, tmp_path / "log", env=env) as server:
+        workers = children(server.process.pid)
+        served = await serve_both(server, fake_azure)
+        conn, answering = await connect(server, workers)
+        (stopped,) = workers - {answering}
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            answer = await conn.ask(SCRAPE)  # rawhttp's margin: 5 s
+            took_s = time.monotonic() - started
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        shown = figures(answer)
+        assert shown["requests"] == served[answering]
+        assert shown["azproxy_request_duration_seconds_count"] == served[answering]
+        assert shown["azproxy_workers_included"] == 1
+        assert shown["azproxy_workers_missing"] == 1
+        assert b"did not answer within 1 s" in answer.body
+        assert took_s < 4.5  # the gather gives up after 1 s
+        # Running again, it is counted again, on the same connection.
+        shown = figures(await conn.ask(SCRAPE))
+        assert shown["requests"] == sum(served.values())
+        assert shown["azproxy_workers_missing"] == 0
+        conn.writer.close()
