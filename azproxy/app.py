@@ -29,7 +29,7 @@ from azproxy.keys import CONFIG, SESSION
 from azproxy.limits import admission
 from azproxy.observe import metrics, metrics_group, observer
 from azproxy.observe.metrics import METRICS, metrics_handler
-from azproxy.observe.metrics_group import WorkerGroup, group_metrics_handler
+from azproxy.observe.metrics_group import MEMBER, WorkerGroup, group_metrics_handler
 from azproxy.realtime.handshake import REALTIME_PATH, handle_realtime, setup_realtime
 from azproxy.relay import bodies, health_board, request_body, upstream_slots
 from azproxy.relay.bodies import READ_BYTES
@@ -93,20 +93,21 @@ def create_app(
     setup_realtime(app)
     if group is not None:
         metrics_group.setup(app, group)
-    add_routes(app, group)
+    add_routes(app)
     return app
 
 
-def add_routes(app: web.Application, group: WorkerGroup | None) -> None:
+def add_routes(app: web.Application) -> None:
     """The route table, every handler behind the layer of front/entry.py."""
     router = app.router
     router.add_get("/healthz", entered(app, healthz))
     router.add_get("/readyz", entered(app, readyz))
     authorize = app[GATE].may_read_metrics
-    if group is None:
+    member = app.get(MEMBER)  # with --workers: /metrics for the whole group
+    if member is None:
         metrics = metrics_handler(app[METRICS], authorize)
     else:
-        metrics = group_metrics_handler(app[METRICS], group, authorize)
+        metrics = group_metrics_handler(member, authorize)
     router.add_get("/metrics", entered(app, metrics))
     router.add_get("/v1/models", entered(app, list_models))
     router.add_get("/v1/models/{model}", entered(app, get_model))

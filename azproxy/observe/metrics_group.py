@@ -17,12 +17,20 @@ Why this way:
   to wait on several siblings at once.
 - Bounded: all siblings are asked at once, and one that has not answered
   within GATHER_TIMEOUT_S (stopped, overloaded, being replaced), or whose
-  snapshot is over MAX_SNAPSHOT_BYTES or not one, is left out. The answer
-  then says so: azproxy_workers_missing counts them, and a comment line
-  names their slots. A scrape never waits longer than that for a sibling.
-- A worker that is replaced starts from zero: its counters in the sum go
-  back by what it had counted. Prometheus' rate() and increase() take that
-  as a counter reset, as they do for any restarted process.
+  snapshot is over MAX_SNAPSHOT_BYTES or not one, is counted in
+  azproxy_workers_missing and named in a comment line. A scrape never waits
+  longer than that for a sibling.
+- The group's counters never go back while azproxy runs. A sum that dropped
+  because one worker was left out, or restarted from zero, would read to
+  Prometheus as a reset of the whole sum: rate() and increase() would count
+  every other worker's total again. So each worker writes what it reports to
+  its slot's file (worker-N.last) before reporting it: any figure a scrape
+  showed is on disk. A sibling that cannot answer is stood in for by the
+  counters and histograms of its file (its gauges are left out), and a
+  worker that replaces a dead one carries its predecessor's file on, adding
+  its own figures to it. What a dead worker counted after its last report
+  is lost; a restart of azproxy starts every counter from zero, as for any
+  process.
 
 Single-process `azproxy serve` never builds any of this (create_app without
 a group); requests pay nothing either way: only a scrape gathers.
@@ -43,11 +51,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from azproxy.observe.metrics import METRICS, Metrics
-from azproxy.observe.metrics_merge import decode, encode, merge
+from azproxy.observe.metrics_merge import decode, encode, lasting, merge
 
 __all__ = [
     "GATHER_TIMEOUT_S",
     "MAX_SNAPSHOT_BYTES",
+    "MEMBER",
+    "Member",
     "WorkerGroup",
     "group_metrics_handler",
     "setup",
@@ -74,12 +84,58 @@ class WorkerGroup:
     def socket_path(self, slot: int) -> str:
         return os.path.join(self.directory, f"worker-{slot}.sock")
 
+    def last_path(self, slot: int) -> str:
+        """Where the worker of `slot` keeps what it last reported."""
+        return os.path.join(self.directory, f"worker-{slot}.last")
+
+
+class Member:
+    """One worker of the group: what it reports, and what stands in for a
+    sibling that cannot answer."""
+
+    def __init__(self, metrics: Metrics, group: WorkerGroup) -> None:
+        self.metrics = metrics
+        self.group = group
+        # A dead predecessor's figures in this slot (none at start), carried on.
+        self.carried = self.stand_in(group.slot)
+
+    def report(self) -> tuple[list[Metric], bytes]:
+        """This worker's families and their snapshot, kept on disk first."""
+        families = list(self.metrics.collect())
+        if self.carried:
+            families = merge([families, self.carried])
+        snapshot = encode(families)
+        path = self.group.last_path(self.group.slot)
+        try:
+            with open(path + ".part", "wb") as file:
+                file.write(snapshot)
+            os.replace(path + ".part", path)  # never seen half written
+        except OSError as exc:
+            log.warning("cannot keep this worker's metrics in %s: %s", path, exc)
+        return families, snapshot
+
+    def stand_in(self, slot: int) -> list[Metric]:
+        """The counters and histograms the worker of `slot` last reported."""
+        try:
+            with open(self.group.last_path(slot), "rb") as file:
+                snapshot = file.read(MAX_SNAPSHOT_BYTES + 1)
+            if len(snapshot) > MAX_SNAPSHOT_BYTES:
+                return []
+            return lasting(decode(snapshot))
+        except (OSError, ValueError):  # none yet, or not ours
+            return []
+
+
+MEMBER = web.AppKey("azproxy.metrics_member", Member)
+
 
 def setup(app: web.Application, group: WorkerGroup) -> None:
-    """While the app runs, its snapshot is served on its slot's socket."""
+    """app[MEMBER]; while the app runs, its snapshot is served on its slot's
+    socket."""
+    member = app[MEMBER] = Member(app[METRICS], group)
 
     async def serving(app: web.Application) -> AsyncIterator[None]:
-        server = await _serve_snapshots(app[METRICS], group.socket_path(group.slot))
+        server = await _serve_snapshots(member, group.socket_path(group.slot))
         yield
         if server is not None:
             server.close()
@@ -87,11 +143,11 @@ def setup(app: web.Application, group: WorkerGroup) -> None:
     app.cleanup_ctx.append(serving)
 
 
-async def _serve_snapshots(metrics: Metrics, path: str) -> asyncio.Server | None:
+async def _serve_snapshots(member: Member, path: str) -> asyncio.Server | None:
     async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, TimeoutError):
             async with asyncio.timeout(GATHER_TIMEOUT_S):
-                writer.write(encode(metrics.collect()))
+                writer.write(member.report()[1])
                 await writer.drain()
         writer.close()
 
@@ -127,26 +183,29 @@ async def _snapshot(path: str) -> list[Metric] | None:
 
 
 def group_metrics_handler(
-    metrics: Metrics, group: WorkerGroup, authorize: Callable[[web.Request], None]
+    member: Member, authorize: Callable[[web.Request], None]
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """GET /metrics: this worker's figures and its siblings', merged."""
+    group = member.group
     siblings = [s for s in range(group.size) if s != group.slot]
 
     async def handler(request: web.Request) -> web.Response:
         authorize(request)
-        own = list(metrics.collect())
+        own, _ = member.report()
         gathered = await asyncio.gather(
             *(_snapshot(group.socket_path(s)) for s in siblings)
         )
         missing = [s for s, got in zip(siblings, gathered, strict=True) if got is None]
-        families = merge([own, *(got for got in gathered if got is not None)])
+        found = [got for got in gathered if got is not None]
+        families = merge([own, *found, *(member.stand_in(s) for s in missing)])
         families.extend(_group_gauges(group.size - len(missing), len(missing)))
         body = generate_latest(_Families(families))
         if missing:
             shown = ", ".join(map(str, missing))
             body += (
                 f"# azproxy: worker slot(s) {shown} did not answer within "
-                f"{GATHER_TIMEOUT_S:g} s: their figures are left out\n"
+                f"{GATHER_TIMEOUT_S:g} s: their last reported counters stand in, "
+                "their gauges are left out\n"
             ).encode()
         response = web.Response(body=body)
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -158,12 +217,13 @@ def group_metrics_handler(
 def _group_gauges(answered: int, missing: int) -> list[Metric]:
     included = GaugeMetricFamily(
         "azproxy_workers_included",
-        "Workers whose figures this answer includes (--workers).",
+        "Workers that answered for this scrape, this one included (--workers).",
         value=answered,
     )
     left_out = GaugeMetricFamily(
         "azproxy_workers_missing",
-        "Workers that did not answer in time, left out of this answer (--workers).",
+        "Workers that did not answer in time: their last reported counters "
+        "stand in, their gauges are left out (--workers).",
         value=missing,
     )
     return [included, left_out]

@@ -26,6 +26,10 @@ Merging, sample by sample (a sample is its name and its labels):
   choice.
 A series only some workers have is merged over those that have it (a sum
 counts the others as 0).
+
+`lasting` keeps the families whose values only grow over a worker's life
+(counters, histograms): what may stand in for a worker that cannot answer,
+or that was replaced (metrics_group.py); its gauges say nothing then.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client.core import Metric
 
-__all__ = ["GAUGES", "decode", "encode", "merge"]
+__all__ = ["GAUGES", "LASTING", "decode", "encode", "lasting", "merge"]
 
 Combine = Callable[[list[float]], float]
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -49,6 +53,13 @@ GAUGES: dict[str, Combine] = {
     "azproxy_deployment_remaining_requests": min,
     "azproxy_deployment_remaining_tokens": min,
 }
+
+LASTING = frozenset({"counter", "histogram"})
+
+
+def lasting(families: Iterable[Metric]) -> list[Metric]:
+    """The counters and histograms among `families`."""
+    return [family for family in families if family.type in LASTING]
 
 
 def encode(families: Iterable[Metric]) -> bytes:

@@ -1,4 +1,5 @@
-"""`azproxy serve --workers 2`: one scrape of /metrics shows the whole group.
+"""`azproxy serve --workers 2`: one scrape of /metrics shows the whole group,
+and the group's counters do not go back when a worker is stopped or replaced.
 
 Which worker served a request is read from /proc as in test_workers.py (the
 proxy's end of its upstream connection); which worker answered a scrape, from
@@ -16,7 +17,13 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.test_workers import MAX_CONNECTIONS, SERVE, chat_on_new_connection
+from tests.conftest import BEARER
+from tests.e2e.test_workers import (
+    MAX_CONNECTIONS,
+    SERVE,
+    chat_on_new_connection,
+    eventually,
+)
 from tests.e2e.test_workers import owner as request_owner
 from tests.fakes import FakeAzure
 from tests.processes import Running, running
@@ -26,6 +33,7 @@ from tests.rawhttp import Answer, Conn
 pytestmark = needs_proc
 
 SCRAPE = b"GET /metrics HTTP/1.1\r\nHost: azproxy\r\n\r\n"
+CHAT = b'{"model": "gpt-4o", "messages": []}'
 MIN_REQUESTS = 6
 GROUP_LABELS = {"status": "200", "key": "passthrough", "model": "gpt-4o"}
 
@@ -107,31 +115,75 @@ async def test_each_scrape_shows_the_whole_group_whichever_worker_answers(
         assert answered == workers
 
 
-async def test_a_stopped_worker_is_left_out_not_waited_for(
+async def test_a_stopped_worker_is_not_waited_for_and_its_counts_stand(
     fake_azure: FakeAzure, tmp_path: Path
 ) -> None:
     env = {"AZPROXY_UPSTREAM": fake_azure.url}
     with running(SERVE, tmp_path / "log", env=env) as server:
         workers = children(server.process.pid)
         served = await serve_both(server, fake_azure)
+        total = sum(served.values())
         conn, answering = await connect(server, workers)
+        assert figures(await conn.ask(SCRAPE))["requests"] == total
         (stopped,) = workers - {answering}
         os.kill(stopped, signal.SIGSTOP)
         try:
+            # One more request, to the worker that still runs.
+            headers = BEARER | {"Content-Type": "application/json"}
+            await conn.send_head("POST", "/v1/chat/completions", headers, len(CHAT))
+            await conn.send(CHAT)
+            assert (await conn.answer()).status == 200
+            assert fake_azure.last.body == CHAT
             started = time.monotonic()
             answer = await conn.ask(SCRAPE)  # rawhttp's margin: 5 s
             took_s = time.monotonic() - started
         finally:
             os.kill(stopped, signal.SIGCONT)
         shown = figures(answer)
-        assert shown["requests"] == served[answering]
-        assert shown["azproxy_request_duration_seconds_count"] == served[answering]
+        # The stopped worker's last report stands in for it: no count goes back.
+        assert shown["requests"] == total + 1
+        assert shown["azproxy_request_duration_seconds_count"] == total + 1
         assert shown["azproxy_workers_included"] == 1
         assert shown["azproxy_workers_missing"] == 1
         assert b"did not answer within 1 s" in answer.body
         assert took_s < 4.5  # the gather gives up after 1 s
-        # Running again, it is counted again, on the same connection.
+        # Running again, it answers again, on the same connection.
         shown = figures(await conn.ask(SCRAPE))
-        assert shown["requests"] == sum(served.values())
+        assert shown["requests"] == total + 1
         assert shown["azproxy_workers_missing"] == 0
         conn.writer.close()
+
+
+async def test_a_replaced_worker_carries_on_from_its_predecessors_counts(
+    fake_azure: FakeAzure, tmp_path: Path
+) -> None:
+    env = {"AZPROXY_UPSTREAM": fake_azure.url}
+    with running(SERVE, tmp_path / "log", env=env) as server:
+        parent = server.process.pid
+        workers = children(parent)
+        before = sum((await serve_both(server, fake_azure)).values())
+        conn, answering = await connect(server, workers)
+        assert figures(await conn.ask(SCRAPE))["requests"] == before
+        conn.writer.close()
+        (victim,) = workers - {answering}
+        os.kill(victim, signal.SIGKILL)
+        await eventually(
+            lambda: (
+                len(children(parent) - workers) == 1 and "serves again" in server.log()
+            ),
+            "a new worker",
+        )
+        after = sum((await serve_both(server, fake_azure)).values())
+        assert len(fake_azure.requests) == before + after
+        answered: set[int] = set()
+        now = children(parent)
+        for _ in range(MAX_CONNECTIONS):
+            conn, worker = await connect(server, now)
+            shown = figures(await conn.ask(SCRAPE))
+            conn.writer.close()
+            assert shown["requests"] == before + after, f"answered by {worker}"
+            assert shown["azproxy_workers_missing"] == 0
+            answered.add(worker)
+            if answered == now:
+                break
+        assert answered == now

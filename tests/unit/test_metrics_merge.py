@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -12,9 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from azproxy.app import create_app
 from azproxy.observe.exchange import Exchange
 from azproxy.observe.metrics import METRICS, Metrics
+from azproxy.observe.metrics_group import Member, WorkerGroup
 from azproxy.observe.metrics_merge import GAUGES, decode, encode, merge
 from azproxy.settings.config import Config
 from azproxy.settings.redis_url import read_redis_url
+
+COUNTED = frozenset(
+    {("status", "200"), ("key", "k"), ("model", "gpt-4o"), ("deployment", "dep1")}
+)
 
 
 class Families:
@@ -132,3 +138,33 @@ def test_every_gauge_the_app_shows_has_a_rule() -> None:
     gauges = {f.name for f in families if f.type == "gauge"}
     assert "azproxy_shared_state_up" in gauges
     assert gauges <= set(GAUGES)
+
+
+def test_a_worker_stands_in_and_carries_on_with_counters_only(tmp_path: Path) -> None:
+    group = WorkerGroup(str(tmp_path), size=2, slot=1)
+    first = Member(worker([0.1, 0.2], 200, 3, "healthy", 5), group)
+    assert first.carried == []  # nothing before it
+    reported, snapshot = first.report()
+    assert decode(snapshot) == reported
+    # What stands in for it, and what its replacement starts from: no gauges.
+    sibling = Member(Metrics({}), WorkerGroup(str(tmp_path), size=2, slot=0))
+    stand_in = samples(rendered(sibling.stand_in(1)))
+    assert stand_in[("azproxy_requests_total", COUNTED)] == 2
+    assert ("azproxy_requests_in_flight", frozenset()) not in stand_in
+    replacement = Member(worker([0.3], 200, 1, "healthy", 5), group)
+    got = samples(rendered(replacement.report()[0]))
+    assert got[("azproxy_requests_total", COUNTED)] == 3
+    assert got[("azproxy_requests_in_flight", frozenset())] == 1  # its own only
+    assert (
+        samples(rendered(sibling.stand_in(1)))[("azproxy_requests_total", COUNTED)] == 3
+    )
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"[" * 10, None])
+def test_no_stand_in_from_a_file_that_is_not_a_snapshot(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    group = WorkerGroup(str(tmp_path), size=2, slot=0)
+    if content is not None:
+        Path(group.last_path(1)).write_bytes(content)
+    assert Member(Metrics({}), group).stand_in(1) == []
