@@ -98,6 +98,7 @@ class Member:
         self.group = group
         # A dead predecessor's figures in this slot (none at start), carried on.
         self.carried = self.stand_in(group.slot)
+        self.kept = b""  # the snapshot last written to disk
 
     def report(self) -> tuple[list[Metric], bytes]:
         """This worker's families and their snapshot, kept on disk first."""
@@ -105,6 +106,11 @@ class Member:
         if self.carried:
             families = merge([families, self.carried])
         snapshot = encode(families)
+        if snapshot != self.kept:  # an idle worker's figures stay as they were
+            self._keep(snapshot)
+        return families, snapshot
+
+    def _keep(self, snapshot: bytes) -> None:
         path = self.group.last_path(self.group.slot)
         try:
             with open(path + ".part", "wb") as file:
@@ -112,7 +118,8 @@ class Member:
             os.replace(path + ".part", path)  # never seen half written
         except OSError as exc:
             log.warning("cannot keep this worker's metrics in %s: %s", path, exc)
-        return families, snapshot
+            return
+        self.kept = snapshot
 
     def stand_in(self, slot: int) -> list[Metric]:
         """The counters and histograms the worker of `slot` last reported."""

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client.core import Metric
+from prometheus_client.core import Metric, Sample
 
 __all__ = ["GAUGES", "LASTING", "decode", "encode", "lasting", "merge"]
 
@@ -98,7 +98,9 @@ def decode(snapshot: bytes) -> list[Metric]:
 
 def merge(snapshots: Sequence[Iterable[Metric]]) -> list[Metric]:
     """The families of every snapshot as one set of families (see above).
-    Families and samples keep the order in which they were first met."""
+    Families and samples keep the order in which they were first met. A
+    sample's labels come in the order the code that made them gives, the
+    same in every worker (one parent's code): the key need not sort them."""
     found: dict[str, tuple[Metric, dict[SampleKey, list[float]]]] = {}
     for families in snapshots:
         for family in families:
@@ -107,13 +109,19 @@ def merge(snapshots: Sequence[Iterable[Metric]]) -> list[Metric]:
                 entry = found[family.name] = (family, {})
             values = entry[1]
             for sample in family.samples:
-                key = (sample.name, tuple(sorted(sample.labels.items())))
-                values.setdefault(key, []).append(sample.value)
+                key = (sample.name, tuple(sample.labels.items()))
+                seen = values.get(key)
+                if seen is None:
+                    values[key] = [sample.value]
+                else:
+                    seen.append(sample.value)
     merged = []
     for first, values in found.values():
         combine = GAUGES.get(first.name, sum) if first.type == "gauge" else sum
         family = Metric(first.name, first.documentation, first.type)
-        for (sample_name, labels), seen in values.items():
-            family.add_sample(sample_name, dict(labels), combine(seen))
+        family.samples = [
+            Sample(name, dict(labels), combine(seen))
+            for (name, labels), seen in values.items()
+        ]
         merged.append(family)
     return merged
