@@ -9,6 +9,7 @@ the scrape's own connection, held open until /proc has been read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -47,6 +48,51 @@ async def connect(server: Running, workers: set[int]) -> tuple[Conn, int]:
     worker = connection_owner(server.port, client_port, workers)
     assert worker is not None
     return conn, worker
+
+
+def unix_listeners() -> dict[str, Path]:
+    """Inode to path of the listening unix sockets, from /proc/net/unix."""
+    found = {}
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 8 and fields[5] == "01":  # SS_UNCONNECTED: listening
+            found[fields[6]] = Path(fields[7])
+    return found
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def group_directory(workers: set[int]) -> Path:
+    """The directory where the workers serve each other their metrics."""
+    listeners = unix_listeners()
+    paths = {
+        listeners[inode]
+        for pid in workers
+        for inode in socket_inodes(pid)
+        if inode in listeners
+    }
+    (directory,) = {path.parent for path in paths}
+    return directory
+
+
+def listening_tcp(workers: set[int]) -> set[int]:
+    """The ports the workers listen on (IPv4 and IPv6)."""
+    inodes = set().union(*(socket_inodes(pid) for pid in workers))
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # TCP_LISTEN
+                ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
 
 
 def figures(answer: Answer) -> dict[str, float]:
@@ -113,6 +159,14 @@ async def test_each_scrape_shows_the_whole_group_whichever_worker_answers(
             if answered == workers:
                 break
         assert answered == workers
+        directory = group_directory(workers)
+        assert directory.stat().st_mode & 0o777 == 0o700
+        assert sorted(p.name for p in directory.glob("*.sock")) == [
+            "worker-0.sock",
+            "worker-1.sock",
+        ]
+        assert not listening_tcp(workers) - {server.port}  # no port of its own
+    assert not directory.exists()  # removed when azproxy stopped
 
 
 async def test_a_stopped_worker_is_not_waited_for_and_its_counts_stand(
