@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -140,12 +141,17 @@ def setup(app: web.Application, group: WorkerGroup) -> None:
     """app[MEMBER]; while the app runs, its snapshot is served on its slot's
     socket."""
     member = app[MEMBER] = Member(app[METRICS], group)
+    parent = os.getppid()
 
     async def serving(app: web.Application) -> AsyncIterator[None]:
         server = await _serve_snapshots(member, group.socket_path(group.slot))
         yield
         if server is not None:
             server.close()
+        if os.getppid() != parent:
+            # The parent was killed and cannot remove the directory: the
+            # workers, which drain and stop after it, do.
+            shutil.rmtree(group.directory, ignore_errors=True)
 
     app.cleanup_ctx.append(serving)
 

@@ -28,7 +28,7 @@ from tests.e2e.test_workers import (
 from tests.e2e.test_workers import owner as request_owner
 from tests.fakes import FakeAzure
 from tests.processes import Running, running
-from tests.procfs import children, connection_owner, needs_proc
+from tests.procfs import alive, children, connection_owner, needs_proc
 from tests.rawhttp import Answer, Conn
 
 pytestmark = needs_proc
@@ -241,3 +241,18 @@ async def test_a_replaced_worker_carries_on_from_its_predecessors_counts(
             if answered == now:
                 break
         assert answered == now
+
+
+async def test_workers_of_a_killed_parent_remove_the_group_directory(
+    fake_azure: FakeAzure, tmp_path: Path
+) -> None:
+    env = {"AZPROXY_UPSTREAM": fake_azure.url}
+    with running(SERVE, tmp_path / "log", env=env) as server:
+        workers = children(server.process.pid)
+        directory = group_directory(workers)
+        server.process.kill()  # no chance to remove it itself
+        server.process.wait()
+        await eventually(
+            lambda: not any(alive(pid) for pid in workers), "orphaned workers to exit"
+        )
+    assert not directory.exists()
