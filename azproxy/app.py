@@ -27,8 +27,9 @@ from azproxy.front.lifecycle import readyz
 from azproxy.front.models import get_model, list_models
 from azproxy.keys import CONFIG, SESSION
 from azproxy.limits import admission
-from azproxy.observe import metrics, observer
+from azproxy.observe import metrics, metrics_group, observer
 from azproxy.observe.metrics import METRICS, metrics_handler
+from azproxy.observe.metrics_group import MEMBER, WorkerGroup, group_metrics_handler
 from azproxy.realtime.handshake import REALTIME_PATH, handle_realtime, setup_realtime
 from azproxy.relay import bodies, health_board, request_body, upstream_slots
 from azproxy.relay.bodies import READ_BYTES
@@ -53,11 +54,14 @@ def create_app(
     monotonic: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    group: WorkerGroup | None = None,
 ) -> web.Application:
     """The app for `config`. The clocks are there for tests: `monotonic` times
     the health board's cooldowns and breakers; `wall_clock` and `sleep` time
     Entra ID tokens (whose expiry is wall-clock time); `wall_clock` also
-    times per-key limits (quota periods start at UTC boundaries)."""
+    times per-key limits (quota periods start at UTC boundaries). `group`:
+    the `--workers` group this app is one worker of; its /metrics then
+    answers for the whole group (observe/metrics_group.py)."""
     app = web.Application(
         client_max_size=config.max_body_bytes,
         handler_args={
@@ -87,6 +91,8 @@ def create_app(
     gate.setup(app, config, clock=wall_clock, sleep=sleep)
     cors.setup(app, config)
     setup_realtime(app)
+    if group is not None:
+        metrics_group.setup(app, group)
     add_routes(app)
     return app
 
@@ -97,7 +103,11 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/healthz", entered(app, healthz))
     router.add_get("/readyz", entered(app, readyz))
     authorize = app[GATE].may_read_metrics
-    metrics = metrics_handler(app[METRICS], authorize)
+    member = app.get(MEMBER)  # with --workers: /metrics for the whole group
+    if member is None:
+        metrics = metrics_handler(app[METRICS], authorize)
+    else:
+        metrics = group_metrics_handler(member, authorize)
     router.add_get("/metrics", entered(app, metrics))
     router.add_get("/v1/models", entered(app, list_models))
     router.add_get("/v1/models/{model}", entered(app, get_model))

@@ -20,6 +20,9 @@ Why this way:
   died wait for its replacement instead of being refused.
 - fork, with no event loop or thread started yet in the parent: the workers
   begin from the parent's validated Config, nothing to re-parse or pickle.
+- The parent also makes the group's private directory, where each worker
+  serves its metrics to its siblings (observe/metrics_group.py), and removes
+  it when azproxy stops.
 
 supervisor.py starts, replaces and stops the workers.
 """
@@ -28,9 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -38,6 +43,7 @@ from aiohttp import web
 
 from azproxy.app import create_app
 from azproxy.front.lifecycle import drain
+from azproxy.observe.metrics_group import WorkerGroup
 from azproxy.server.runner import app_runner, freeze_start_up, listen_failure, run
 from azproxy.server.supervisor import Sockets, Supervisor
 from azproxy.version import __version__
@@ -45,7 +51,7 @@ from azproxy.version import __version__
 if TYPE_CHECKING:
     from azproxy.settings.config import Config
 
-__all__ = ["BALANCED", "listen_sockets", "serve_workers"]
+__all__ = ["BALANCED", "group_directory", "listen_sockets", "serve_workers"]
 
 log = logging.getLogger("azproxy")
 
@@ -68,8 +74,13 @@ def serve_workers(config: Config) -> int:
         )
         return 1
 
+    directory = group_directory()
+
     def work(slot: int, sockets: Sockets, ready: Callable[[], None]) -> None:
-        run(lambda: serve_worker(config, sockets, ready))
+        group = None
+        if directory is not None:
+            group = WorkerGroup(directory, config.workers, slot)
+        run(lambda: serve_worker(config, sockets, ready, group))
 
     def announce() -> None:
         log.info(
@@ -81,14 +92,31 @@ def serve_workers(config: Config) -> int:
         )
 
     supervisor = Supervisor(slots, work, config.shutdown_grace_s + STOP_MARGIN_S)
-    return supervisor.run(announce)
+    try:
+        return supervisor.run(announce)
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def group_directory() -> str | None:
+    """The group's private directory (mode 0700), or None without one: then
+    each worker's /metrics shows its own figures, as before groups."""
+    try:
+        return tempfile.mkdtemp(prefix="azproxy-workers-")
+    except OSError as exc:
+        log.warning("/metrics will show one worker per scrape: %s", exc)
+        return None
 
 
 async def serve_worker(
-    config: Config, sockets: Sockets, ready: Callable[[], None]
+    config: Config,
+    sockets: Sockets,
+    ready: Callable[[], None],
+    group: WorkerGroup | None,
 ) -> None:
     """One worker: the app on the inherited sockets, drained on SIGTERM."""
-    runner = app_runner(create_app(config))
+    runner = app_runner(create_app(config, group=group))
     await runner.setup()
     try:
         for sock in sockets:
