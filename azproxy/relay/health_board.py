@@ -247,36 +247,32 @@ class HealthBoard:
         if state is None:
             return  # the common case for a board that never heard of it
         state.failures = 0
-        cleared = bool(
+        told = False  # only a change goes to the fleet
+        if (
             state.limited_until
             or state.cooling_until
             or state.open_until
             or state.probing
-        )
-        if cleared:
+        ):
             state.limited_until = state.cooling_until = state.open_until = 0.0
             state.probing = False
+            told = True
         state.limit_kind = None
         state.resets.clear()
-        marked = False
+        marked = False  # the exhausted mark started or ended
         if said:
             state.remaining_requests, state.remaining_tokens = requests, tokens
-            marked = self._mark(
-                state,
-                requests == 0 or (tokens is not None and tokens < max(needs_tokens, 1)),
-            )
-        if cleared or marked:  # only a change goes to the fleet
+            if requests == 0 or (tokens is not None and tokens < max(needs_tokens, 1)):
+                marked = self._exhausted(state)
+            elif state.exhausted_until:  # Azure has room again
+                marked = state.exhausted_until > self._clock()
+                state.exhausted_until = 0.0
+        if told or marked:
             self._tell(backend.name, state, marked)
 
-    def _mark(self, state: Record, exhausted: bool) -> bool:
-        """Set, extend or end the exhausted mark; whether it started or ended."""
-        if not exhausted:
-            # Azure has room again (the clock is read only if a mark was set).
-            running = bool(state.exhausted_until) and (
-                state.exhausted_until > self._clock()
-            )
-            state.exhausted_until = 0.0
-            return running
+    def _exhausted(self, state: Record) -> bool:
+        """Mark it exhausted, or extend its mark; whether the mark started
+        (an extension is not news to the fleet)."""
         if self.exhausted_cooldown_s <= 0:
             return False
         now = self._clock()
