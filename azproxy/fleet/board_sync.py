@@ -2,7 +2,8 @@
 the others through Redis, and a process that joins reads what they know.
 
 A change (a 429's cooldown and its deadline, a breaker opening, a probe going
-out, a success closing it all) goes with the next batch as one script call:
+out, a success closing it all, an exhausted mark starting or ending) goes
+with the next batch as one script call:
 it writes the deployment's deadlines into the board's hash, in Redis' own
 time (TIME), so that machines whose clocks differ agree, and publishes the
 change on the events channel. Every process listens there and applies what
@@ -14,6 +15,13 @@ most PROBE_LEASE_S: a process that dies mid-probe does not hold the
 deployment back for longer. Two processes whose first request after a
 cooldown comes within the same few milliseconds (the time a change takes to
 reach the others) may each send a probe.
+
+In a fleet that is being updated, processes of the version before exhausted
+marks were shared keep working with this one: their events have no "x" and
+leave this process's marks as they are; they ignore the "x" of ours; their
+board entries have four deadlines, read here as no mark. (Their script
+drops an entry whose first four deadlines passed, and may expire the board
+before a mark's end: a process that joins meanwhile misses that mark.)
 """
 
 from __future__ import annotations
@@ -39,21 +47,28 @@ PROBE_LEASE_S = 30.0
 log = logging.getLogger("azproxy.fleet")
 
 # KEYS[1]: the board. ARGV: channel, deployment, then the milliseconds left
-# of its 429 cooldown, error cooldown, open breaker and probe lease, then the
-# sender. A field is the deployment's deadlines in Redis' time, [limited,
-# cooling, open, probe]; fields whose deadlines all passed are dropped, and
-# the hash expires with its last deadline.
+# of its 429 cooldown, error cooldown, open breaker, probe lease and
+# exhausted mark (-1: not part of this change, the stored one stays), then
+# the sender. A field is the deployment's deadlines in Redis' time,
+# [limited, cooling, open, probe, exhausted] (four in entries written by the
+# version before: no mark); fields whose deadlines all passed are dropped,
+# and the hash expires with its last deadline. The event carries "x" only
+# when the mark is part of the change.
 WRITE = Script(
     """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local left = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
-              tonumber(ARGV[6])}
+              tonumber(ARGV[6]), tonumber(ARGV[7])}
 local at = {}
-for i = 1, 4 do
+for i = 1, 5 do
   if left[i] > 0 then at[i] = now + left[i] else at[i] = 0 end
 end
-if math.max(at[1], at[2], at[3], at[4]) > now then
+if left[5] < 0 then
+  local old = redis.call('HGET', KEYS[1], ARGV[2])
+  if old then at[5] = cjson.decode(old)[5] or 0 end
+end
+if math.max(at[1], at[2], at[3], at[4], at[5]) > now then
   redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(at))
 else
   redis.call('HDEL', KEYS[1], ARGV[2])
@@ -62,7 +77,7 @@ local last = 0
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local d = cjson.decode(all[i + 1])
-  local until_ = math.max(d[1], d[2], d[3], d[4])
+  local until_ = math.max(d[1], d[2], d[3], d[4], d[5] or 0)
   if until_ <= now then
     redis.call('HDEL', KEYS[1], all[i])
   elseif until_ > last then
@@ -70,14 +85,16 @@ for i = 1, #all, 2 do
   end
 end
 if last > 0 then redis.call('PEXPIREAT', KEYS[1], last) end
+local x = nil
+if left[5] >= 0 then x = left[5] end
 redis.call('PUBLISH', ARGV[1], cjson.encode({d = ARGV[2], l = left[1],
-  c = left[2], o = left[3], p = left[4], by = ARGV[7]}))
+  c = left[2], o = left[3], p = left[4], x = x, by = ARGV[8]}))
 return 1
 """
 )
 
 # KEYS[1]: the board. Returns deployment, then the milliseconds left of each
-# of its four deadlines, for every deployment with one still ahead.
+# of its five deadlines, for every deployment with one still ahead.
 READ = Script(
     """
 local t = redis.call('TIME')
@@ -87,7 +104,7 @@ local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local d = cjson.decode(all[i + 1])
   table.insert(out, all[i])
-  for j = 1, 4 do table.insert(out, math.max(d[j] - now, 0)) end
+  for j = 1, 5 do table.insert(out, math.max((d[j] or 0) - now, 0)) end
 end
 return out
 """
@@ -97,6 +114,7 @@ return out
 # Bounds on what the events channel may bring (see BoardSync._acceptable).
 MAX_WAIT_MS = 86_400_000
 MAX_NAMES = 1000
+NOT_SAID = -1  # an exhausted mark that is not part of a change
 _NAME = re.compile(r"[^/\s]{1,128}/[A-Za-z0-9._-]{1,64}")
 
 
@@ -120,9 +138,14 @@ class BoardSync:
 
     def changed(self, name: str, view: Shared) -> None:
         self._changed_here.add(name)
-        probe_ms = _ms(PROBE_LEASE_S) if view.probing else 0
-        left = (_ms(view.limited_s), _ms(view.cooling_s), _ms(view.open_s), probe_ms)
-        args = (self._names.events, name, *left, self.origin)
+        probe_s = PROBE_LEASE_S if view.probing else 0.0
+        waits = (view.limited_s, view.cooling_s, view.open_s, probe_s)
+        # A wait the others would refuse (a setting may exceed a day) goes
+        # as the longest they take.
+        left = [min(_ms(s), MAX_WAIT_MS) for s in waits]
+        mark = view.exhausted_s
+        left.append(NOT_SAID if mark is None else min(_ms(mark), MAX_WAIT_MS))
+        args: list[str | int] = [self._names.events, name, *left, self.origin]
         self._batch.add(WRITE, (self._names.board,), args)
 
     def received(self, data: Any) -> None:
@@ -133,6 +156,9 @@ class BoardSync:
                 return
             name = str(event["d"])
             left = [int(event[k]) for k in ("l", "c", "o", "p")]
+            # No "x": a change that leaves the marks alone, or an event from
+            # the version before marks were shared.
+            left.append(int(event["x"]) if "x" in event else NOT_SAID)
         except (ValueError, TypeError, KeyError, OverflowError):  # 1e400: inf
             log.debug("shared state: an event azproxy did not send: %.80r", data)
             return
@@ -145,7 +171,10 @@ class BoardSync:
         """Whether an event from the channel is one azproxy could have sent:
         waits of a day at most, a deployment's name, and no more names than
         MAX_NAMES (anyone who can publish there must not grow this process)."""
-        if not all(0 <= ms <= MAX_WAIT_MS for ms in left):
+        *waits, exhausted = left
+        if not all(0 <= ms <= MAX_WAIT_MS for ms in waits):
+            return False
+        if exhausted != NOT_SAID and not 0 <= exhausted <= MAX_WAIT_MS:
             return False
         if name in self._versions:
             return True
@@ -154,23 +183,33 @@ class BoardSync:
     async def join(self, client: Client) -> None:
         """Read what the fleet knows now (at start, after an outage)."""
         found = await READ.run(client, (self._names.board,))
-        for i in range(0, len(found), 5):
+        for i in range(0, len(found), 6):
             name = found[i].decode() if isinstance(found[i], bytes) else found[i]
-            self._take(name, *(int(v) for v in found[i + 1 : i + 5]))
+            limited, cooling, open_, probe, mark = (
+                int(v) for v in found[i + 1 : i + 6]
+            )
+            # A mark that ran out on the board leaves this process's own.
+            self._take(name, limited, cooling, open_, probe, mark or NOT_SAID)
 
     def republish(self) -> None:
         """After an outage: tell the fleet what this process learned alone."""
         for name in sorted(self._changed_here):
             view = self._board.view(name)
-            if view != Shared():
+            if not view.quiet:
                 self.changed(name, view)
 
     def _take(
-        self, name: str, limited: int, cooling: int, open_: int, probe: int
+        self,
+        name: str,
+        limited: int,
+        cooling: int,
+        open_: int,
+        probe: int,
+        exhausted: int,
     ) -> None:
-        self._board.apply(
-            name, Shared(limited / 1e3, cooling / 1e3, open_ / 1e3, probe > 0)
-        )
+        mark = None if exhausted == NOT_SAID else exhausted / 1e3
+        view = Shared(limited / 1e3, cooling / 1e3, open_ / 1e3, probe > 0, mark)
+        self._board.apply(name, view)
         version = self._versions[name] = self._versions.get(name, 0) + 1
         if probe > 0:
             loop = asyncio.get_running_loop()

@@ -34,9 +34,13 @@ cool after 429s, the caller learns the shortest wait and what Azure said
 about it (AllCoolingDown). The states and their names: deployment_state.py.
 
 A fleet shares the board (fleet/board_sync.py): a listener hears each change
-this process makes to a cooldown, a breaker or a probe, as a Shared view, and
-apply() takes the changes other processes made. The failure count, the
-exhausted marks and Azure's remaining counts stay each process's own.
+this process makes to a cooldown, a breaker, a probe or an exhausted mark, as
+a Shared view, and apply() takes the changes other processes made. An
+exhausted mark is told when it starts and when an answer with room ends it,
+not when a later answer that still shows none extends it (every answer would
+be a message): a process whose copy runs out first learns it again from its
+own next answer. The failure count and Azure's remaining counts stay each
+process's own.
 """
 
 from __future__ import annotations
@@ -82,12 +86,25 @@ MIN_WAIT_S = 1.0
 @dataclass(frozen=True, slots=True)
 class Shared:
     """What other processes learn of a deployment: seconds left of each
-    cooldown (0: none) and whether a probe is out."""
+    cooldown (0: none), whether a probe is out, and the seconds left of its
+    exhausted mark (0: ended; None: not part of this change, keep yours)."""
 
     limited_s: float = 0.0
     cooling_s: float = 0.0
     open_s: float = 0.0
     probing: bool = False
+    exhausted_s: float | None = None
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing cools it, nothing probes it, no mark runs: healthy."""
+        return not (
+            self.limited_s
+            or self.cooling_s
+            or self.open_s
+            or self.probing
+            or self.exhausted_s
+        )
 
 
 class BoardListener(Protocol):
@@ -230,6 +247,7 @@ class HealthBoard:
         if state is None:
             return  # the common case for a board that never heard of it
         state.failures = 0
+        told = False  # only a change goes to the fleet
         if (
             state.limited_until
             or state.cooling_until
@@ -238,20 +256,31 @@ class HealthBoard:
         ):
             state.limited_until = state.cooling_until = state.open_until = 0.0
             state.probing = False
-            self._tell(backend.name, state)  # only a change goes to the fleet
+            told = True
         state.limit_kind = None
         state.resets.clear()
-        if not said:
-            return
-        state.remaining_requests, state.remaining_tokens = requests, tokens
-        if requests == 0 or (tokens is not None and tokens < max(needs_tokens, 1)):
-            if self.exhausted_cooldown_s > 0:
-                now = self._clock()
-                if state.exhausted_until <= now:
-                    state.cooldown_started(EXHAUSTED)
-                state.exhausted_until = now + self.exhausted_cooldown_s
-        else:
-            state.exhausted_until = 0.0  # Azure has room again
+        marked = False  # the exhausted mark started or ended
+        if said:
+            state.remaining_requests, state.remaining_tokens = requests, tokens
+            if requests == 0 or (tokens is not None and tokens < max(needs_tokens, 1)):
+                marked = self._exhausted(state)
+            elif state.exhausted_until:  # Azure has room again
+                marked = state.exhausted_until > self._clock()
+                state.exhausted_until = 0.0
+        if told or marked:
+            self._tell(backend.name, state, marked)
+
+    def _exhausted(self, state: Record) -> bool:
+        """Mark it exhausted, or extend its mark; whether the mark started
+        (an extension is not news to the fleet)."""
+        if self.exhausted_cooldown_s <= 0:
+            return False
+        now = self._clock()
+        started = state.exhausted_until <= now
+        if started:
+            state.cooldown_started(EXHAUSTED)
+        state.exhausted_until = now + self.exhausted_cooldown_s
+        return started
 
     def rate_limited(
         self, backend: Backend, wait_s: float | None, said: Refusal | None = None
@@ -305,30 +334,40 @@ class HealthBoard:
             state.open_until = now + self.breaker_open_s
         state.probing = False
 
-    def _tell(self, name: str, state: Record) -> None:
+    def _tell(self, name: str, state: Record, marked: bool = False) -> None:
+        """Tell the listener; `marked`: the exhausted mark started or ended
+        (other changes leave the fleet's marks as they are)."""
         if self.listener is not None:
-            self.listener.changed(name, self._view(state, self._clock()))
+            now = self._clock()
+            exhausted = max(state.exhausted_until - now, 0.0) if marked else None
+            self.listener.changed(name, self._view(state, now, exhausted))
 
     @staticmethod
-    def _view(state: Record, now: float) -> Shared:
+    def _view(state: Record, now: float, exhausted_s: float | None) -> Shared:
         return Shared(
             max(state.limited_until - now, 0.0),
             max(state.cooling_until - now, 0.0),
             max(state.open_until - now, 0.0),
             state.probing,
+            exhausted_s,
         )
 
     def view(self, name: str) -> Shared:
-        """A deployment's state as other processes would learn it."""
+        """A deployment's state as other processes would learn it (its
+        exhausted mark only while one runs)."""
         state = self._states.get(name)
-        return Shared() if state is None else self._view(state, self._clock())
+        if state is None:
+            return Shared()
+        now = self._clock()
+        exhausted = state.exhausted_until - now
+        return self._view(state, now, exhausted if exhausted > 0 else None)
 
     def apply(self, name: str, view: Shared) -> None:
         """Take what another process learned of a deployment (the listener
         is not told: it came from the fleet)."""
         state = self._states.get(name)
         if state is None:
-            if view == Shared():
+            if view.quiet:
                 return  # healthy and unknown here: nothing to keep
             endpoint, _, deployment = name.partition("/")
             state = self._states[name] = Record(endpoint, deployment)
@@ -337,9 +376,11 @@ class HealthBoard:
         state.cooling_until = now + view.cooling_s if view.cooling_s else 0.0
         state.open_until = now + view.open_s if view.open_s else 0.0
         state.probing = view.probing
+        if view.exhausted_s is not None:
+            state.exhausted_until = now + view.exhausted_s if view.exhausted_s else 0.0
         if view.cooling_s or view.open_s:
             state.failed_at = now
-        elif view == Shared():
+        elif not (view.limited_s or view.probing):
             state.failures = 0  # a success elsewhere closes the breaker here
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.fakes import FakeAzure, json_answer
+from tests.fakes import CHAT_JSON, FakeAzure, json_answer
 from tests.processes import Running, running
 from tests.redis_server import RedisServer, needs_redis, redis_server
 
@@ -50,6 +50,11 @@ api_key = "env:AZ_KEY"
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 RATE_LIMITED = {"error": {"code": "429", "message": "Rate limit is exceeded."}}
 SERVER_ERROR = {"error": {"code": "InternalServerError", "message": "boom"}}
+NONE_LEFT = {
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-remaining-tokens": "900",
+}
+ROOM = {"x-ratelimit-remaining-requests": "40", "x-ratelimit-remaining-tokens": "900"}
 OUTAGE = "goes on with its own state until it is back"
 UP = re.compile(r"^azproxy_shared_state_up (\S+)$", re.MULTILINE)
 
@@ -111,7 +116,8 @@ def serving(
         ]
 
 
-async def chat(server: Running) -> tuple[int, dict[str, Any]]:
+async def chat(server: Running) -> tuple[int, dict[str, Any], str | None]:
+    """Status, body and x-azproxy-deployment of one chat through `server`."""
     async with (
         aiohttp.ClientSession() as session,
         session.post(
@@ -121,17 +127,19 @@ async def chat(server: Running) -> tuple[int, dict[str, Any]]:
             timeout=aiohttp.ClientTimeout(total=10),
         ) as response,
     ):
-        return response.status, await response.json()
+        deployment = response.headers.get("x-azproxy-deployment")
+        return response.status, await response.json(), deployment
 
 
 async def served_by(fake: FakeAzure, server: Running) -> list[str]:
     """The deployments FakeAzure saw for one chat through `server`; it must
-    answer 200 with FakeAzure's answer."""
+    answer 200 with FakeAzure's answer, from the last of them."""
     before = len(fake.requests)
-    status, answer = await chat(server)
+    status, answer, deployment = await chat(server)
     assert status == 200, answer
     assert answer["choices"][0]["message"]["content"] == "Hi from FakeAzure"
     sent = fake.requests[before:]
+    assert deployment == sent[-1].path.split("/")[3]
     for recorded in sent:
         assert recorded.headers["api-key"] == AZURE_KEY
         assert json.loads(recorded.body) == BODY
@@ -196,6 +204,52 @@ async def test_a_breaker_one_process_opened_is_open_for_the_others(
         await asyncio.sleep(PROPAGATION_S)
         assert await served_by(fake_azure, second) == ["dep2"]
         assert await served_by(fake_azure, first) == ["dep2"]
+
+
+async def test_an_exhausted_mark_one_process_learned_orders_the_others(
+    fake_azure: FakeAzure, tmp_path: Path, redis: RedisServer
+) -> None:
+    """Azure says dep1 has no requests left: the others send to dep2 first,
+    until an answer shows room again."""
+    with fleet(tmp_path, fake_azure, redis, exhausted_cooldown_s="600") as (
+        first,
+        second,
+    ):
+        assert await served_by(fake_azure, second) == ["dep1"]
+        fake_azure.queue(json_answer(CHAT_JSON, headers=NONE_LEFT))
+        assert await served_by(fake_azure, first) == ["dep1"]
+        await asyncio.sleep(PROPAGATION_S)
+        for _ in range(2):
+            assert await served_by(fake_azure, second) == ["dep2"]
+        # A process that joins later reads the mark from the board.
+        with fleet(tmp_path / "late", fake_azure, redis, count=1) as (late,):
+            assert await served_by(fake_azure, late) == ["dep2"]
+        # dep2 fails once, so the first process hears from dep1 again: room.
+        fake_azure.queue(
+            json_answer(SERVER_ERROR, 500), json_answer(CHAT_JSON, headers=ROOM)
+        )
+        assert await served_by(fake_azure, first) == ["dep2", "dep1"]
+        await asyncio.sleep(PROPAGATION_S)
+        assert await served_by(fake_azure, second) == ["dep1"]
+
+
+async def test_an_exhausted_mark_from_another_process_runs_out_in_time(
+    fake_azure: FakeAzure, tmp_path: Path, redis: RedisServer
+) -> None:
+    with fleet(tmp_path, fake_azure, redis, exhausted_cooldown_s="4") as (
+        first,
+        second,
+    ):
+        fake_azure.queue(json_answer(CHAT_JSON, headers=NONE_LEFT))
+        assert await served_by(fake_azure, first) == ["dep1"]
+        marked = time.monotonic()
+        await asyncio.sleep(PROPAGATION_S)
+        assert await served_by(fake_azure, second) == ["dep2"]
+        assert time.monotonic() - marked < 4, "too slow to see the mark in time"
+        # Its deadline there: 4 s after the mark, plus the time it took to
+        # travel (a generous second).
+        await asyncio.sleep(4 - (time.monotonic() - marked) + 1.0)
+        assert await served_by(fake_azure, second) == ["dep1"]
 
 
 async def test_redis_killed_then_back(

@@ -444,3 +444,47 @@ def test_what_another_process_learned_steers_this_board() -> None:
     assert health.plan([a, b]) == [a]
     health.apply("e/c", Shared())  # healthy and unknown: nothing kept
     assert health.view("e/c") == Shared()
+
+
+def test_the_fleet_hears_an_exhausted_mark_start_and_end_not_each_answer() -> None:
+    clock = FakeClock()
+    health, heard = board(clock), Heard()
+    health.listener = heard
+    a = backend("a")
+    health.succeeded(a, requests=0)
+    assert heard.changes == [("e/a", Shared(exhausted_s=10.0))]
+    clock.advance(1.0)
+    health.succeeded(a, requests=0)  # extends it here; nothing said
+    health.succeeded(a)  # an answer without the headers: nothing either
+    assert len(heard.changes) == 1
+    health.rate_limited(a, 5.0)  # other changes leave the fleet's marks alone
+    assert heard.changes[-1] == ("e/a", Shared(limited_s=5.0))
+    health.succeeded(a, requests=7)  # room again: the cooldown and the mark end
+    assert heard.changes[-1] == ("e/a", Shared(exhausted_s=0.0))
+    health.succeeded(a, requests=7)  # healthy stays healthy
+    assert len(heard.changes) == 3
+    health.succeeded(a, requests=0)
+    clock.advance(10.0)  # it ran out everywhere: ending it now is no news
+    health.succeeded(a, requests=7)
+    assert len(heard.changes) == 4
+
+
+def test_an_exhausted_mark_from_another_process_orders_this_board() -> None:
+    clock = FakeClock()
+    health = board(clock)
+    a, b = backend("a", 1), backend("b", 2)
+    health.apply("e/a", Shared(exhausted_s=3.0))
+    assert health.plan([a, b]) == [b, a]
+    assert state_of(health, "a") == "exhausted"
+    assert health.view("e/a") == Shared(exhausted_s=3.0)
+    health.apply("e/a", Shared(limited_s=1.0))  # a change that leaves the mark
+    clock.advance(1.0)
+    assert health.plan([a, b]) == [b, a]
+    health.apply("e/a", Shared(exhausted_s=0.0))  # room again there
+    assert health.plan([a, b]) == [a, b]
+    health.apply("e/a", Shared(exhausted_s=2.0))
+    clock.advance(2.0)  # its deadline passed
+    assert health.plan([a, b]) == [a, b]
+    assert health.view("e/a") == Shared()
+    health.apply("e/c", Shared(exhausted_s=0.0))  # ended and unknown: not kept
+    assert [r.deployment for r in health.records()] == ["a"]
