@@ -36,6 +36,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from azproxy.errors import ServiceUnavailable, SharedStateDown
+from azproxy.fleet.coalesce import Coalescer, command, evalsha_head
 from azproxy.fleet.scripts import Batch, Script
 from azproxy.limits.store import (
     CONCURRENCY_WAIT_S,
@@ -59,8 +60,10 @@ BATCH_DELAY_S = 0.05
 QUOTA_KEPT_S = 86400  # a period's counter outlives it by a day
 
 # KEYS: rate, leases, quota. ARGV: rpm, tpm, max_concurrent, token_quota (0:
-# none), estimate, the quota key's expiry (a timestamp), the lease id, the
-# wait at max_concurrent, the lease's TTL in seconds. Returns the refusing
+# none), the quota key's expiry (a timestamp), the wait at max_concurrent,
+# the lease's TTL in seconds, then what changes per request (last, so that
+# the rest is packed once per key: coalesce.py): the estimate, the lease id.
+# Returns the refusing
 # limit (0: admitted; 1 rpm, 2 tpm, 3 concurrency, 4 quota), the wait as a
 # string (Lua numbers become integers in a reply), then what is left of rpm,
 # tpm and the quota (-1: no such limit). windows.py has the same arithmetic.
@@ -70,7 +73,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local maxc, quota = tonumber(ARGV[3]), tonumber(ARGV[4])
-local est = tonumber(ARGV[5])
+local est = tonumber(ARGV[8])
 local tats = redis.call('HMGET', KEYS[1], 'r', 't')
 local rtat = math.max(tonumber(tats[1]) or 0, now)
 local ttat = math.max(tonumber(tats[2]) or 0, now)
@@ -104,7 +107,7 @@ if tpm > 0 then
 end
 if maxc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  local busy = tonumber(ARGV[8])
+  local busy = tonumber(ARGV[6])
   if redis.call('ZCARD', KEYS[2]) >= maxc and wait < busy then
     kind, wait = 3, busy
   end
@@ -119,11 +122,11 @@ if rpm > 0 or tpm > 0 then
 end
 if quota > 0 then
   used = redis.call('INCRBY', KEYS[3], est)
-  redis.call('EXPIREAT', KEYS[3], ARGV[6])
+  redis.call('EXPIREAT', KEYS[3], ARGV[5])
 end
 if maxc > 0 then
-  local ttl = tonumber(ARGV[9])
-  redis.call('ZADD', KEYS[2], now + ttl, ARGV[7])
+  local ttl = tonumber(ARGV[7])
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[9])
   redis.call('EXPIRE', KEYS[2], math.ceil(ttl) + 1)
 end
 return answer(0, 0)
@@ -182,13 +185,25 @@ return 1
 """
 )
 
+# EVALSHA, the SHA-1, the number of keys, 3 keys and 9 arguments.
+ADMIT_ARGUMENTS = 15
 KINDS = {1: Kind.RPM, 2: Kind.TPM, 3: Kind.CONCURRENCY, 4: Kind.QUOTA}
 
 
 class _Key:
     """What this process knows of one access key's shared counters."""
 
-    __slots__ = ("end", "leases", "quota", "rate", "seen", "start", "tag")
+    __slots__ = (
+        "end",
+        "head",
+        "leases",
+        "packed_for",
+        "quota",
+        "rate",
+        "seen",
+        "start",
+        "tag",
+    )
 
     def __init__(self, names: Names, name: str) -> None:
         self.tag = names.key_tag(name)
@@ -198,6 +213,10 @@ class _Key:
         self.start = 0.0  # the current quota period
         self.end = 0.0
         self.seen: Remaining | None = None  # what Redis last said was left
+        # ADMIT's call packed up to its per-request arguments, and for which
+        # limits and quota period.
+        self.head = b""
+        self.packed_for: tuple[Limits, float] | None = None
 
 
 @dataclass(slots=True)
@@ -256,6 +275,7 @@ class SharedCounters:
         self._closed = closed  # redis_failure = "closed"
         self._clock = clock  # wall-clock time: quota periods are UTC
         self.batch = Batch(link, breaker, delay_s=BATCH_DELAY_S)
+        self._coalescer = Coalescer(link, breaker, ADMIT)
         self.local = LocalCounters(clock)
         self._keys: dict[str, _Key] = {}
         self._seeded: set[str] = set()  # keys seeded since Redis went away
@@ -284,26 +304,16 @@ class SharedCounters:
         lease = ""
         if limits.max_concurrent is not None:
             lease = f"{self._origin}-{next(self._lease_ids)}"
-        args = (
-            limits.rpm or 0,
-            limits.tpm or 0,
-            limits.max_concurrent or 0,
-            limits.token_quota or 0,
-            estimate,
-            int(key.end) + QUOTA_KEPT_S,
-            lease,
-            CONCURRENCY_WAIT_S,
-            self.lease_s,
-        )
         try:
-            found = await self._breaker.call(
-                partial(
-                    self._run,
-                    ADMIT,
-                    (key.rate, key.leases, key.quota or key.rate),
-                    args,
+            if self._link.cluster is False:
+                found = await self._coalescer.call(
+                    self._packed(key, limits, estimate, lease)
                 )
-            )
+            else:  # a cluster (each call to its shard), or not known yet
+                args = (*self._constants(key, limits), estimate, lease)
+                found = await self._breaker.call(
+                    partial(self._run, ADMIT, self._admit_keys(key), args)
+                )
         except SharedStateDown:
             return await self._locally(limits, estimate, key)
         kind, wait, requests, tokens, quota = found
@@ -319,6 +329,29 @@ class SharedCounters:
         if lease:
             self._leases[lease] = key
         return Ticket(self, limits, estimate, key.start, remaining, lease)
+
+    def _admit_keys(self, key: _Key) -> tuple[str, str, str]:
+        return (key.rate, key.leases, key.quota or key.rate)
+
+    def _constants(self, key: _Key, limits: Limits) -> tuple[int | float, ...]:
+        """ADMIT's arguments that change only with the limits or the period."""
+        return (
+            limits.rpm or 0,
+            limits.tpm or 0,
+            limits.max_concurrent or 0,
+            limits.token_quota or 0,
+            int(key.end) + QUOTA_KEPT_S,
+            CONCURRENCY_WAIT_S,
+            self.lease_s,
+        )
+
+    def _packed(self, key: _Key, limits: Limits, estimate: int, lease: str) -> bytes:
+        """ADMIT's call for one request, its constant part packed once per key."""
+        if key.packed_for != (limits, key.end):
+            constants = self._constants(key, limits)
+            key.head = evalsha_head(ADMIT, self._admit_keys(key), constants)
+            key.packed_for = (limits, key.end)
+        return command(ADMIT_ARGUMENTS, key.head, b"%d" % estimate, lease.encode())
 
     async def _run(
         self, script: Script, keys: Sequence[str], args: Sequence[Any]
