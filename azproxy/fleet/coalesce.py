@@ -96,11 +96,20 @@ class Coalescer:
         pending, self._pending = self._pending or [], None
         try:
             replies = await self._breaker.run(lambda: self._send(pending))
-        except SharedStateDown as exc:
+        except BaseException as exc:
+            # Whatever ended the batch ends each of its calls: none may hang.
             for _, future in pending:
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(exc, SharedStateDown):
                     future.set_exception(SharedStateDown(str(exc)))
-            return
+                elif isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            if isinstance(exc, SharedStateDown):
+                return
+            raise
         for (_, future), reply in zip(pending, replies, strict=True):
             if not future.done():  # its request may have been cancelled
                 future.set_result(reply)

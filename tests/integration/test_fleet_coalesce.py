@@ -112,3 +112,20 @@ async def test_admits_go_on_after_redis_lost_the_script(
     # The four answered NOSCRIPT, the script loaded once, the four again.
     assert "cmdstat_evalsha:calls=8," in stats and "failed_calls=4" in stats
     assert "cmdstat_script|load:calls=1," in stats
+
+
+async def test_an_unexpected_error_in_a_batch_reaches_each_request(
+    store: SharedCounters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken() -> None:
+        raise LookupError("a bug")
+
+    monkeypatch.setattr(store._link, "ready", broken)
+    limits = Limits("team", rpm=100)
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(store.admit(limits, 0) for _ in range(3)), return_exceptions=True
+        ),
+        5,
+    )
+    assert [type(r) for r in results] == [LookupError] * 3
