@@ -13,6 +13,7 @@ Without it nothing here runs and redis-py is never imported.
 - connection.py: the one Redis client of a process, single-node or cluster
 - board_sync.py: the health board's changes to Redis and back
 - counters.py: the per-key limits' counters (limits/store.py) in Redis
+- counter_scripts.py: their Lua scripts
 - shared.py: the pieces started and stopped with the app, the metric
 """
 
