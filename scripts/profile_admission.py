@@ -2,9 +2,10 @@
 """CPU of a limited key's admission and settlement, in this process alone:
 the in-process counters beside the shared ones on a loopback redis-server.
 
-    python scripts/profile_admission.py [--requests N] [--rounds R] [--cprofile]
+    python scripts/profile_admission.py [--requests N] [--rounds R]
+        [--concurrency C] [--cprofile]
 
-50 tasks admit and settle N requests of a key with every limit (none
+C tasks (50) admit and settle N requests of a key with every limit (none
 reached), in alternating rounds against each store; the median CPU per
 request of each, and the difference, in µs. No HTTP, no server: only what
 the limits cost (limits/store.py, fleet/counters.py, fleet/coalesce.py and
@@ -35,18 +36,17 @@ from azproxy.settings.server_side import Limits
 LIMITS = Limits(
     "limited", rpm=10**8, tpm=10**9, max_concurrent=10**5, token_quota=10**12
 )
-CONCURRENCY = 50
 
 
-async def _load(store: CounterStore, requests: int) -> None:
+async def _load(store: CounterStore, requests: int, concurrency: int) -> None:
     async def client() -> None:
-        for _ in range(requests // CONCURRENCY):
+        for _ in range(requests // concurrency):
             ticket = await store.admit(LIMITS, 20)
             assert isinstance(ticket, Ticket)
             await asyncio.sleep(0)  # the request, meanwhile
             ticket.settle(30)
 
-    await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
 async def _rounds(port: int, options: argparse.Namespace) -> None:
@@ -63,13 +63,13 @@ async def _rounds(port: int, options: argparse.Namespace) -> None:
     used: dict[str, list[float]] = {name: [] for name in stores}
     profile = cProfile.Profile() if options.cprofile else None
     for store in stores.values():  # warm-up
-        await _load(store, options.requests)
+        await _load(store, options.requests, options.concurrency)
     for _ in range(options.rounds):
         for name, store in stores.items():
             if profile and name == "shared":
                 profile.enable()
             before = time.process_time()
-            await _load(store, options.requests)
+            await _load(store, options.requests, options.concurrency)
             await asyncio.sleep(0.06)  # the settlements' batch
             used[name].append((time.process_time() - before) * 1e6 / options.requests)
             if profile:
@@ -92,6 +92,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000, metavar="N")
     parser.add_argument("--rounds", type=int, default=7, metavar="R")
+    parser.add_argument("--concurrency", type=int, default=50, metavar="C")
     parser.add_argument("--cprofile", action="store_true")
     options = parser.parse_args()
     server = shutil.which("redis-server")
