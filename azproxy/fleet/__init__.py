@@ -9,9 +9,11 @@ Without it nothing here runs and redis-py is never imported.
 - names.py: key and channel names, with Redis Cluster hash tags
 - breaker.py: a short timeout per call, and no calls while Redis is away
 - scripts.py: Lua scripts by EVALSHA, and calls batched into one pipeline
+- coalesce.py: the admissions of one loop tick in one write, answers in order
 - connection.py: the one Redis client of a process, single-node or cluster
 - board_sync.py: the health board's changes to Redis and back
 - counters.py: the per-key limits' counters (limits/store.py) in Redis
+- counter_scripts.py: their Lua scripts
 - shared.py: the pieces started and stopped with the app, the metric
 """
 

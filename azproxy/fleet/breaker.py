@@ -73,6 +73,11 @@ class RedisBreaker:
         or does not answer in time."""
         if not self.allowed():
             raise SharedStateDown("Redis is away")
+        return await self.run(operation)
+
+    async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """call() for a caller that asked allowed() itself (fleet/coalesce.py:
+        once for the calls of many requests)."""
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await operation()

@@ -1,8 +1,10 @@
 """Per-key limits shared by a fleet: limits/store.py's CounterStore on Redis.
 
-Admission is ONE script call (EVALSHA through the breaker) covering all of
-one access key's counters, which share the key's hash tag (names.key_tag:
-its configured name, never the key), so it works on a cluster too:
+Admission is ONE script call (EVALSHA) covering all of one access key's
+counters, which share the key's hash tag (names.key_tag: its configured
+name, never the key), so it works on a cluster too. On a single node the
+calls of one loop tick go to Redis together (coalesce.py), each packed
+mostly once per key; on a cluster each goes on its own, through the breaker.
 - `TAG:rate`: a hash with the GCRA theoretical arrival times of rpm (`r`)
   and tpm (`t`), in Redis' own time (TIME): processes' clocks do not matter;
 - `TAG:leases`: the concurrency slots in use, a sorted set of lease ids
@@ -36,6 +38,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from azproxy.errors import ServiceUnavailable, SharedStateDown
+from azproxy.fleet.coalesce import Coalescer, command, evalsha_head
+from azproxy.fleet.counter_scripts import (
+    ADMIT,
+    ADMIT_ARGUMENTS,
+    CHARGE,
+    RELEASE,
+    RENEW,
+)
 from azproxy.fleet.scripts import Batch, Script
 from azproxy.limits.store import (
     CONCURRENCY_WAIT_S,
@@ -53,134 +63,10 @@ if TYPE_CHECKING:
     from azproxy.fleet.names import Names
     from azproxy.settings.server_side import Limits
 
-__all__ = ["ADMIT", "BATCH_DELAY_S", "CHARGE", "LocalCounters", "SharedCounters"]
+__all__ = ["BATCH_DELAY_S", "LocalCounters", "SharedCounters"]
 
 BATCH_DELAY_S = 0.05
 QUOTA_KEPT_S = 86400  # a period's counter outlives it by a day
-
-# KEYS: rate, leases, quota. ARGV: rpm, tpm, max_concurrent, token_quota (0:
-# none), estimate, the quota key's expiry (a timestamp), the lease id, the
-# wait at max_concurrent, the lease's TTL in seconds. Returns the refusing
-# limit (0: admitted; 1 rpm, 2 tpm, 3 concurrency, 4 quota), the wait as a
-# string (Lua numbers become integers in a reply), then what is left of rpm,
-# tpm and the quota (-1: no such limit). windows.py has the same arithmetic.
-ADMIT = Script(
-    """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-local maxc, quota = tonumber(ARGV[3]), tonumber(ARGV[4])
-local est = tonumber(ARGV[5])
-local tats = redis.call('HMGET', KEYS[1], 'r', 't')
-local rtat = math.max(tonumber(tats[1]) or 0, now)
-local ttat = math.max(tonumber(tats[2]) or 0, now)
-local used = 0
-if quota > 0 then used = tonumber(redis.call('GET', KEYS[3]) or '0') end
-local function left(tat, limit)
-  if limit == 0 then return -1 end
-  local room = now + 60 + 0.000001 - tat
-  if room <= 0 then return 0 end
-  return math.floor(room / (60 / limit))
-end
-local function answer(kind, wait)
-  local q = -1
-  if quota > 0 then q = math.max(quota - used, 0) end
-  return {kind, string.format('%.6f', wait), left(rtat, rpm), left(ttat, tpm), q}
-end
-local function late(tat, cost, limit)
-  if cost > limit then cost = limit end
-  local l = tat + cost * (60 / limit) - now - 60
-  if l > 0.000001 then return l end
-  return 0
-end
-if quota > 0 and not (used < quota and used + est <= quota) then
-  return answer(4, 0)
-end
-local kind, wait = 1, 0
-if rpm > 0 then wait = late(rtat, 1, rpm) end
-if tpm > 0 then
-  local w = late(ttat, est, tpm)
-  if w > wait then kind, wait = 2, w end
-end
-if maxc > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  local busy = tonumber(ARGV[8])
-  if redis.call('ZCARD', KEYS[2]) >= maxc and wait < busy then
-    kind, wait = 3, busy
-  end
-end
-if wait > 0 then return answer(kind, wait) end
-if rpm > 0 then rtat = rtat + 60 / rpm end
-if tpm > 0 then ttat = ttat + est * (60 / tpm) end
-if rpm > 0 or tpm > 0 then
-  redis.call('HSET', KEYS[1], 'r', string.format('%.6f', rtat),
-             't', string.format('%.6f', ttat))
-  redis.call('EXPIRE', KEYS[1], math.ceil(math.max(rtat, ttat) - now) + 60)
-end
-if quota > 0 then
-  used = redis.call('INCRBY', KEYS[3], est)
-  redis.call('EXPIREAT', KEYS[3], ARGV[6])
-end
-if maxc > 0 then
-  local ttl = tonumber(ARGV[9])
-  redis.call('ZADD', KEYS[2], now + ttl, ARGV[7])
-  redis.call('EXPIRE', KEYS[2], math.ceil(ttl) + 1)
-end
-return answer(0, 0)
-"""
-)
-
-# KEYS: rate, quota. ARGV: tokens (fewer when negative), tpm, requests, rpm,
-# the quota key's expiry (0: the period is over, or no quota), and 1 for usage
-# made while Redis was away (counted from now, as the key's counters in
-# this process did; 0: a settlement, adjusting what admission counted).
-CHARGE = Script(
-    """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local tokens, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-local requests, rpm = tonumber(ARGV[3]), tonumber(ARGV[4])
-local expiry, back = tonumber(ARGV[5]), ARGV[6] == '1'
-local last = 0
-local function add(field, units, limit)
-  local tat = tonumber(redis.call('HGET', KEYS[1], field) or '0')
-  if back then tat = math.max(tat, now) end
-  tat = tat + units * (60 / limit)
-  redis.call('HSET', KEYS[1], field, string.format('%.6f', tat))
-  last = math.max(last, tat)
-end
-if tpm > 0 and tokens ~= 0 then add('t', tokens, tpm) end
-if rpm > 0 and requests > 0 then add('r', requests, rpm) end
-if last > now and redis.call('TTL', KEYS[1]) < last - now + 60 then
-  redis.call('EXPIRE', KEYS[1], math.ceil(last - now) + 60)
-end
-if expiry > 0 and tokens ~= 0 then
-  if back or redis.call('EXISTS', KEYS[2]) == 1 then
-    if redis.call('INCRBY', KEYS[2], tokens) < 0 then
-      redis.call('SET', KEYS[2], 0)
-    end
-    redis.call('EXPIREAT', KEYS[2], expiry)
-  end
-end
-return 1
-"""
-)
-
-# KEYS: leases. ARGV: the lease ids to give back.
-RELEASE = Script("return redis.call('ZREM', KEYS[1], unpack(ARGV))")
-
-# KEYS: leases. ARGV: the TTL in seconds, then the lease ids to keep: each
-# expires a TTL from now (if it did not already).
-RENEW = Script(
-    """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i]) end
-redis.call('EXPIRE', KEYS[1], math.ceil(ttl) + 1)
-return 1
-"""
-)
 
 KINDS = {1: Kind.RPM, 2: Kind.TPM, 3: Kind.CONCURRENCY, 4: Kind.QUOTA}
 
@@ -188,7 +74,17 @@ KINDS = {1: Kind.RPM, 2: Kind.TPM, 3: Kind.CONCURRENCY, 4: Kind.QUOTA}
 class _Key:
     """What this process knows of one access key's shared counters."""
 
-    __slots__ = ("end", "leases", "quota", "rate", "seen", "start", "tag")
+    __slots__ = (
+        "end",
+        "head",
+        "leases",
+        "packed_for",
+        "quota",
+        "rate",
+        "seen",
+        "start",
+        "tag",
+    )
 
     def __init__(self, names: Names, name: str) -> None:
         self.tag = names.key_tag(name)
@@ -198,6 +94,10 @@ class _Key:
         self.start = 0.0  # the current quota period
         self.end = 0.0
         self.seen: Remaining | None = None  # what Redis last said was left
+        # ADMIT's call packed up to its per-request arguments, and for which
+        # limits and quota period.
+        self.head = b""
+        self.packed_for: tuple[Limits, float] | None = None
 
 
 @dataclass(slots=True)
@@ -256,6 +156,7 @@ class SharedCounters:
         self._closed = closed  # redis_failure = "closed"
         self._clock = clock  # wall-clock time: quota periods are UTC
         self.batch = Batch(link, breaker, delay_s=BATCH_DELAY_S)
+        self._coalescer = Coalescer(link, breaker, ADMIT)
         self.local = LocalCounters(clock)
         self._keys: dict[str, _Key] = {}
         self._seeded: set[str] = set()  # keys seeded since Redis went away
@@ -284,26 +185,16 @@ class SharedCounters:
         lease = ""
         if limits.max_concurrent is not None:
             lease = f"{self._origin}-{next(self._lease_ids)}"
-        args = (
-            limits.rpm or 0,
-            limits.tpm or 0,
-            limits.max_concurrent or 0,
-            limits.token_quota or 0,
-            estimate,
-            int(key.end) + QUOTA_KEPT_S,
-            lease,
-            CONCURRENCY_WAIT_S,
-            self.lease_s,
-        )
         try:
-            found = await self._breaker.call(
-                partial(
-                    self._run,
-                    ADMIT,
-                    (key.rate, key.leases, key.quota or key.rate),
-                    args,
+            if self._link.cluster is False:
+                found = await self._coalescer.call(
+                    self._packed(key, limits, estimate, lease)
                 )
-            )
+            else:  # a cluster (each call to its shard), or not known yet
+                args = (*self._constants(key, limits), estimate, lease)
+                found = await self._breaker.call(
+                    partial(self._run, ADMIT, self._admit_keys(key), args)
+                )
         except SharedStateDown:
             return await self._locally(limits, estimate, key)
         kind, wait, requests, tokens, quota = found
@@ -319,6 +210,29 @@ class SharedCounters:
         if lease:
             self._leases[lease] = key
         return Ticket(self, limits, estimate, key.start, remaining, lease)
+
+    def _admit_keys(self, key: _Key) -> tuple[str, str, str]:
+        return (key.rate, key.leases, key.quota or key.rate)
+
+    def _constants(self, key: _Key, limits: Limits) -> tuple[int | float, ...]:
+        """ADMIT's arguments that change only with the limits or the period."""
+        return (
+            limits.rpm or 0,
+            limits.tpm or 0,
+            limits.max_concurrent or 0,
+            limits.token_quota or 0,
+            int(key.end) + QUOTA_KEPT_S,
+            CONCURRENCY_WAIT_S,
+            self.lease_s,
+        )
+
+    def _packed(self, key: _Key, limits: Limits, estimate: int, lease: str) -> bytes:
+        """ADMIT's call for one request, its constant part packed once per key."""
+        if key.packed_for != (limits, key.end):
+            constants = self._constants(key, limits)
+            key.head = evalsha_head(ADMIT, self._admit_keys(key), constants)
+            key.packed_for = (limits, key.end)
+        return command(ADMIT_ARGUMENTS, key.head, b"%d" % estimate, lease.encode())
 
     async def _run(
         self, script: Script, keys: Sequence[str], args: Sequence[Any]
