@@ -73,6 +73,7 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnreachable",
     "error_body",
+    "forget_frames",
 ]
 
 
@@ -80,6 +81,20 @@ def error_body(message: str, type_: str, code: str, param: str | None = None) ->
     """The JSON body OpenAI uses for errors: {"error": {message, type, param, code}}."""
     error = {"message": message, "type": type_, "param": param, "code": code}
     return json.dumps({"error": error}).encode()
+
+
+def forget_frames(error: BaseException | None) -> None:
+    """Drop the tracebacks of an error and of its causes, where something
+    keeps the error: aiohttp's readers keep the one they raised (the answer's
+    when Azure's connection breaks, the request's when the client's does),
+    aiohttp and aiohappyeyeballs a connect error in a local of a frame its
+    own traceback holds (last_exc, exceptions). Either is a cycle through
+    the frames of the request, which would hold its body until the
+    collector's next pass. azproxy reports these errors in its own words,
+    never their tracebacks (log first what is to be logged with one)."""
+    while error is not None:
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
 
 
 class AzproxyError(Exception):

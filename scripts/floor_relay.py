@@ -1,8 +1,9 @@
 """The leanest aiohttp relay: the floor azproxy's CPU per request is compared to.
 
 bench.py runs it beside azproxy: same framework, same event loop (uvloop), the
-same ClientSession options, the same collector setting (start-up frozen, as
-azproxy's server/runner.py does), but nothing else: no credentials, no
+same ClientSession options, the same collector settings (start-up frozen and
+the young generation's threshold raised, as azproxy's server/runner.py does),
+but nothing else: no credentials, no
 mapping beyond one fixed URL, no header rules, no retries, no logs or metrics.
 
     python scripts/floor_relay.py PORT UPSTREAM_URL
@@ -46,7 +47,10 @@ async def main(port: int, upstream: str) -> None:
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    gc.freeze()  # like azproxy: the comparison is of the code, not the collector
+    # Like azproxy (server/runner.py freeze_start_up): the comparison is of
+    # the code, not the collector.
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     try:
         await asyncio.Event().wait()
     finally:

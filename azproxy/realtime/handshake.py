@@ -30,13 +30,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from azproxy.auth.credentials import KEY_PROTOCOL, offered_protocols
-from azproxy.errors import (
-    Failure,
-    ProxyError,
-    UpgradeRequired,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-)
+from azproxy.errors import Failure, ProxyError, UpgradeRequired, UpstreamUnreachable
 from azproxy.keys import CALLER, CONFIG, EXCHANGE, SESSION, UpstreamSession
 from azproxy.limits.admission import admit
 from azproxy.observe.observer import ensure_request_id
@@ -51,6 +45,7 @@ from azproxy.relay.attempts import retried
 from azproxy.relay.families import LATEST_PREVIEW, NO_OVERRIDES, Family, route
 from azproxy.relay.headers import request_headers
 from azproxy.relay.refusal import auth_failed, refuses
+from azproxy.relay.send import connection_failure
 
 if TYPE_CHECKING:
     from azproxy.observe.exchange import Exchange
@@ -279,26 +274,13 @@ async def handshake(
         if exc.status >= 500:
             raise Failure(refused(exc, backend), retryable=True) from None
         raise refused(exc, backend) from None
-    except aiohttp.ConnectionTimeoutError:
-        raise Failure(
-            UpstreamTimeout(f"Timed out connecting to Azure OpenAI at {host}."),
-            retryable=True,
-            unsent=True,
-        ) from None
-    except aiohttp.ServerTimeoutError:
-        raise Failure(
-            UpstreamTimeout(
-                f"Azure OpenAI at {host} did not answer the WebSocket handshake "
-                f"within {config.header_timeout_s:g} s (header_timeout_s)."
-            ),
-            retryable=False,
-        ) from None
     except aiohttp.ClientError as exc:
-        raise Failure(
-            UpstreamUnreachable(
-                f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
-            ),
-            retryable=True,
+        # Converted as for HTTP (send.connection_failure), frames forgotten.
+        raise connection_failure(
+            exc,
+            host,
+            f"Azure OpenAI at {host} did not answer the WebSocket handshake "
+            f"within {config.header_timeout_s:g} s (header_timeout_s).",
         ) from None
 
 

@@ -173,8 +173,11 @@ async def handle_resource(
     if method == "POST" and content_type.lower().startswith("multipart/"):
         # File uploads: streamed through, up to max_upload_mb.
         body = stream_through(request)
-        outgoing = Outgoing(method, subpath, body, None, scope=Scope.RESOURCE)
-        return await relay(request, [Backend(endpoint, "")], outgoing, RETRY)
+        try:
+            outgoing = Outgoing(method, subpath, body, None, scope=Scope.RESOURCE)
+            return await relay(request, [Backend(endpoint, "")], outgoing, RETRY)
+        finally:
+            body.close()  # holds nothing, but a broken stream's error
     names_deployment = model_names_deployment(method, subpath)
     raw = await read_body(request, spill=not names_deployment)
     try:

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from azproxy.errors import Failure, ProxyError, UpstreamTimeout, UpstreamUnreachable
+from azproxy.errors import (
+    Failure,
+    ProxyError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    forget_frames,
+)
 from azproxy.relay.uploads import StreamBody
 
 if TYPE_CHECKING:  # types only: sending needs none of these modules' code
@@ -27,7 +33,8 @@ if TYPE_CHECKING:  # types only: sending needs none of these modules' code
 
 __all__ = [
     "Reply",
-    "forget_frames",
+    "client_error",
+    "connection_failure",
     "refuse_redirects",
     "send_once",
 ]
@@ -94,38 +101,15 @@ async def send_once(
             # redirects; here the check below costs less than its layer.
             middlewares=(),
         )
-    # aiohttp raises these two only while it opens the connection (connect,
-    # TLS handshake), before it writes any of the request.
-    except aiohttp.ConnectionTimeoutError as exc:
-        forget_frames(exc)
-        raise Failure(
-            UpstreamTimeout(f"Timed out connecting to Azure OpenAI at {host}."),
-            retryable=True,
-            unsent=True,
-        ) from None
-    except aiohttp.ClientConnectorError as exc:
-        forget_frames(exc)
-        raise Failure(
-            UpstreamUnreachable(
-                f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
-            ),
-            retryable=True,
-            unsent=True,
-        ) from None
-    except aiohttp.ServerTimeoutError as exc:
-        forget_frames(exc)
-        # Not retried: it would only double a long wait.
-        raise Failure(
-            UpstreamTimeout(
-                f"Azure OpenAI at {host} sent no response headers within "
-                f"{config.header_timeout_s:g} s (header_timeout_s)."
-            ),
-            retryable=False,
-        ) from None
     except aiohttp.ClientError as exc:
-        forget_frames(exc)
-        raise broken(
-            body, f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
+        forget_frames(exc)  # also when the client's error is the one raised
+        # Raised, not held in a local: this frame would hold the error whose
+        # traceback holds this frame (a cycle keeping the body).
+        raise client_error(body) or connection_failure(
+            exc,
+            host,
+            f"Azure OpenAI at {host} sent no response headers within "
+            f"{config.header_timeout_s:g} s (header_timeout_s).",
         ) from None
     refuse_redirect(response)
     if stream is not None:
@@ -146,8 +130,11 @@ async def send_once(
         connection.protocol.start_timeout()
     try:
         first = await response.content.readany()
-    except aiohttp.ServerTimeoutError:
+    except aiohttp.ServerTimeoutError as exc:
         response.close()
+        # The answer's reader keeps the error it raised: its traceback would
+        # hold this frame, and the frame the target, body and all (a cycle).
+        forget_frames(exc)
         raise Failure(
             UpstreamTimeout(
                 f"Azure OpenAI at {host} sent headers but no body within "
@@ -157,10 +144,13 @@ async def send_once(
         ) from None
     except aiohttp.ClientError as exc:
         response.close()
-        raise broken(
-            body,
-            f"The connection to Azure OpenAI at {host} broke before the "
-            f"answer started ({type(exc).__name__}).",
+        forget_frames(exc)
+        raise client_error(body) or Failure(
+            UpstreamUnreachable(
+                f"The connection to Azure OpenAI at {host} broke before the "
+                f"answer started ({type(exc).__name__})."
+            ),
+            retryable=True,
         ) from None
     if target.unasked is not None and response.status == 400 and USAGE_REFUSED in first:
         # Azure (or a gateway in front of it) refused the stream_options
@@ -172,25 +162,50 @@ async def send_once(
     return Reply(response, first, backend, target.asked_usage)
 
 
-def forget_frames(error: BaseException | None) -> None:
-    """Drop the tracebacks of an error aiohttp raised and of its causes.
-    aiohttp and aiohappyeyeballs keep an error in a local of a frame its own
-    traceback holds (last_exc, exceptions): a cycle through the frames of the
-    request, which would hold its body until the collector's next pass.
-    azproxy reports these errors in its own words, never their tracebacks."""
-    while error is not None:
-        error.__traceback__ = None
-        error = error.__cause__ or error.__context__
+def connection_failure(
+    exc: aiohttp.ClientError, host: str | None, no_answer: str
+) -> Failure:
+    """What an error aiohttp raised before Azure answered means, for an HTTP
+    request (send_once) and a realtime handshake alike: whether another try
+    could help, and what the client is told. `no_answer` says which wait ran
+    out when Azure sent nothing in time (not retried: it would only double a
+    long wait). Its frames are forgotten (forget_frames)."""
+    forget_frames(exc)
+    # aiohttp raises these two only while it opens the connection (connect,
+    # TLS handshake), before it writes any of the request: always unsent.
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return Failure(
+            UpstreamTimeout(f"Timed out connecting to Azure OpenAI at {host}."),
+            retryable=True,
+            unsent=True,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return Failure(
+            UpstreamUnreachable(
+                f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
+            ),
+            retryable=True,
+            unsent=True,
+        )
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return Failure(UpstreamTimeout(no_answer), retryable=False)
+    return Failure(
+        UpstreamUnreachable(
+            f"Could not reach Azure OpenAI at {host} ({type(exc).__name__})."
+        ),
+        retryable=True,
+    )
 
 
-def broken(body: bytes | StreamBody, message: str) -> ProxyError | Failure:
-    """Why a request whose connection broke failed. When the client's body
-    broke off first (too large, too slow, a second model field), that is the
-    error: the client's, not Azure's, never retried, no deployment's fault.
-    Else Azure's connection broke: a Failure that may be retried."""
+def client_error(body: bytes | StreamBody) -> ProxyError | None:
+    """The client's error when its body broke off while it was sent (too
+    large, too slow, a second model field): then that is why the request
+    failed, not Azure, never retried, no deployment's fault. A new instance
+    each time: the body keeps its error, which, raised itself, would hold
+    the frames that hold the body (a cycle)."""
     if isinstance(body, StreamBody) and body.error is not None:
-        return body.error
-    return Failure(UpstreamUnreachable(message), retryable=True)
+        return body.error.reworded(body.error.message)
+    return None
 
 
 def refuse_redirect(response: aiohttp.ClientResponse) -> None:

@@ -12,7 +12,12 @@ import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDictProxy
 
-from azproxy.errors import ShuttingDown, StreamIncomplete, error_body
+from azproxy.errors import (
+    ShuttingDown,
+    StreamIncomplete,
+    error_body,
+    forget_frames,
+)
 from azproxy.keys import CONFIG, EXCHANGE
 from azproxy.observe.usage import UsageTail
 from azproxy.relay.bodies import READ_BYTES
@@ -73,6 +78,10 @@ async def relay_body(
                 # for 1 MB events.
                 chunk = await upstream.content.read(READ_BYTES)
             except (aiohttp.ClientError, TimeoutError, ShuttingDown) as exc:
+                # Azure's reader keeps the error it raised, and its traceback
+                # this frame: a cycle holding the request and the answer
+                # until the collector's next pass.
+                forget_frames(exc)
                 # A partial event the normaliser holds is dropped.
                 await end_broken_stream(request, response, events, sent, exc)
                 return

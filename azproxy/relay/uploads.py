@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from aiohttp import hdrs, web
 from aiohttp.streams import StreamReader
 
-from azproxy.errors import BadRequest, ProxyError
+from azproxy.errors import BadRequest, ProxyError, forget_frames
 from azproxy.keys import CONFIG
 from azproxy.relay.bodies import (
     BUDGETS,
@@ -142,8 +142,17 @@ class StreamBody:
                 yield chunk
 
     def close(self) -> None:
-        if self.source.head is not None:
-            self.source.head.close()  # gives its budget back, deletes a file
+        """Once the request is over: give back what the head holds, and
+        drop the frames of the error the client's stream ended with."""
+        source = self.source
+        if source.head is not None:
+            source.head.close()  # gives its budget back, deletes a file
+        if source.rest is not None:
+            # A client that left mid-upload: its reader keeps the error,
+            # whose traceback holds the frames that read it, aiohttp's upload
+            # writer's too, which holds its own error caused by that one: a
+            # cycle keeping a piece of the body until the collector's pass.
+            forget_frames(source.rest.exception())
 
 
 async def _rest(source: _Source) -> AsyncIterator[bytes]:
