@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
+from azproxy.observe import access_log
 from azproxy.observe.access_log import fields, json_line
 from azproxy.observe.exchange import Exchange
 from azproxy.observe.logging import JsonFormatter, utc_timestamp
@@ -341,3 +342,15 @@ def test_configured_names_stay_labels_when_clients_used_up_the_room() -> None:
     text = rendered(metrics)
     assert 'deployment="gpt-4o-prod",key="",model="gpt-4o",status="200"} 1.0' in text
     assert len(label_values(text, "model")) == 102  # 100 guesses, other, gpt-4o
+
+
+def test_the_escaped_values_the_access_log_keeps_are_bounded() -> None:
+    for index in range(2000):  # a client varying its path, short and long
+        exchange = Exchange(
+            "POST", f"/v1/files/file-{index}" + "x" * (index % 3 * 40), 0.0
+        )
+        line = json.loads(json_line(exchange, 200, "id", 1.0, "t"))
+        assert line["path"] == exchange.path
+    kept = access_log._QUOTED
+    assert 0 < len(kept) <= access_log._QUOTED_KEPT
+    assert all(len(value) <= access_log._QUOTED_CHARS for value in kept if value)
