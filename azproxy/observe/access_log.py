@@ -130,6 +130,32 @@ def _shown(model: str | None) -> str | None:
 
 # A JSON string, escaped as json.dumps escapes it (ASCII only), in C.
 _quoted: Callable[[str], str] = encode_basestring_ascii
+# How many values _QUOTED keeps, and how long each may be.
+_QUOTED_KEPT = 512
+_QUOTED_CHARS = 64
+
+
+class _Quoted(dict[str | None, str]):
+    """Values as JSON (None as null), escaped once per value: a line's
+    method, path, model, deployment, endpoint, key and caller are the same
+    few values again and again, and a lookup costs a tenth of escaping.
+    Short values only, at most _QUOTED_KEPT, then it starts over: a client
+    varying its path or model churns it, nothing more."""
+
+    __slots__ = ()
+
+    def __missing__(self, value: str | None) -> str:
+        if value is None:
+            return "null"
+        quoted = _quoted(value)
+        if len(value) <= _QUOTED_CHARS:
+            if len(self) >= _QUOTED_KEPT:
+                self.clear()
+            self[value] = quoted
+        return quoted
+
+
+_QUOTED = _Quoted()
 
 
 def json_line(
@@ -137,27 +163,29 @@ def json_line(
 ) -> str:
     """json.dumps(fields(...), separators=(",", ":")) plus a newline, the
     same text built directly: a dict and the json module cost about three
-    times as much, on every request. Strings go through json's own escaping;
-    numbers are ints, or floats (whose repr json writes too)."""
-    model, deployment = _shown(exchange.model), exchange.deployment
-    endpoint, key, caller = exchange.endpoint, exchange.key, exchange.caller
+    times as much, on every request. Strings go through json's own escaping
+    (_QUOTED; the request id, new each time, directly); numbers are ints, or
+    floats (whose repr json writes too), computed as _ms does, inline."""
+    quoted, started = _QUOTED, exchange.started
+    model, first_byte = exchange.model, exchange.first_byte
+    if model is not None and len(model) > MAX_SHOWN_CHARS:
+        model = model[:MAX_SHOWN_CHARS]  # as _shown
     upstream = exchange.upstream_status
-    ttfb = _ms(exchange.first_byte, exchange.started)
+    ttfb = (
+        "null" if first_byte is None else repr(int((first_byte - started) * 10000) / 10)
+    )
     line = (
         # The time is digits and "-:.TZ": nothing to escape.
         f'{{"time":"{time_text}","request_id":{_quoted(request_id)},'
-        f'"method":{_quoted(exchange.method)},"path":{_quoted(exchange.path)},'
-        f'"status":{status},'
-        f'"model":{"null" if model is None else _quoted(model)},'
-        f'"deployment":{"null" if deployment is None else _quoted(deployment)},'
-        f'"endpoint":{"null" if endpoint is None else _quoted(endpoint)},'
-        f'"key":{"null" if key is None else _quoted(key)},'
-        f'"caller":{"null" if caller is None else _quoted(caller)},'
+        f'"method":{quoted[exchange.method]},"path":{quoted[exchange.path]},'
+        f'"status":{status},"model":{quoted[model]},'
+        f'"deployment":{quoted[exchange.deployment]},'
+        f'"endpoint":{quoted[exchange.endpoint]},'
+        f'"key":{quoted[exchange.key]},"caller":{quoted[exchange.caller]},'
         f'"upstream_status":{"null" if upstream is None else upstream},'
         f'"attempts":{exchange.attempts},'
-        f'"stream":{"true" if exchange.stream else "false"},'
-        f'"ttfb_ms":{"null" if ttfb is None else repr(ttfb)},'
-        f'"duration_ms":{_ms(end, exchange.started)!r},'
+        f'"stream":{"true" if exchange.stream else "false"},"ttfb_ms":{ttfb},'
+        f'"duration_ms":{int((end - started) * 10000) / 10!r},'
         f'"bytes":{exchange.bytes_out}'
     )
     usage = exchange.usage

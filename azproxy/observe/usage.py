@@ -19,16 +19,28 @@ import re
 
 __all__ = ["UsageTail", "estimate_tokens", "usage_of"]
 
-# A `usage` object: {"prompt_tokens": .., ...}, possibly with one level of
-# nested details.
-_USAGE = re.compile(rb'"usage"\s*:\s*(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})')
+# Where the usage is looked for: an answer's (or a stream's) last bytes.
 _USAGE_WINDOW = 4096
-# Its top-level counts (details such as cached_tokens are nested deeper).
-# At most 18 digits: int() of thousands would raise (a hostile upstream).
-_COUNT = re.compile(
-    rb'"(prompt|completion|total|input|output)_tokens"\s*:\s*(\d{1,18})\b'
+# A `usage` object, {"prompt_tokens": .., ...} with at most one level of
+# nested details, read in one match (a third of the cost of finding it, then
+# its counts): each top-level count lands in its group, which holds the last
+# value given, as a JSON parser keeps the last of a name given twice. Nested
+# objects (cached_tokens, ...) are skipped whole; a quote that starts no
+# count is passed alone, so a count is found wherever it starts. Atomic: a
+# usage that never ends cannot backtrack (not `*+`, which raises SystemError
+# with groups inside on Python 3.11: cpython#101955). At most 18 digits:
+# int() of thousands would be slow (a hostile upstream), so a longer count
+# is not read. Groups: chat/completions' prompt, completion, total; the
+# Responses API's input, output.
+_COUNT = rb'_tokens"\s*:\s*(\d{1,18})\b'
+_USAGE = re.compile(
+    rb'"usage"\s*:\s*\{(?>(?:[^{}"]++|"(?:'
+    + rb"|".join(
+        name + _COUNT
+        for name in (b"prompt", b"completion", b"total", b"input", b"output")
+    )
+    + rb')|\{[^{}]*+\}|")*)\}'
 )
-_NESTED = re.compile(rb"\{[^{}]*\}")
 # Streamed text: a delta's content, refusal or tool-call arguments (chat), a
 # choice's text (completions); the string's bytes as sent, escapes included.
 _TEXT = re.compile(
@@ -47,23 +59,20 @@ def estimate_tokens(size: int) -> int:
 def usage_of(tail: bytes) -> tuple[int, int, int] | None:
     """Token usage from the end of an answer (JSON or the last SSE events)."""
     # Only the last occurrence is parsed: no scan of the whole answer.
-    start = tail.rfind(b'"usage"', max(len(tail) - _USAGE_WINDOW, 0))
+    size = len(tail)  # (a conditional costs less than max())
+    start = tail.rfind(b'"usage"', size - _USAGE_WINDOW if size > _USAGE_WINDOW else 0)
     if start < 0:
         return None
     found = _USAGE.match(tail, start)
     if found is None:
         return None
-    # Nested objects hold no top-level counts, so drop them before scanning.
-    usage = found.group(1)
-    flat = _NESTED.sub(b"", usage[1:-1]) if usage.find(b"{", 1) > 0 else usage
-    # A name given twice counts its last value, as a JSON parser would.
-    counts = dict(_COUNT.findall(flat))
+    prompt, completion, total, given_input, given_output = found.groups()
     # Chat/completions name them prompt/completion; Responses input/output.
     # (A count is digits: b"0" is true, so `or` only skips a missing name.)
-    prompt = int(counts.get(b"prompt") or counts.get(b"input") or 0)
-    completion = int(counts.get(b"completion") or counts.get(b"output") or 0)
-    total = counts.get(b"total")
-    return prompt, completion, prompt + completion if total is None else int(total)
+    prompt_tokens = int(prompt or given_input or 0)
+    completion_tokens = int(completion or given_output or 0)
+    total_tokens = prompt_tokens + completion_tokens if total is None else int(total)
+    return prompt_tokens, completion_tokens, total_tokens
 
 
 class UsageTail:

@@ -55,7 +55,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         # path most requests take. A body that is not parsed may be spooled.
         body = await read_body(request, spill=not caller.needs_model)
         try:
-            outgoing, model = json_call(request, subpath, body)
+            outgoing, model = json_call(request, subpath, body, caller)
             return await relay(
                 request, caller.backends(model), outgoing, caller.attempts, model
             )
@@ -99,7 +99,7 @@ async def relay(
 
 
 def json_call(
-    request: web.Request, subpath: str, body: bytes | StreamBody
+    request: web.Request, subpath: str, body: bytes | StreamBody, caller: Caller
 ) -> tuple[Outgoing, str | None]:
     """A deployment-scoped JSON call (chat, completions, embeddings, ...):
     what to send, and the model it asks for."""
@@ -115,7 +115,7 @@ def json_call(
     # Parse JSON only when the answer depends on it: a pass-through token
     # with one deployment skips it, unless the body may ask for a stream.
     names_stream = True
-    if request[CALLER].needs_model:
+    if caller.needs_model:
         fields = parse_json(request, body)
         found = fields.model
         model = found if isinstance(found, str) else None

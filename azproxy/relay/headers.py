@@ -70,25 +70,58 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     return listed
 
 
-def _filtered(
-    headers: CIMultiDictProxy[str], drop: frozenset[str] | set[str]
-) -> CIMultiDict[str]:
-    # Copy, then delete: the copy and the lookups run in multidict's C code,
-    # about four times faster than filtering name by name in Python.
-    kept = headers.copy()
-    if "Connection" in headers:
-        drop = drop | _connection_listed(headers)
-    for name in drop:
-        if name in kept:
+# How many header sets a filter remembers, and how long their names may be
+# (together): a client inventing names fills it and it starts over, holding
+# little meanwhile.
+_REMEMBERED = 256
+_REMEMBERED_CHARS = 1024
+
+
+class _Filter:
+    """Copy headers, then delete the ones to drop. Which to delete depends
+    only on the names sent (and what Connection lists), and clients and
+    Azure send the same few sets again and again: it is decided once per
+    set. A request pays a tuple of its names and one lookup, not a lookup
+    per name that could be dropped (about half the instructions)."""
+
+    __slots__ = ("_drop", "_known")
+
+    def __init__(self, drop: frozenset[str]) -> None:
+        self._drop = drop
+        self._known: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def filtered(self, headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+        kept = headers.copy()
+        names = tuple(headers.keys())
+        if "Connection" in headers:
+            # What it lists is part of the decision.
+            names += ("", *headers.getall("Connection"))
+        doomed = self._known.get(names)
+        if doomed is None:
+            doomed = self._decide(headers, names)
+        for name in doomed:
             del kept[name]
-    return kept
+        return kept
+
+    def _decide(
+        self, headers: CIMultiDictProxy[str], names: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        drop: frozenset[str] | set[str] = self._drop
+        if "Connection" in headers:
+            drop = drop | _connection_listed(headers)
+        # Lower case, each once: a deletion takes every spelling of a name.
+        doomed = tuple(dict.fromkeys(n.lower() for n in headers if n.lower() in drop))
+        if sum(map(len, names)) <= _REMEMBERED_CHARS:
+            if len(self._known) >= _REMEMBERED:
+                self._known.clear()
+            self._known[names] = doomed
+        return doomed
 
 
-def request_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Headers to send upstream: the client's, minus hop-by-hop and credentials."""
-    return _filtered(headers, REQUEST_DROP)
-
-
-def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Headers to relay to the client: Azure's, minus hop-by-hop, framing and CORS."""
-    return _filtered(headers, RESPONSE_DROP)
+_REQUEST = _Filter(REQUEST_DROP)
+_RESPONSE = _Filter(RESPONSE_DROP)
+# Bound methods, not functions that call them: a call less per request.
+# Headers to send upstream: the client's, minus hop-by-hop and credentials.
+request_headers = _REQUEST.filtered
+# Headers to relay to the client: Azure's, minus hop-by-hop, framing and CORS.
+response_headers = _RESPONSE.filtered

@@ -117,6 +117,12 @@ def unknown_url(method: str, path: str) -> NotFound:
     )
 
 
+# URLs built before, by their text: most requests go to the same few, and a
+# yarl URL costs four times the lookup. (URLs are immutable: shared safely.)
+_BUILT: dict[str, URL] = {}
+_BUILT_KEPT = 256
+
+
 def upstream_url(
     base: str,
     subpath: str,
@@ -144,8 +150,13 @@ def upstream_url(
     else:
         path = f"/openai/deployments/{deployment}/{subpath}"
     if not client_query:
-        query = f"?api-version={version}" if version else ""
-        return URL(f"{base}{path}{query}", encoded=True)
+        text = f"{base}{path}?api-version={version}" if version else f"{base}{path}"
+        url = _BUILT.get(text)
+        if url is None:
+            url = _BUILT[text] = URL(text, encoded=True)
+            if len(_BUILT) > _BUILT_KEPT:  # a client varying its deployment
+                _BUILT.clear()
+        return url
     params = [
         (k, v) for k, v in client_query.items() if k.lower() not in _DROPPED_PARAMS
     ]

@@ -88,6 +88,9 @@ async def answer(
     sse = reply.is_sse or (
         upstream.status < 300
         and terminal_for(request.path) is not None  # a streaming family
+        # A body that was not parsed and does not name "stream" did not ask
+        # (asked_to_stream says so too): most skip looking up the app's bounds.
+        and (outgoing.fields is not None or outgoing.names_stream)
         and asked_to_stream(outgoing, request.app[JSON_BOUNDS])
     )
     if reply.deployment_not_found and upstream.content.at_eof():

@@ -118,7 +118,8 @@ def build_target(
         outgoing.subpath,
         deployment=None if resource else backend.deployment,
         route=route,
-        client_query=request.query,
+        # Parsed only when there is one (most requests have none).
+        client_query=request.query if "?" in request.raw_path else None,
     )
     headers = request_headers(request.headers)
     endpoint.authorize(headers)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from azproxy.relay import headers
 from azproxy.relay.headers import request_headers, response_headers
 
 
@@ -65,3 +66,45 @@ def test_response_headers_keep_azure_metadata_and_drop_framing_and_cors() -> Non
         ("retry-after-ms", "50"),
         ("Content-Encoding", "gzip"),
     ]
+
+
+def test_a_header_set_seen_before_is_filtered_the_same_way() -> None:
+    # The second and third time, the decision is the remembered one: it
+    # must follow what Connection lists, and each spelling of a name.
+    for _ in range(3):
+        assert list(
+            request_headers(proxy_of(*SEEN, ("Connection", "X-A"))).items()
+        ) == [
+            ("X-B", "2"),
+        ]
+        assert list(
+            request_headers(proxy_of(*SEEN, ("Connection", "X-B"))).items()
+        ) == [
+            ("X-A", "1"),
+        ]
+        assert list(request_headers(proxy_of(*SEEN)).items()) == [
+            ("X-A", "1"),
+            ("X-B", "2"),
+        ]
+
+
+SEEN = (
+    ("Authorization", "Bearer t"),
+    ("X-A", "1"),
+    ("authorization", "Bearer u"),
+    ("X-B", "2"),
+)
+
+
+def test_the_header_sets_remembered_are_bounded() -> None:
+    for index in range(1000):
+        request_headers(proxy_of((f"X-Made-Up-{index}", "1"), ("Host", "h")))
+    # A set of long names is not remembered at all.
+    long_names = [(f"X-{index}-" + "n" * 200, "1") for index in range(10)]
+    kept = request_headers(proxy_of(*long_names, ("Cookie", "a")))
+    assert list(kept.items()) == long_names
+    remembered = headers._REQUEST._known
+    assert 0 < len(remembered) <= headers._REMEMBERED
+    assert all(
+        sum(map(len, names)) <= headers._REMEMBERED_CHARS for names in remembered
+    )

@@ -4,6 +4,7 @@ import pytest
 from multidict import MultiDict
 
 from azproxy.errors import MethodNotAllowed, NotFound
+from azproxy.relay import mapping
 from azproxy.relay.families import Route
 from azproxy.relay.mapping import (
     Scope,
@@ -307,3 +308,25 @@ def test_not_found(subpath: str, code: str) -> None:
 )
 def test_model_names_deployment(method: str, subpath: str, maps: bool) -> None:
     assert model_names_deployment(method, subpath) is maps
+
+
+def test_upstream_urls_are_remembered_within_a_bound() -> None:
+    route = Route(False, "2024-10-21")
+    first = upstream_url(
+        "https://r.example", "chat/completions", deployment="d", route=route
+    )
+    again = upstream_url(
+        "https://r.example", "chat/completions", deployment="d", route=route
+    )
+    assert again is first  # built once
+    for index in range(1000):  # a client naming ever new deployments
+        upstream_url(
+            "https://r.example", "embeddings", deployment=f"d{index}", route=route
+        )
+    assert 0 < len(mapping._BUILT) <= mapping._BUILT_KEPT + 1
+    built = upstream_url(
+        "https://r.example", "embeddings", deployment="d7", route=route
+    )
+    assert str(built) == (
+        "https://r.example/openai/deployments/d7/embeddings?api-version=2024-10-21"
+    )

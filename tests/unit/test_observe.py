@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
+from azproxy.observe import access_log
 from azproxy.observe.access_log import fields, json_line
 from azproxy.observe.exchange import Exchange
 from azproxy.observe.logging import JsonFormatter, utc_timestamp
@@ -53,6 +54,92 @@ KEY = "0123456789abcdef0123456789abcdef"
 )
 def test_usage_of(body: bytes, usage: tuple[int, int, int] | None) -> None:
     assert usage_of(body) == usage
+
+
+@pytest.mark.parametrize(
+    ("usage_text", "usage"),
+    [
+        # the last value of a name given twice, as a JSON parser keeps it
+        (b'{"prompt_tokens":1,"completion_tokens":2,"prompt_tokens":5}', (5, 2, 7)),
+        # names inside nested objects are not the top level's
+        (
+            b'{"x":{"prompt_tokens":9},"prompt_tokens":1,"y":{"total_tokens":9}}',
+            (1, 0, 1),
+        ),
+        (b'{"input_tokens":3,"output_tokens":4}', (3, 4, 7)),
+        # prompt/completion win over input/output, even at 0
+        (b'{"prompt_tokens":0,"input_tokens":3,"output_tokens":4}', (0, 4, 4)),
+        (b'{ "prompt_tokens" :\n 2 ,\t"total_tokens": 9 }', (2, 0, 9)),
+        # more than 18 digits is not read: the earlier value, or none
+        (b'{"prompt_tokens":4,"prompt_tokens":1234567890123456789}', (4, 0, 4)),
+        (b'{"prompt_tokens":123456789012345678}', (123456789012345678,) * 2 + (0,)),
+        (b'{"prompt_tokens":12x,"total_tokens":-3}', (0, 0, 0)),
+        (
+            b'{"prompt_tokens_details":{"cached_tokens":1},"xprompt_tokens":5}',
+            (0, 0, 0),
+        ),
+        # a null usage, nesting deeper than one level, an unfinished object
+        (b"null", None),
+        (b'{"a":{"b":{"c":1}},"prompt_tokens":1}', None),
+        (b'{"prompt_tokens":1,' * 300, None),
+    ],
+)
+def test_usage_reads_the_top_level_counts(
+    usage_text: bytes, usage: tuple[int, int, int] | None
+) -> None:
+    if usage is not None and usage[1:] == (usage[0], 0):  # (n, n, 0): see row
+        usage = (usage[0], 0, usage[0])
+    assert usage_of(b'{"choices":[],"usage":' + usage_text + b"}") == usage
+    event = b'data: {"choices":[],"usage":' + usage_text + b"}\n\ndata: [DONE]\n\n"
+    assert usage_of(event) == usage
+
+
+def test_a_usage_before_the_last_4096_bytes_is_not_looked_for() -> None:
+    head = b'{"usage":{"prompt_tokens":1},"pad":"'
+    assert usage_of(head + b"x" * 4000 + b'"}') == (1, 0, 1)
+    assert usage_of(head + b"x" * 5000 + b'"}') is None
+
+
+_NAMES = ["prompt", "completion", "total", "input", "output"]
+_SPACE = st.sampled_from(["", " ", "\n", "\t "])
+
+
+@st.composite
+def usage_members(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """A usage object's members: counts (some too long to read), other names,
+    nested details holding count names, strings and nulls."""
+    name = st.sampled_from([f"{n}_tokens" for n in _NAMES] + ["cached_tokens", "x"])
+    value = st.one_of(
+        st.integers(0, 10**25).map(str),
+        st.builds(
+            lambda inner, n: f'{{"{inner}":{n}}}',
+            st.sampled_from([f"{n}_tokens" for n in _NAMES]),
+            st.integers(0, 99),
+        ),
+        st.just("null"),
+        st.text("abc _:,", max_size=5).map(lambda t: f'"{t}"'),
+    )
+    return draw(st.lists(st.tuples(name, value), max_size=8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(members=usage_members(), space=_SPACE, stream=st.booleans())
+def test_usage_is_what_a_parser_keeps_of_the_top_level_counts(
+    members: list[tuple[str, str]], space: str, stream: bool
+) -> None:
+    text = "{" + ",".join(f'{space}"{k}"{space}:{space}{v}' for k, v in members) + "}"
+    answer = f'{{"choices":[],"usage":{text}}}'.encode()
+    if stream:
+        answer = b"data: " + answer + b"\n\ndata: [DONE]\n\n"
+    # The oracle: the last readable (at most 18 digits) value of each name.
+    last: dict[str, int] = {}
+    for name, value in members:
+        if name.endswith("_tokens") and value.isdigit() and len(value) <= 18:
+            last[name.removesuffix("_tokens")] = int(value)
+    prompt = last["prompt"] if "prompt" in last else last.get("input", 0)
+    completion = last["completion"] if "completion" in last else last.get("output", 0)
+    total = last.get("total", prompt + completion)
+    assert usage_of(answer) == (prompt, completion, total)
 
 
 STREAM_END = (
@@ -255,3 +342,15 @@ def test_configured_names_stay_labels_when_clients_used_up_the_room() -> None:
     text = rendered(metrics)
     assert 'deployment="gpt-4o-prod",key="",model="gpt-4o",status="200"} 1.0' in text
     assert len(label_values(text, "model")) == 102  # 100 guesses, other, gpt-4o
+
+
+def test_the_escaped_values_the_access_log_keeps_are_bounded() -> None:
+    for index in range(2000):  # a client varying its path, short and long
+        exchange = Exchange(
+            "POST", f"/v1/files/file-{index}" + "x" * (index % 3 * 40), 0.0
+        )
+        line = json.loads(json_line(exchange, 200, "id", 1.0, "t"))
+        assert line["path"] == exchange.path
+    kept = access_log._QUOTED
+    assert 0 < len(kept) <= access_log._QUOTED_KEPT
+    assert all(len(value) <= access_log._QUOTED_CHARS for value in kept if value)
