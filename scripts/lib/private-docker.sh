@@ -27,17 +27,23 @@ docker_packages() {
   done
 }
 
-# dockerd_start [PREFIX...]: starts dockerd with all its state under $W and its socket at
-# $W/docker.sock, and waits until it answers. PREFIX runs it in another way (e.g. in a
-# network namespace of its own: unshare --net ...); without one it shares the machine's
-# network with no bridge and no iptables rules, for builds and runs with --network host.
+# dockerd_start host|own-network: starts dockerd with all its state under $W and its
+# socket at $W/docker.sock, and waits until it answers. `host`: on the machine's network,
+# with no bridge and no iptables rules, for builds and runs with --network host.
+# `own-network`: in a network namespace of its own (only loopback, up), where it makes its
+# bridges and iptables rules as usual; they vanish with it.
 dockerd_start() {
-  local args=(--data-root "$W/data" --exec-root "$W/exec" -H "unix://$W/docker.sock"
-    --pidfile "$W/dockerd.pid")
-  if [ "$#" -eq 0 ]; then
-    args+=(--bridge=none --iptables=false --ip-forward=false)
-  fi
-  "$@" dockerd "${args[@]}" >>"$W/dockerd.log" 2>&1 &
+  local prefix=() args=(--data-root "$W/data" --exec-root "$W/exec"
+    -H "unix://$W/docker.sock" --pidfile "$W/dockerd.pid")
+  case $1 in
+    host) args+=(--bridge=none --iptables=false --ip-forward=false) ;;
+    own-network)
+      # shellcheck disable=SC2016 # "$@" is expanded by the inner shell
+      prefix=(unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh)
+      ;;
+    *) fail "dockerd_start: unknown network '$1'" ;;
+  esac
+  "${prefix[@]}" dockerd "${args[@]}" >>"$W/dockerd.log" 2>&1 &
   DPID=$!
   export DOCKER_HOST="unix://$W/docker.sock"
   for _ in $(seq 100); do
