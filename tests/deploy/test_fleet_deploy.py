@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from azproxy import Config
-from tests.deploy.shipped import AZURE, K8S, PORT, ROOT, load_yaml
+from tests.deploy.shipped import AZURE, K8S, PORT, ROOT, dockerfile_stages, load_yaml
 from tests.deploy.test_manifests import (
     ENDPOINT,
     MODEL_MAP,
@@ -142,6 +142,24 @@ def test_compose_nginx_is_the_shipped_site_with_both_replicas() -> None:
     shipped = nginx_directives().replace(f"server 127.0.0.1:{PORT};", "")
     both = "".join(f"server {s}; " for s in servers)
     assert squeezed(directives.replace(both, "")) == squeezed(shipped)
+
+
+def test_compose_file_runs_on_docker_compose_1_too() -> None:
+    # docker-compose 1.29 (Debian 12's, Ubuntu 22.04's) refuses any other top-level
+    # key, Compose v2's `name:` among them; scripts/fleet-compose-smoke runs it so.
+    keys = {key for key in compose() if not key.startswith("x-")}
+    assert keys <= {"version", "services", "volumes", "networks", "configs", "secrets"}
+
+
+def test_compose_nginx_starts_once_both_replicas_are_healthy() -> None:
+    # A request nginx sends to a replica not yet listening marks it down for 10 s.
+    services = compose()["services"]
+    healthy = {"condition": "service_healthy"}
+    replicas = ("azproxy-1", "azproxy-2")
+    assert services["nginx"]["depends_on"] == dict.fromkeys(replicas, healthy)
+    # ... which the image's own HEALTHCHECK decides (the compose file sets none).
+    assert dockerfile_stages()[-1].args("HEALTHCHECK")
+    assert all("healthcheck" not in services[name] for name in replicas)
 
 
 @pytest.mark.parametrize("redis_url", ["", "rediss://:access-key@cache.example:10000"])
