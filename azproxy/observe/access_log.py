@@ -21,6 +21,7 @@ from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from azproxy.observe.logging import escape_controls
+from azproxy.remembered import Remembered
 from azproxy.settings.patterns import MAX_SHOWN_CHARS
 
 if TYPE_CHECKING:
@@ -135,27 +136,16 @@ _QUOTED_KEPT = 512
 _QUOTED_CHARS = 64
 
 
-class _Quoted(dict[str | None, str]):
-    """Values as JSON (None as null), escaped once per value: a line's
-    method, path, model, deployment, endpoint, key and caller are the same
-    few values again and again, and a lookup costs a tenth of escaping.
-    Short values only, at most _QUOTED_KEPT, then it starts over: a client
-    varying its path or model churns it, nothing more."""
-
-    __slots__ = ()
-
-    def __missing__(self, value: str | None) -> str:
-        if value is None:
-            return "null"
-        quoted = _quoted(value)
-        if len(value) <= _QUOTED_CHARS:
-            if len(self) >= _QUOTED_KEPT:
-                self.clear()
-            self[value] = quoted
-        return quoted
-
-
-_QUOTED = _Quoted()
+# Values as JSON (None as null), escaped once per value: a line's method,
+# path, model, deployment, endpoint, key and caller are the same few values
+# again and again, and a lookup costs a tenth of escaping. Short values only,
+# at most _QUOTED_KEPT, then it starts over: a client varying its path or
+# model churns it, nothing more.
+_QUOTED: Remembered[str | None, str] = Remembered(
+    lambda value: "null" if value is None else _quoted(value),
+    _QUOTED_KEPT,
+    lambda value: value is None or len(value) <= _QUOTED_CHARS,
+)
 
 
 def json_line(

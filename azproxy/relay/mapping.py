@@ -20,6 +20,7 @@ from yarl import URL
 
 from azproxy.errors import MethodNotAllowed, NotFound
 from azproxy.relay.families import RESOURCE_ROOTS, Route
+from azproxy.remembered import Remembered
 
 __all__ = [
     "DEPLOYMENT_PATHS",
@@ -119,8 +120,10 @@ def unknown_url(method: str, path: str) -> NotFound:
 
 # URLs built before, by their text: most requests go to the same few, and a
 # yarl URL costs four times the lookup. (URLs are immutable: shared safely.)
-_BUILT: dict[str, URL] = {}
-_BUILT_KEPT = 256
+_BUILT_KEPT = 256  # a client varying its deployment churns it
+_BUILT: Remembered[str, URL] = Remembered(
+    lambda text: URL(text, encoded=True), _BUILT_KEPT
+)
 
 
 def upstream_url(
@@ -151,12 +154,7 @@ def upstream_url(
         path = f"/openai/deployments/{deployment}/{subpath}"
     if not client_query:
         text = f"{base}{path}?api-version={version}" if version else f"{base}{path}"
-        url = _BUILT.get(text)
-        if url is None:
-            url = _BUILT[text] = URL(text, encoded=True)
-            if len(_BUILT) > _BUILT_KEPT:  # a client varying its deployment
-                _BUILT.clear()
-        return url
+        return _BUILT[text]
     params = [
         (k, v) for k, v in client_query.items() if k.lower() not in _DROPPED_PARAMS
     ]
