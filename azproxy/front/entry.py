@@ -97,8 +97,11 @@ def entered(app: web.Application, handler: Handler) -> Handler:
             # No x-azproxy-deployment here: an answer azproxy made itself (a
             # 429 when every deployment cools, a 502, a 504) was given by no
             # deployment; the relay names the one whose answer it relays.
-            if exchange.ticket is not None and not response.prepared:
-                response.headers.update(exchange.ticket.headers)  # streams: set
+            if not response.prepared:  # streams set these before they start
+                if exchange.ticket is not None:
+                    response.headers.update(exchange.ticket.headers)
+                if cors is not None:
+                    cors.add_headers(request.headers, response.headers)
             return response
         finally:
             ticket = exchange.ticket

@@ -31,6 +31,7 @@ from yarl import URL
 
 from azproxy.auth.credentials import KEY_PROTOCOL, offered_protocols
 from azproxy.errors import Failure, ProxyError, UpgradeRequired, UpstreamUnreachable
+from azproxy.front.cors import add_cors_headers
 from azproxy.keys import CALLER, CONFIG, EXCHANGE, SESSION, UpstreamSession
 from azproxy.limits.admission import admit
 from azproxy.observe.observer import ensure_request_id
@@ -172,6 +173,7 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
         if exchange.ticket is not None:
             client.headers.update(exchange.ticket.headers)
         ensure_request_id(client.headers)  # sent now, before Observer.done runs
+        add_cors_headers(request, client.headers)
         await client.prepare(request)
     except BaseException:
         await upstream.close(code=WSCloseCode.GOING_AWAY)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from azproxy.front.cors import add_cors_headers
 from azproxy.front.lifecycle import LIFECYCLE
 from azproxy.keys import EXCHANGE
 from azproxy.observe.metrics import METRICS
@@ -109,6 +110,7 @@ async def answer(
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
     ensure_request_id(headers)  # sent now, before Observer.done runs
+    add_cors_headers(request, headers)
     response = web.StreamResponse(
         status=upstream.status, reason=upstream.reason, headers=headers
     )

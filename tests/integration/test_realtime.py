@@ -138,6 +138,21 @@ async def test_101_names_the_deployment_and_never_echoes_the_key(
     assert b"insecure" not in head
 
 
+async def test_101_to_an_allowed_origin_carries_cors_headers(
+    proxy_to: Any, fake: FakeRealtime
+) -> None:
+    # The relay sends its 101 itself, so it sets the CORS headers itself.
+    rt = await proxy_to(cors_origins=("https://a.example",))
+    for origin, allowed in (("https://a.example", True), ("https://b.example", False)):
+        head, _, writer = await raw_handshake(
+            rt.port, PATH, BEARER | {"Origin": origin}
+        )
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 101")
+        assert (f"Access-Control-Allow-Origin: {origin}".encode() in head) is allowed
+        assert (b"Vary: Origin" in head) is allowed
+
+
 async def test_client_gets_a_protocol_even_when_azure_selects_none(
     rt: Any, fake: FakeRealtime
 ) -> None:
