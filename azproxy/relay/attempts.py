@@ -37,6 +37,7 @@ from azproxy.relay.health_board import HEALTH, retry_after_headers
 from azproxy.relay.refusal import refuses_credentials
 from azproxy.relay.send import Reply, send_once
 from azproxy.relay.target import Outgoing, build_target
+from azproxy.relay.uploads import can_send_again
 
 if TYPE_CHECKING:
     from azproxy.relay.backends import Backend
@@ -97,7 +98,7 @@ class Retry:
             config,
             f"upstream {target.url.host}",
             partial(send_once, app[SESSION], config, target, request[EXCHANGE]),
-            retries=config.retries if target.replayable else 0,
+            retries=config.retries if can_send_again(target.body) else 0,
             resend=not target.stateful,
             again=retryable_answer,
         )

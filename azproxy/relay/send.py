@@ -10,10 +10,10 @@ followed (refuse_redirect).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
+from aiohttp import hdrs
 
 from azproxy.errors import (
     Failure,
@@ -47,35 +47,54 @@ OVERLOADED = b"That model is currently overloaded"
 USAGE_REFUSED = b"stream_options"
 
 
-@dataclass(slots=True)
 class Reply:
-    """Azure's answer, with its first body chunk already read."""
+    """Azure's answer, with its first body chunk already read.
 
-    response: aiohttp.ClientResponse
-    first: bytes
-    backend: Backend  # the deployment that answered
-    # azproxy asked for the stream's usage (Target.asked_usage): the
-    # usage-only chunk is azproxy's, not the client's.
-    asked_usage: bool = False
+    What the relay asks of every answer (its status, whether it is a stream,
+    an "overloaded" first event, a missing deployment) is decided once, here:
+    read as plain attributes, not properties (each a call on Python 3.11).
+    """
 
-    @property
-    def status(self) -> int:
-        return self.response.status
+    __slots__ = (
+        "asked_usage",
+        "backend",
+        "deployment_not_found",
+        "first",
+        "is_sse",
+        "overloaded",
+        "response",
+        "status",
+    )
 
-    @property
-    def is_sse(self) -> bool:
-        return self.response.content_type == "text/event-stream"
-
-    @property
-    def overloaded(self) -> bool:
-        return OVERLOADED in self.first and self.is_sse
-
-    @property
-    def deployment_not_found(self) -> bool:
-        return self.status == 404 and b"DeploymentNotFound" in self.first
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        first: bytes,
+        backend: Backend,
+        asked_usage: bool = False,
+    ) -> None:
+        self.response = response
+        self.first = first
+        self.backend = backend  # the deployment that answered
+        # azproxy asked for the stream's usage (Target.unasked): the
+        # usage-only chunk is azproxy's, not the client's.
+        self.asked_usage = asked_usage
+        status = self.status = response.status
+        self.is_sse = is_event_stream(response.headers.get(hdrs.CONTENT_TYPE))
+        self.overloaded = self.is_sse and OVERLOADED in first
+        self.deployment_not_found = status == 404 and b"DeploymentNotFound" in first
 
     def close(self) -> None:
         self.response.close()
+
+
+def is_event_stream(content_type: str | None) -> bool:
+    """Whether a Content-Type names an SSE stream (its media type only,
+    parameters and case aside)."""
+    if content_type is None:
+        return False
+    media_type = content_type.partition(";")[0]
+    return media_type.strip().lower() == "text/event-stream"
 
 
 async def send_once(
@@ -159,7 +178,7 @@ async def send_once(
         response.close()
         log.warning("Azure refused stream_options at %s; sent without it", host)
         return await send_once(session, config, target.without_usage(), exchange)
-    return Reply(response, first, backend, target.asked_usage)
+    return Reply(response, first, backend, target.unasked is not None)
 
 
 def connection_failure(

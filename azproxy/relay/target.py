@@ -69,17 +69,9 @@ class Target:
     # DELETE: a batch, a run, a stored response): sending it twice could do it
     # twice, so it is sent again only if none of it went out.
     stateful: bool = False
-    # When azproxy asked for the stream's usage, the body without that ask.
+    # When azproxy asked for the stream's usage (its usage chunk is then
+    # azproxy's, not the client's), the body without that ask.
     unasked: bytes | None = None
-
-    @property
-    def replayable(self) -> bool:
-        return can_send_again(self.body)
-
-    @property
-    def asked_usage(self) -> bool:
-        """azproxy asked for the stream's usage: its usage chunk is azproxy's."""
-        return self.unasked is not None
 
     def without_usage(self) -> Target:
         """The same request with the body the client's own ask would have."""
