@@ -26,6 +26,7 @@ from azproxy.auth.callers import Caller, PassthroughCaller, Router, ServerCaller
 from azproxy.auth.credentials import parse_passthrough, presented_token
 from azproxy.errors import ConfigError, InvalidCredentials
 from azproxy.front.lifecycle import LIFECYCLE
+from azproxy.remembered import Remembered
 
 if TYPE_CHECKING:
     from azproxy.settings.config import Config
@@ -48,8 +49,15 @@ class Gate:
             if config.server_side and config.allow_anonymous and not config.access_keys
             else None
         )
-        self._passthrough: dict[str, PassthroughCaller] = {}
+        # A pass-through token's caller, made the first time it is seen.
+        self._passthrough: Remembered[str, PassthroughCaller] = Remembered(
+            lambda token: PassthroughCaller(parse_passthrough(token), config),
+            PASSTHROUGH_CACHE,
+        )
         self._metrics_refusal = _metrics_refusal(config)
+        # Read on every request: found once (each a property of Config).
+        self._passthrough_allowed = config.passthrough_allowed
+        self._server_side = config.server_side
 
     def access_key(self, presented: str) -> AccessKey | None:
         """The access key presented, if any. Compared with every key in
@@ -67,17 +75,18 @@ class Gate:
             key = self.access_key(presented)
             if key is not None:
                 return self._callers[id(key)]
+        server_side = self._server_side
         if (
             presented
-            and config.passthrough_allowed
-            and (":" in presented or not config.server_side)
+            and self._passthrough_allowed
+            and (":" in presented or not server_side)
         ):
-            return self._passthrough_caller(presented)
+            return self._passthrough[presented]
         if self._anonymous is not None:
             return self._anonymous
         if presented:
             raise self._refused(presented)
-        if config.server_side:
+        if server_side:
             raise InvalidCredentials(
                 "No access key: send 'Authorization: Bearer <azproxy access key>' "
                 "or an 'api-key' header."
@@ -123,15 +132,6 @@ class Gate:
             ):
                 return
         raise InvalidCredentials(refusal)
-
-    def _passthrough_caller(self, presented: str) -> PassthroughCaller:
-        caller = self._passthrough.get(presented)
-        if caller is None:
-            caller = PassthroughCaller(parse_passthrough(presented), self.config)
-            if len(self._passthrough) >= PASSTHROUGH_CACHE:
-                self._passthrough.clear()
-            self._passthrough[presented] = caller
-        return caller
 
 
 def _metrics_refusal(config: Config) -> str | None:
