@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -33,6 +34,7 @@ from azproxy.observe.metrics_group import MEMBER, WorkerGroup, group_metrics_han
 from azproxy.realtime.handshake import REALTIME_PATH, handle_realtime, setup_realtime
 from azproxy.relay import bodies, health_board, request_body, upstream_slots
 from azproxy.relay.bodies import READ_BYTES
+from azproxy.relay.context import RelayContext
 from azproxy.relay.handler import handle
 from azproxy.relay.mapping import DEPLOYMENT_PATHS
 from azproxy.relay.send import refuse_redirects
@@ -114,7 +116,7 @@ def add_routes(app: web.Application) -> None:
     router.add_get(REALTIME_PATH, entered(app, handle_realtime))  # a WebSocket
     # The paths most requests take, as plain routes: aiohttp finds those with
     # a dict lookup, while the catch-all below costs a regex match.
-    relay = entered(app, handle)
+    relay = entered(app, partial(handle, RelayContext(app)))
     for path in sorted(DEPLOYMENT_PATHS):
         router.add_route("*", f"/v1/{path}", relay)
     # Every other path and method, a newline (%0A) included: no request

@@ -5,7 +5,7 @@ azproxy answers a preflight itself, before any credential is asked for
 to every response: the entry layer to the answers it returns, and what sends
 its answer itself (a stream, a WebSocket) before it does (add_cors_headers),
 as with x-request-id. Not an on_response_prepare hook: a signal and a
-coroutine on every response cost about 6,000 instructions a request. With
+coroutine on every response, whether the request has an Origin or not. With
 CORS off nothing is wired: no preflight answer, no headers, no cost.
 """
 

@@ -22,10 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from aiohttp import web
-
 from azproxy.errors import AllCoolingDown, Failure, ProxyError, RateLimited
-from azproxy.keys import CONFIG, EXCHANGE, SESSION
 from azproxy.relay.azure_limits import (
     format_duration,
     refusal,
@@ -33,14 +30,16 @@ from azproxy.relay.azure_limits import (
     retry_after_s,
 )
 from azproxy.relay.backends import Backend
-from azproxy.relay.health_board import HEALTH, retry_after_headers
+from azproxy.relay.health_board import retry_after_headers
 from azproxy.relay.refusal import refuses_credentials
 from azproxy.relay.send import Reply, send_once
 from azproxy.relay.target import Outgoing, build_target
 from azproxy.relay.uploads import can_send_again
 
 if TYPE_CHECKING:
+    from azproxy.observe.exchange import Exchange
     from azproxy.relay.backends import Backend
+    from azproxy.relay.context import RelayContext
     from azproxy.settings.config import Config
 
 __all__ = [
@@ -63,7 +62,8 @@ T = TypeVar("T")
 class Attempts(Protocol):
     def send(
         self,
-        request: web.Request,
+        context: RelayContext,
+        exchange: Exchange,
         backends: Sequence[Backend],
         outgoing: Outgoing,
         model: str | None,
@@ -84,20 +84,20 @@ class Retry:
 
     def send(
         self,
-        request: web.Request,
+        context: RelayContext,
+        exchange: Exchange,
         backends: Sequence[Backend],
         outgoing: Outgoing,
         model: str | None,
     ) -> Awaitable[Reply]:
         # Not a coroutine itself: it hands back the loop's, one coroutine
         # less on the path most requests take.
-        app = request.app
-        config = app[CONFIG]
-        target = build_target(backends[0], outgoing, request)
+        config = context.config
+        target = build_target(backends[0], outgoing)
         return retried(
             config,
             f"upstream {target.url.host}",
-            partial(send_once, app[SESSION], config, target, request[EXCHANGE]),
+            partial(send_once, context.session, config, target, exchange),
             retries=config.retries if can_send_again(target.body) else 0,
             resend=not target.stateful,
             again=retryable_answer,
@@ -196,14 +196,14 @@ class Failover:
 
     async def send(
         self,
-        request: web.Request,
+        context: RelayContext,
+        exchange: Exchange,
         backends: Sequence[Backend],
         outgoing: Outgoing,
         model: str | None,
     ) -> Reply:
-        request[EXCHANGE].failover = True  # its extra tries are failovers
-        app = request.app
-        config, board = app[CONFIG], app[HEALTH]
+        exchange.failover = True  # its extra tries are failovers
+        config, board = context.config, context.health
         try:
             plan = board.plan(backends)[: config.max_attempts]
         except AllCoolingDown as cooling:
@@ -215,7 +215,7 @@ class Failover:
         try:
             for index, backend in enumerate(plan):
                 try:
-                    reply = await try_backend(request, backend, outgoing)
+                    reply = await try_backend(context, exchange, backend, outgoing)
                 except Failure as failure:
                     error = failure.error
                     log.warning("deployment %s failed: %s", backend.name, error.message)
@@ -285,19 +285,18 @@ class Failover:
 
 
 async def try_backend(
-    request: web.Request, backend: Backend, outgoing: Outgoing
+    context: RelayContext, exchange: Exchange, backend: Backend, outgoing: Outgoing
 ) -> Reply:
     """One try at one deployment, as the health board sees it: a connection
     error or a timeout makes it unreachable for a while; a try that ends with
     no verdict at all (the client cancelled, no credentials to send, a
     refused redirect) lets a half-open breaker be probed again instead of
     waiting for a verdict that never comes."""
-    app = request.app
-    board = app[HEALTH]
+    board = context.health
     board.started(backend)
     try:
-        target = build_target(backend, outgoing, request)
-        return await send_once(app[SESSION], app[CONFIG], target, request[EXCHANGE])
+        target = build_target(backend, outgoing)
+        return await send_once(context.session, context.config, target, exchange)
     except Failure:
         board.unreachable(backend)
         raise

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from aiohttp import hdrs, web
 
 from azproxy.errors import BadRequest
-from azproxy.keys import CALLER, CONFIG, EXCHANGE
+from azproxy.keys import CALLER, EXCHANGE
 from azproxy.limits.admission import admit, prompt_estimate
 from azproxy.relay.attempts import RETRY, Attempts
 from azproxy.relay.backends import Backend, Endpoint
@@ -29,19 +29,21 @@ from azproxy.relay.mapping import Scope, classify, model_names_deployment, unkno
 from azproxy.relay.request_body import parse_json, read_body, release_body
 from azproxy.relay.response import answer
 from azproxy.relay.stream_usage import USAGE_PATHS, usage_splice
-from azproxy.relay.target import Outgoing
+from azproxy.relay.target import Outgoing, outgoing_of
 from azproxy.relay.uploads import StreamBody, read_upload, stream_through
-from azproxy.relay.upstream_slots import LIMITER
 from azproxy.settings.patterns import MAX_SHOWN_CHARS
 
 if TYPE_CHECKING:
     from azproxy.auth.callers import Caller
+    from azproxy.observe.exchange import Exchange
+    from azproxy.relay.context import RelayContext
     from azproxy.relay.jsonbody import JsonObject
 
 __all__ = ["handle"]
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+async def handle(context: RelayContext, request: web.Request) -> web.StreamResponse:
+    """The catch-all route's handler (app.py binds it to the app's context)."""
     path = request.path
     # Ids and path words never need percent-encoding: an encoded '/' or '.'
     # can only be an attempt to reach another upstream path.
@@ -49,44 +51,52 @@ async def handle(request: web.Request) -> web.StreamResponse:
         raise unknown_url(request.method, path)
     subpath = path[4:]
     scope = classify(request.method, subpath)
-    caller = request[CALLER]
+    caller, exchange = request[CALLER], request[EXCHANGE]
     if scope is Scope.DEPLOYMENT:
         # Inline rather than a handler of its own: one coroutine less on the
         # path most requests take. A body that is not parsed may be spooled.
-        body = await read_body(request, spill=not caller.needs_model)
+        body = await read_body(context, request, spill=not caller.needs_model)
         try:
-            outgoing, model = json_call(request, subpath, body, caller)
+            outgoing, model = json_call(
+                context, request, exchange, subpath, body, caller
+            )
             return await relay(
-                request, caller.backends(model), outgoing, caller.attempts, model
+                context, request, exchange, caller, outgoing, caller.attempts, model
             )
         finally:
-            release_body(request, body)
+            release_body(context, body)
     if scope is Scope.UPLOAD:
-        return await handle_upload(request, subpath, caller)
-    return await handle_resource(request, subpath, caller)
+        return await handle_upload(context, request, exchange, subpath, caller)
+    return await handle_resource(context, request, exchange, subpath, caller)
 
 
 async def relay(
+    context: RelayContext,
     request: web.Request,
-    backends: Sequence[Backend],
+    exchange: Exchange,
+    caller: Caller,
     outgoing: Outgoing,
     attempts: Attempts,
     model: str | None = None,
+    backends: Sequence[Backend] | None = None,
 ) -> web.StreamResponse:
-    """Admit the request under its key's limits, take an upstream slot, get
-    Azure's answer as `attempts` tries the backends, and relay it."""
+    """Admit the request under its caller's limits, take an upstream slot,
+    get Azure's answer as `attempts` tries the backends (the caller's for
+    `model`, unless given), and relay it."""
     if model is not None:  # else json_call noted the model named, if any
-        request[EXCHANGE].model = model
-    limits = request[CALLER].limits
+        exchange.model = model
+    if backends is None:
+        backends = caller.backends(model)
+    limits = caller.limits
     if limits is not None:  # before anything is sent; refused: nothing is
         await admit(request, limits, prompt_estimate(outgoing))
-    limiter = request.app[LIMITER]
+    limiter = context.limiter
     if not limiter.try_acquire():
         await limiter.acquire()
     try:
-        reply = await attempts.send(request, backends, outgoing, model)
+        reply = await attempts.send(context, exchange, backends, outgoing, model)
         try:
-            response = await answer(request, reply, outgoing)
+            response = await answer(context, request, exchange, reply, outgoing)
         except BaseException:
             # Client gone (cancelled): drop the upstream connection at once
             # rather than draining it.
@@ -99,7 +109,12 @@ async def relay(
 
 
 def json_call(
-    request: web.Request, subpath: str, body: bytes | StreamBody, caller: Caller
+    context: RelayContext,
+    request: web.Request,
+    exchange: Exchange,
+    subpath: str,
+    body: bytes | StreamBody,
+    caller: Caller,
 ) -> tuple[Outgoing, str | None]:
     """A deployment-scoped JSON call (chat, completions, embeddings, ...):
     what to send, and the model it asks for."""
@@ -110,26 +125,26 @@ def json_call(
     usage = (
         subpath in USAGE_PATHS
         and isinstance(body, bytes)
-        and request.app[CONFIG].sse_compat == "openai"
+        and context.config.sse_compat == "openai"
     )
     # Parse JSON only when the answer depends on it: a pass-through token
     # with one deployment skips it, unless the body may ask for a stream.
     names_stream = True
     if caller.needs_model:
-        fields = parse_json(request, body)
+        fields = parse_json(context, body)
         found = fields.model
         model = found if isinstance(found, str) else None
     elif usage and isinstance(body, bytes):
         names_stream = b'"stream"' in body
         if names_stream:
-            fields = parsed_if_json(request, body)
-    outgoing = Outgoing(request.method, subpath, body, fields)
+            fields = parsed_if_json(context, body)
+    outgoing = outgoing_of(request, subpath, body, fields)
     outgoing.names_stream = names_stream
     if usage and fields is not None:
         outgoing.usage_splice = usage_splice(fields)
     if model is None:
         # Not routed by: the model the client named, for the log only.
-        request[EXCHANGE].model = shown_model(body, fields)
+        exchange.model = shown_model(body, fields)
     return outgoing, model
 
 
@@ -141,31 +156,41 @@ def shown_model(body: bytes | StreamBody, fields: JsonObject | None) -> str | No
     return glance_model(body, MAX_SHOWN_CHARS) if isinstance(body, bytes) else None
 
 
-def parsed_if_json(request: web.Request, body: bytes | StreamBody) -> JsonObject | None:
+def parsed_if_json(
+    context: RelayContext, body: bytes | StreamBody
+) -> JsonObject | None:
     """The body parsed, or None where azproxy would refuse it: a body that
     nothing routes by goes to Azure as it is, which judges it."""
     try:
-        return parse_json(request, body)
+        return parse_json(context, body)
     except BadRequest:
         return None
 
 
 async def handle_upload(
-    request: web.Request, subpath: str, caller: Caller
+    context: RelayContext,
+    request: web.Request,
+    exchange: Exchange,
+    subpath: str,
+    caller: Caller,
 ) -> web.StreamResponse:
     body, model = await read_upload(request, need_model=caller.needs_model)
     try:
-        outgoing = Outgoing(request.method, subpath, body, None, scope=Scope.UPLOAD)
+        outgoing = outgoing_of(request, subpath, body, None, Scope.UPLOAD)
         # relay sends a body that cannot be replayed to one backend only.
         return await relay(
-            request, caller.backends(model), outgoing, caller.attempts, model
+            context, request, exchange, caller, outgoing, caller.attempts, model
         )
     finally:
         body.close()  # the head's spool and its budget, also when refused
 
 
 async def handle_resource(
-    request: web.Request, subpath: str, caller: Caller
+    context: RelayContext,
+    request: web.Request,
+    exchange: Exchange,
+    subpath: str,
+    caller: Caller,
 ) -> web.StreamResponse:
     endpoint = caller.resource_endpoint()
     method = request.method
@@ -174,24 +199,40 @@ async def handle_resource(
         # File uploads: streamed through, up to max_upload_mb.
         body = stream_through(request)
         try:
-            outgoing = Outgoing(method, subpath, body, None, scope=Scope.RESOURCE)
-            return await relay(request, [Backend(endpoint, "")], outgoing, RETRY)
+            outgoing = outgoing_of(request, subpath, body, None, Scope.RESOURCE)
+            return await relay(
+                context,
+                request,
+                exchange,
+                caller,
+                outgoing,
+                RETRY,
+                backends=[Backend(endpoint, "")],
+            )
         finally:
             body.close()  # holds nothing, but a broken stream's error
     names_deployment = model_names_deployment(method, subpath)
-    raw = await read_body(request, spill=not names_deployment)
+    raw = await read_body(context, request, spill=not names_deployment)
     try:
         deployment, fields = "", None
         if raw and names_deployment:
-            found = parse_json(request, raw)
+            found = parse_json(context, raw)
             model = found.model
             if isinstance(model, str):
                 deployment = deployment_on(endpoint, caller.backends(model), model)
                 fields = found
-        outgoing = Outgoing(method, subpath, raw, fields, scope=Scope.RESOURCE)
-        return await relay(request, [Backend(endpoint, deployment)], outgoing, RETRY)
+        outgoing = outgoing_of(request, subpath, raw, fields, Scope.RESOURCE)
+        return await relay(
+            context,
+            request,
+            exchange,
+            caller,
+            outgoing,
+            RETRY,
+            backends=[Backend(endpoint, deployment)],
+        )
     finally:
-        release_body(request, raw)
+        release_body(context, raw)
 
 
 def deployment_on(endpoint: Endpoint, backends: Sequence[Backend], model: str) -> str:

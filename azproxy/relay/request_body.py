@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from azproxy.keys import CONFIG
 from azproxy.relay.bodies import (
-    BUDGETS,
     BodyBuffer,
     next_chunk,
     refuse_encoded,
@@ -22,6 +20,7 @@ from azproxy.relay.jsonshape import JsonBounds
 from azproxy.relay.uploads import StreamBody
 
 if TYPE_CHECKING:
+    from azproxy.relay.context import RelayContext
     from azproxy.settings.config import Config
 
 __all__ = [
@@ -34,15 +33,15 @@ __all__ = [
 ]
 
 
-async def read_body(request: web.Request, *, spill: bool) -> bytes | StreamBody:
+async def read_body(
+    context: RelayContext, request: web.Request, *, spill: bool
+) -> bytes | StreamBody:
     """The whole request body, held within the process's budgets: bytes in
     memory, or, when the memory budget is spent and `spill` allows it (the
     body will not be parsed), a StreamBody spooled to disk. Give it back
     with release_body() once the request ends."""
     refuse_encoded(request)
-    app = request.app
-    config, budgets = app[CONFIG], app[BUDGETS]
-    limit = config.max_body_bytes
+    budgets, limit = context.budgets, context.max_body_bytes
     content = request.content
     if content.is_eof():
         # The whole body came with the headers, as most do: take it as it is.
@@ -54,13 +53,14 @@ async def read_body(request: web.Request, *, spill: bool) -> bytes | StreamBody:
         if length is not None and length > limit:
             raise too_large("request body", limit, "max_body_mb")
         chunk = b""
+    timeout_s = context.config.client_body_timeout_s
     buffer = BodyBuffer(budgets, spill=spill)
     try:
         while True:
             if buffer.size + len(chunk) > limit:
                 raise too_large("request body", limit, "max_body_mb")
             buffer.write(chunk)
-            chunk = await next_chunk(content, config.client_body_timeout_s)
+            chunk = await next_chunk(content, timeout_s)
             if not chunk:
                 break
     except BaseException:
@@ -71,18 +71,18 @@ async def read_body(request: web.Request, *, spill: bool) -> bytes | StreamBody:
     return buffer.take_bytes()
 
 
-def release_body(request: web.Request, body: bytes | StreamBody) -> None:
+def release_body(context: RelayContext, body: bytes | StreamBody) -> None:
     """Give back what read_body() held."""
     if isinstance(body, StreamBody):
         body.close()
     else:
-        request.app[BUDGETS].memory.give(len(body))
+        context.budgets.memory.give(len(body))
 
 
-def parse_json(request: web.Request, body: bytes | StreamBody) -> JsonObject:
+def parse_json(context: RelayContext, body: bytes | StreamBody) -> JsonObject:
     """The body as a JSON object, within the structure bounds (400 else)."""
     assert isinstance(body, bytes)  # read_body(spill=False) for bodies to parse
-    return read_object(body, request.app[JSON_BOUNDS])
+    return read_object(body, context.json_bounds)
 
 
 def json_bounds(config: Config) -> JsonBounds:

@@ -17,19 +17,17 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from azproxy.front.cors import add_cors_headers
-from azproxy.front.lifecycle import LIFECYCLE
-from azproxy.keys import EXCHANGE
-from azproxy.observe.metrics import METRICS
 from azproxy.observe.observer import ensure_request_id
 from azproxy.observe.usage import usage_of
 from azproxy.relay.headers import response_headers
 from azproxy.relay.refusal import REFUSALS, refused_credentials
-from azproxy.relay.request_body import JSON_BOUNDS
 from azproxy.relay.stream import relay_body
 from azproxy.relay.terminal import asked_to_stream, terminal_for
 
 if TYPE_CHECKING:
+    from azproxy.observe.exchange import Exchange
     from azproxy.relay.backends import Backend
+    from azproxy.relay.context import RelayContext
     from azproxy.relay.send import Reply
     from azproxy.relay.target import Outgoing
 
@@ -70,7 +68,11 @@ def body_size(outgoing: Outgoing) -> int:
 
 
 async def answer(
-    request: web.Request, reply: Reply, outgoing: Outgoing
+    context: RelayContext,
+    request: web.Request,
+    exchange: Exchange,
+    reply: Reply,
+    outgoing: Outgoing,
 ) -> web.StreamResponse:
     """Relay status, headers and body; the body chunk by chunk as it arrives.
 
@@ -82,17 +84,16 @@ async def answer(
         refusal = refused_credentials(reply)
         if refusal is not None:
             raise refusal  # the caller releases the answer
-    exchange = request[EXCHANGE]
     headers = response_headers(upstream.headers)
     if backend.deployment:  # resource calls (files, ...) use none
         headers["x-azproxy-deployment"] = backend.deployment
     sse = reply.is_sse or (
         upstream.status < 300
-        and terminal_for(request.path) is not None  # a streaming family
+        and terminal_for(exchange.path) is not None  # a streaming family
         # A body that was not parsed and does not name "stream" did not ask
         # (asked_to_stream says so too): most skip looking up the app's bounds.
         and (outgoing.fields is not None or outgoing.names_stream)
-        and asked_to_stream(outgoing, request.app[JSON_BOUNDS])
+        and asked_to_stream(outgoing, context.json_bounds)
     )
     if reply.deployment_not_found and upstream.content.at_eof():
         first = with_deployment_hint(first, backend)
@@ -118,8 +119,7 @@ async def answer(
         response.content_length = upstream.content_length
     await response.prepare(request)
     exchange.stream = sse
-    app = request.app
-    metrics, lifecycle = app[METRICS], app[LIFECYCLE]
+    metrics, lifecycle = context.metrics, context.lifecycle
     metrics.streams_in_flight += 1
     try:
         lifecycle.relaying(upstream)  # a shutdown past its grace cuts it

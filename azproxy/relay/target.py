@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from yarl import URL
 
 from azproxy.observe.usage import estimate_tokens
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from azproxy.relay.backends import Backend
     from azproxy.relay.jsonbody import JsonObject
 
-__all__ = ["Outgoing", "Target", "build_target"]
+__all__ = ["Outgoing", "Target", "build_target", "outgoing_of"]
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x on every request
@@ -33,6 +33,8 @@ class Outgoing:
 
     method: str
     subpath: str  # the OpenAI path after /v1/
+    headers: CIMultiDictProxy[str]  # the client's
+    query: MultiMapping[str] | None  # the client's, None when it sent none
     body: bytes | StreamBody
     fields: JsonObject | None  # the parsed body, when it was needed
     scope: Scope = Scope.DEPLOYMENT
@@ -79,9 +81,22 @@ class Target:
         return Target(self.method, self.url, self.headers, self.unasked, self.backend)
 
 
-def build_target(
-    backend: Backend, outgoing: Outgoing, request: web.BaseRequest
-) -> Target:
+def outgoing_of(
+    request: web.BaseRequest,
+    subpath: str,
+    body: bytes | StreamBody,
+    fields: JsonObject | None,
+    scope: Scope = Scope.DEPLOYMENT,
+) -> Outgoing:
+    """What `request` asks for. Its query is parsed only when there is one
+    (most requests have none)."""
+    query = request.query if "?" in request.raw_path else None
+    return Outgoing(
+        request.method, subpath, request.headers, query, body, fields, scope
+    )
+
+
+def build_target(backend: Backend, outgoing: Outgoing) -> Target:
     """Decide the Azure URL, headers and body for one backend. No I/O."""
     endpoint = backend.endpoint
     body, fields = outgoing.body, outgoing.fields
@@ -110,10 +125,9 @@ def build_target(
         outgoing.subpath,
         deployment=None if resource else backend.deployment,
         route=route,
-        # Parsed only when there is one (most requests have none).
-        client_query=request.query if "?" in request.raw_path else None,
+        client_query=outgoing.query,
     )
-    headers = request_headers(request.headers)
+    headers = request_headers(outgoing.headers)
     endpoint.authorize(headers)
     if unasked is not None:
         # Its usage chunk must come out of the stream: a compressed stream

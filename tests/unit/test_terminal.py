@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from azproxy.relay.jsonbody import JsonObject
 from azproxy.relay.jsonshape import JsonBounds
@@ -193,7 +194,9 @@ BOUNDS = JsonBounds(64, 100_000, 1_000_000)
 
 def outgoing(body: bytes, stream: object = None, *, parsed: bool = False) -> Outgoing:
     fields = JsonObject(None, None, 1, False, stream) if parsed else None
-    return Outgoing("POST", "chat/completions", body, fields)
+    return Outgoing(
+        "POST", "chat/completions", CIMultiDictProxy(CIMultiDict()), None, body, fields
+    )
 
 
 @pytest.mark.parametrize(
