@@ -88,8 +88,8 @@ class AccessLog:
 
 
 def _ms(at: float | None, started: float) -> float | None:
-    # Tenths of a millisecond; int() is cheaper than round() on this path.
-    return None if at is None else int((at - started) * 10000) / 10
+    """Milliseconds, to the tenth (json_line writes them with "%.1f")."""
+    return None if at is None else round((at - started) * 1000, 1)
 
 
 def fields(
@@ -131,21 +131,47 @@ def _shown(model: str | None) -> str | None:
 
 # A JSON string, escaped as json.dumps escapes it (ASCII only), in C.
 _quoted: Callable[[str], str] = encode_basestring_ascii
-# How many values _QUOTED keeps, and how long each may be.
-_QUOTED_KEPT = 512
-_QUOTED_CHARS = 64
+# How many middles _MIDDLES keeps, and how long each value in one may be.
+_MIDDLES_KEPT = 512
+_MIDDLE_CHARS = 64
+
+# What a line says from "method" to "stream", by those values.
+_Middle = tuple[
+    str, str, int, str | None, str | None, str | None, str | None, str | None,
+    int | None, int, bool,
+]  # fmt: skip
 
 
-# Values as JSON (None as null), escaped once per value: a line's method,
-# path, model, deployment, endpoint, key and caller are the same few values
-# again and again, and a lookup costs a tenth of escaping. Short values only,
-# at most _QUOTED_KEPT, then it starts over: a client varying its path or
-# model churns it, nothing more.
-_QUOTED: Remembered[str | None, str] = Remembered(
-    lambda value: "null" if value is None else _quoted(value),
-    _QUOTED_KEPT,
-    lambda value: value is None or len(value) <= _QUOTED_CHARS,
-)
+def _middle_text(middle: _Middle) -> str:
+    method, path, status, model, deployment, endpoint, key, caller = middle[:8]
+    upstream, attempts, stream = middle[8:]
+    return (
+        f'"method":{_json(method)},"path":{_json(path)},"status":{status},'
+        f'"model":{_json(model)},"deployment":{_json(deployment)},'
+        f'"endpoint":{_json(endpoint)},"key":{_json(key)},'
+        f'"caller":{_json(caller)},'
+        f'"upstream_status":{"null" if upstream is None else upstream},'
+        f'"attempts":{attempts},"stream":{"true" if stream else "false"}'
+    )
+
+
+def _json(value: str | None) -> str:
+    return "null" if value is None else _quoted(value)
+
+
+def _short(middle: _Middle) -> bool:
+    return all(
+        len(value) <= _MIDDLE_CHARS for value in middle if isinstance(value, str)
+    )
+
+
+# A line's middle, from "method" to "stream", made once per set of values: a
+# line's method, path, status, model, deployment, endpoint, key, caller,
+# Azure's status, attempts and stream are the same few sets again and again,
+# and one lookup costs a fraction of escaping and joining eleven values.
+# Short values only, at most _MIDDLES_KEPT, then it starts over: a client
+# varying its path or model churns it, nothing more.
+_MIDDLES: Remembered[_Middle, str] = Remembered(_middle_text, _MIDDLES_KEPT, _short)
 
 
 def json_line(
@@ -154,28 +180,29 @@ def json_line(
     """json.dumps(fields(...), separators=(",", ":")) plus a newline, the
     same text built directly: a dict and the json module cost about three
     times as much, on every request. Strings go through json's own escaping
-    (_QUOTED; the request id, new each time, directly); numbers are ints, or
-    floats (whose repr json writes too), computed as _ms does, inline."""
-    quoted, started = _QUOTED, exchange.started
-    model, first_byte = exchange.model, exchange.first_byte
+    (_quoted; the middle's once per set of values, _MIDDLES); times are
+    written as "%.1f", which is what repr() gives fields()' rounded floats."""
+    started, model, first_byte = exchange.started, exchange.model, exchange.first_byte
     if model is not None and len(model) > MAX_SHOWN_CHARS:
         model = model[:MAX_SHOWN_CHARS]  # as _shown
-    upstream = exchange.upstream_status
-    ttfb = (
-        "null" if first_byte is None else repr(int((first_byte - started) * 10000) / 10)
-    )
+    middle = _MIDDLES[
+        exchange.method,
+        exchange.path,
+        status,
+        model,
+        exchange.deployment,
+        exchange.endpoint,
+        exchange.key,
+        exchange.caller,
+        exchange.upstream_status,
+        exchange.attempts,
+        exchange.stream,
+    ]
+    ttfb = "null" if first_byte is None else "%.1f" % ((first_byte - started) * 1000)
     line = (
         # The time is digits and "-:.TZ": nothing to escape.
-        f'{{"time":"{time_text}","request_id":{_quoted(request_id)},'
-        f'"method":{quoted[exchange.method]},"path":{quoted[exchange.path]},'
-        f'"status":{status},"model":{quoted[model]},'
-        f'"deployment":{quoted[exchange.deployment]},'
-        f'"endpoint":{quoted[exchange.endpoint]},'
-        f'"key":{quoted[exchange.key]},"caller":{quoted[exchange.caller]},'
-        f'"upstream_status":{"null" if upstream is None else upstream},'
-        f'"attempts":{exchange.attempts},'
-        f'"stream":{"true" if exchange.stream else "false"},"ttfb_ms":{ttfb},'
-        f'"duration_ms":{int((end - started) * 10000) / 10!r},'
+        f'{{"time":"{time_text}","request_id":{_quoted(request_id)},{middle},'
+        f'"ttfb_ms":{ttfb},"duration_ms":{"%.1f" % ((end - started) * 1000)},'
         f'"bytes":{exchange.bytes_out}'
     )
     usage = exchange.usage

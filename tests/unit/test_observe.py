@@ -344,13 +344,18 @@ def test_configured_names_stay_labels_when_clients_used_up_the_room() -> None:
     assert len(label_values(text, "model")) == 102  # 100 guesses, other, gpt-4o
 
 
-def test_the_escaped_values_the_access_log_keeps_are_bounded() -> None:
+def test_the_line_middles_the_access_log_keeps_are_bounded() -> None:
     for index in range(2000):  # a client varying its path, short and long
         exchange = Exchange(
             "POST", f"/v1/files/file-{index}" + "x" * (index % 3 * 40), 0.0
         )
         line = json.loads(json_line(exchange, 200, "id", 1.0, "t"))
         assert line["path"] == exchange.path
-    kept = access_log._QUOTED
-    assert 0 < len(kept) <= access_log._QUOTED_KEPT
-    assert all(len(value) <= access_log._QUOTED_CHARS for value in kept if value)
+    kept = access_log._MIDDLES
+    assert 0 < len(kept) <= access_log._MIDDLES_KEPT
+    assert all(
+        len(value) <= access_log._MIDDLE_CHARS
+        for middle in kept
+        for value in middle
+        if isinstance(value, str)
+    )
