@@ -55,6 +55,7 @@ from enum import Enum, StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
+from azproxy.remembered import Remembered
 from azproxy.settings.patterns import API_VERSION_RE
 
 __all__ = [
@@ -245,7 +246,18 @@ def route_for(subpath: str, endpoint: Versioned) -> Route:
     """Where a request for an OpenAI path goes on an endpoint. On v1, Azure
     reads the deployment from the body's `model`: build_target must put it
     there whenever `.v1` is true, whatever the endpoint's api_version."""
-    return route(family_of(subpath), endpoint.api_version, endpoint.family_versions)
+    family, overrides = family_of(subpath), endpoint.family_versions
+    if overrides:
+        return route(family, endpoint.api_version, overrides)
+    return _ROUTES[family, endpoint.api_version]
+
+
+# The route of each (family, api-version) without overrides, decided once:
+# a request pays a lookup. A pass-through token names its own api-version,
+# so the bound.
+_ROUTES: Remembered[tuple[Family, str], Route] = Remembered(
+    lambda key: route(*key), 256
+)
 
 
 def sends_deployments_to_v1(endpoint: Versioned) -> bool:
