@@ -135,7 +135,7 @@ def json_call(
         found = fields.model
         model = found if isinstance(found, str) else None
     elif usage and isinstance(body, bytes):
-        names_stream = b'"stream"' in body
+        names_stream = body.find(b'"stream"') >= 0  # not `in`: see Reply
         if names_stream:
             fields = parsed_if_json(context, body)
     outgoing = outgoing_of(request, subpath, body, fields)

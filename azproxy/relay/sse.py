@@ -135,7 +135,8 @@ class StreamNormaliser:
 
     def _events(self, data: bytes) -> bytes:
         """The whole events of `data` minus droppable ones; the rest is held."""
-        if MARKERS[0] not in data and MARKERS[1] not in data:
+        # find(), not `in`: see send.py's Reply.
+        if data.find(MARKERS[0]) < 0 and data.find(MARKERS[1]) < 0:
             if not self._drop_usage or _usage_in(data) is None:
                 # Nothing to drop: the whole events go as they are, in one
                 # piece, without looking at them one by one; a partial last
@@ -213,7 +214,7 @@ def _last_event_end(data: bytes, before: int | None = None) -> int:
     the last blank line follows another line end (then where it ends depends
     on the events before: let finditer decide)."""
     at, size = data.rfind(b"\n\n", 0, before), 2
-    if b"\r" in data:
+    if data.find(b"\r") >= 0:  # find(), not `in`: see send.py's Reply
         for ending in (b"\r\n\r\n", b"\r\r"):
             found = data.rfind(ending, 0, before)
             if found >= 0 and found + len(ending) > at + size:
