@@ -96,7 +96,7 @@ class Retry:
         target = build_target(backends[0], outgoing)
         return retried(
             config,
-            f"upstream {target.url.host}",
+            target,  # its str() names it in the log, made only on a retry
             partial(send_once, context.session, config, target, exchange),
             retries=config.retries if can_send_again(target.body) else 0,
             resend=not target.stateful,
@@ -106,7 +106,7 @@ class Retry:
 
 async def retried(
     config: Config,
-    what: str,
+    what: object,
     attempt: Callable[[], Awaitable[T]],
     *,
     retries: int,
@@ -114,6 +114,7 @@ async def retried(
     again: Callable[[T], str | None] | None = None,
 ) -> T:
     """Make `attempt` up to `retries` more times, retry_delay_s apart.
+    `what` is what is tried, as the log names it (its str()).
 
     A try that raises a retryable Failure is made again; with `resend` off,
     only if none of the request went out (Failure.unsent). A try that
@@ -164,7 +165,7 @@ def retryable_answer(reply: Reply) -> str | None:
 
 
 async def pause_before_retry(
-    config: Config, attempt: int, what: str, reason: str
+    config: Config, attempt: int, what: object, reason: str
 ) -> None:
     """Log a failed attempt and wait retry_delay_s: the original proxy's pace."""
     log.warning(

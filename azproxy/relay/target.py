@@ -75,6 +75,10 @@ class Target:
     # azproxy's, not the client's), the body without that ask.
     unasked: bytes | None = None
 
+    def __str__(self) -> str:
+        """As the log names an attempt."""
+        return f"upstream {self.url.host}"
+
     def without_usage(self) -> Target:
         """The same request with the body the client's own ask would have."""
         assert self.unasked is not None

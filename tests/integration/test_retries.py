@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import socket
 from typing import Any
 
@@ -31,16 +32,24 @@ OVERLOADED = {
 
 
 async def test_5xx_is_retried_until_it_succeeds(
-    proxy: Any, fake_azure: FakeAzure
+    proxy: Any, fake_azure: FakeAzure, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_azure.queue(
         json_answer(SERVER_ERROR, status=500), json_answer(SERVER_ERROR, status=503)
     )
-    response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
+    with caplog.at_level(logging.WARNING, logger="azproxy.relay"):
+        response = await proxy.post("/v1/chat/completions", data=BODY, headers=BEARER)
     assert response.status == 200
     assert await response.json() == CHAT_JSON
     assert len(fake_azure.requests) == 3
     assert all(r.body == BODY for r in fake_azure.requests)
+    # Each retry is logged, naming the upstream host and why.
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    host = fake_azure.url.split("//")[1].split(":")[0]
+    assert retries == [
+        f"upstream {host} failed (HTTP 500); retry 1/3 in 0.01 s",
+        f"upstream {host} failed (HTTP 503); retry 2/3 in 0.01 s",
+    ]
 
 
 async def test_5xx_after_all_retries_is_relayed_as_azure_sent_it(
