@@ -34,7 +34,8 @@ class Lifecycle:
     ready: bool = False
     draining: bool = False
     in_flight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # What drain() waits on, made only then: requests never touch an Event.
+    _idle: asyncio.Future[None] | None = field(default=None, init=False)
     # The Azure answers being relayed now, and whether the grace is over.
     streams: set[aiohttp.ClientResponse] = field(default_factory=set)
     cutting: bool = False
@@ -42,9 +43,6 @@ class Lifecycle:
     # first Entra ID token): each says when it has come, or been waited for
     # long enough.
     awaited: list[Callable[[], bool]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.idle.set()
 
     def started(self) -> bool:
         """Whether everything awaited at start has come; asked by /readyz
@@ -63,12 +61,18 @@ class Lifecycle:
 
     def enter(self) -> None:
         self.in_flight += 1
-        self.idle.clear()
 
     def leave(self) -> None:
         self.in_flight -= 1
-        if not self.in_flight:
-            self.idle.set()
+        idle = self._idle
+        if not self.in_flight and idle is not None and not idle.done():
+            idle.set_result(None)
+
+    async def wait_idle(self) -> None:
+        """Until no request is in flight."""
+        if self.in_flight:
+            self._idle = asyncio.get_running_loop().create_future()
+            await self._idle
 
     def relaying(self, upstream: aiohttp.ClientResponse) -> None:
         """An answer starts being relayed (one that starts after the grace
@@ -138,7 +142,7 @@ async def drain(runner: web.AppRunner, grace_s: float) -> None:
             state.in_flight,
         )
         try:
-            await asyncio.wait_for(state.idle.wait(), grace_s)
+            await asyncio.wait_for(state.wait_idle(), grace_s)
         except TimeoutError:
             log.warning(
                 "shutdown grace of %g s over: cutting %d request(s)",

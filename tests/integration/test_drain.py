@@ -7,10 +7,11 @@ import asyncio
 import json
 from collections.abc import Callable
 
+import pytest
 from aiohttp import web
 
 from azproxy import Config, create_app
-from azproxy.front.lifecycle import drain
+from azproxy.front.lifecycle import Lifecycle, drain
 from azproxy.server.runner import bound_port, start_site
 from tests.conftest import TOKEN
 from tests.fakes import FakeAzure, sse_answer, sse_event
@@ -76,3 +77,23 @@ async def test_streams_running_when_the_grace_is_over_end_with_an_error_event(
         for _, writer in clients:
             writer.close()
         await runner.cleanup()
+
+
+async def test_the_drain_wait_ends_when_the_last_request_leaves() -> None:
+    state = Lifecycle()
+    await asyncio.wait_for(state.wait_idle(), 1)  # none in flight: at once
+    state.enter()
+    state.enter()
+    waiting = asyncio.ensure_future(state.wait_idle())
+    await asyncio.sleep(0)
+    state.leave()
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    state.leave()
+    await asyncio.wait_for(waiting, 1)
+    # A wait given up on (the grace ran out) leaves nothing for leave() to trip on.
+    state.enter()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(state.wait_idle(), 0.01)
+    state.leave()
+    assert state.in_flight == 0
