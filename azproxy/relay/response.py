@@ -89,10 +89,10 @@ async def answer(
         headers["x-azproxy-deployment"] = backend.deployment
     sse = reply.is_sse or (
         upstream.status < 300
-        and terminal_for(exchange.path) is not None  # a streaming family
         # A body that was not parsed and does not name "stream" did not ask
-        # (asked_to_stream says so too): most skip looking up the app's bounds.
+        # (asked_to_stream says so too): most stop here, with no call.
         and (outgoing.fields is not None or outgoing.names_stream)
+        and terminal_for(exchange.path) is not None  # a streaming family
         and asked_to_stream(outgoing, context.json_bounds)
     )
     if reply.deployment_not_found and upstream.content.at_eof():

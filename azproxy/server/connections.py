@@ -109,14 +109,15 @@ class GuardedRequestHandler(RequestHandler):
             waiter = self._waiter
             if waiter is None or waiter.done() or not data or self._force_close:
                 # A request in progress (these are body bytes) or a WebSocket.
-                super().data_received(data)
+                RequestHandler.data_received(self, data)
                 return
             # The first byte of the next request on a kept-alive connection.
             self._start_header_clock()
         if data:
             self._header_bytes = True
         parsed = self._request_count
-        super().data_received(data)
+        # The base named, not super(): this runs for every read.
+        RequestHandler.data_received(self, data)
         if self._request_count != parsed:  # headers complete, or malformed
             self._header_deadline = None
 
