@@ -29,7 +29,6 @@ from azproxy.relay.azure_limits import (
     remaining,
     retry_after_s,
 )
-from azproxy.relay.backends import Backend
 from azproxy.relay.health_board import retry_after_headers
 from azproxy.relay.refusal import refuses_credentials
 from azproxy.relay.send import Reply, send_once

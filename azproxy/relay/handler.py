@@ -14,7 +14,7 @@ it (relay: take an upstream slot, make the attempts, relay the answer).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
@@ -200,14 +200,8 @@ async def handle_resource(
         body = stream_through(request)
         try:
             outgoing = outgoing_of(request, subpath, body, None, Scope.RESOURCE)
-            return await relay(
-                context,
-                request,
-                exchange,
-                caller,
-                outgoing,
-                RETRY,
-                backends=[Backend(endpoint, "")],
+            return await on_resource(
+                context, request, exchange, caller, outgoing, Backend(endpoint, "")
             )
         finally:
             body.close()  # holds nothing, but a broken stream's error
@@ -222,17 +216,27 @@ async def handle_resource(
                 deployment = deployment_on(endpoint, caller.backends(model), model)
                 fields = found
         outgoing = outgoing_of(request, subpath, raw, fields, Scope.RESOURCE)
-        return await relay(
-            context,
-            request,
-            exchange,
-            caller,
-            outgoing,
-            RETRY,
-            backends=[Backend(endpoint, deployment)],
+        return await on_resource(
+            context, request, exchange, caller, outgoing, Backend(endpoint, deployment)
         )
     finally:
         release_body(context, raw)
+
+
+def on_resource(
+    context: RelayContext,
+    request: web.Request,
+    exchange: Exchange,
+    caller: Caller,
+    outgoing: Outgoing,
+    backend: Backend,
+) -> Awaitable[web.StreamResponse]:
+    """relay() for a resource call: to `backend` alone, on the caller's
+    resource endpoint, by the original proxy's retries (its objects live on
+    that one resource)."""
+    return relay(
+        context, request, exchange, caller, outgoing, RETRY, backends=[backend]
+    )
 
 
 def deployment_on(endpoint: Endpoint, backends: Sequence[Backend], model: str) -> str:
