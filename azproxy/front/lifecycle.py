@@ -69,10 +69,11 @@ class Lifecycle:
             idle.set_result(None)
 
     async def wait_idle(self) -> None:
-        """Until no request is in flight."""
+        """Until no request is in flight (waits at the same time share one)."""
         if self.in_flight:
-            self._idle = asyncio.get_running_loop().create_future()
-            await self._idle
+            if self._idle is None or self._idle.done():
+                self._idle = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle)
 
     def relaying(self, upstream: aiohttp.ClientResponse) -> None:
         """An answer starts being relayed (one that starts after the grace

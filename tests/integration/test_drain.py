@@ -97,3 +97,14 @@ async def test_the_drain_wait_ends_when_the_last_request_leaves() -> None:
         await asyncio.wait_for(state.wait_idle(), 0.01)
     state.leave()
     assert state.in_flight == 0
+
+
+async def test_a_wait_that_gives_up_leaves_another_waiting() -> None:
+    state = Lifecycle()
+    state.enter()
+    patient = asyncio.ensure_future(state.wait_idle())
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(state.wait_idle(), 0.01)
+    assert not patient.done()
+    state.leave()
+    await asyncio.wait_for(patient, 1)
