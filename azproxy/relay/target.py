@@ -5,7 +5,7 @@ request it becomes (Target: URL, headers, body). No I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
@@ -64,8 +64,9 @@ class Target:
 
     method: str
     url: URL
-    headers: CIMultiDict[str]
-    body: bytes | StreamBody
+    # Never in its repr: the headers hold the Azure key, the body the prompt.
+    headers: CIMultiDict[str] = field(repr=False)
+    body: bytes | StreamBody = field(repr=False)
     backend: Backend
     # A call that creates or changes state on Azure (a resource-scoped POST or
     # DELETE: a batch, a run, a stored response): sending it twice could do it
